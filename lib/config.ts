@@ -1,0 +1,389 @@
+import { instrumentationNames } from './instrumentations';
+
+/**
+ * Every environment variable auditrace reads, parsed and validated in one place into one frozen
+ * object. The table below is the single source: the parser refuses to read a variable that is not
+ * in it, and the README's variable table is generated from it (a test keeps them equal).
+ */
+
+export type Signal = 'traces' | 'metrics' | 'logs';
+export type OtlpProtocol = 'http/protobuf' | 'http/json';
+export type ExporterName = 'otlp' | 'console';
+export type LogLevel = 'none' | 'error' | 'warn' | 'info' | 'debug' | 'verbose' | 'all';
+export type SamplerName =
+  | 'always_on' | 'always_off' | 'traceidratio'
+  | 'parentbased_always_on' | 'parentbased_always_off' | 'parentbased_traceidratio';
+export type PropagatorName = 'tracecontext' | 'baggage' | 'b3' | 'b3multi';
+
+export interface ExportConfig {
+  /** Empty when the signal is off (`none`). */
+  exporters: ExporterName[];
+  endpoint: string;
+  headers: Readonly<Record<string, string>>;
+  timeoutMs: number;
+  protocol: OtlpProtocol;
+  compression: 'gzip' | 'none';
+}
+
+export interface BatchConfig {
+  scheduleDelayMs: number;
+  exportTimeoutMs: number;
+  maxQueueSize: number;
+  maxExportBatchSize: number;
+}
+
+export interface Config {
+  sdkDisabled: boolean;
+  strict: boolean;
+  quiet: boolean;
+  /** Undefined: the SDK's own diagnostics stay off, auditrace prints its own lines. */
+  logLevel: LogLevel | undefined;
+  shutdownTimeoutMs: number;
+  serviceName: string | undefined;
+  resourceAttributes: Readonly<Record<string, string>>;
+  cloudDetectors: readonly string[];
+  propagators: readonly PropagatorName[];
+  sampler: { name: SamplerName; ratio: number };
+  spanLimits: {
+    attributeCountLimit: number | undefined;
+    attributeValueLengthLimit: number | undefined;
+    eventCountLimit: number | undefined;
+    linkCountLimit: number | undefined;
+  };
+  traces: ExportConfig & { batch: BatchConfig };
+  logs: ExportConfig & { batch: BatchConfig };
+  metrics: ExportConfig & { intervalMs: number; exportTimeoutMs: number };
+  instrumentations: { enabled: readonly string[] | undefined; disabled: readonly string[] };
+}
+
+export interface ConfigError {
+  variable: string;
+  value: string;
+  expected: string;
+  fallback: string;
+}
+
+type Default = string | number | boolean | undefined;
+export interface VariableDoc {
+  name: string;
+  default: Default;
+  /** Shown instead of `default` when the default is computed. */
+  defaultText?: string;
+  meaning: string;
+}
+
+const SIGNALS: readonly Signal[] = ['traces', 'metrics', 'logs'];
+const DEFAULT_ENDPOINT = 'http://localhost:4318';
+
+function perSignal(signal: Signal): VariableDoc[] {
+  const S = signal.toUpperCase();
+  return [
+    { name: `OTEL_${S}_EXPORTER`, default: 'otlp', meaning: `Exporters for ${signal}: \`otlp\`, \`console\` (comma-separated), or \`none\`.` },
+    { name: `OTEL_EXPORTER_OTLP_${S}_ENDPOINT`, default: undefined, defaultText: `base endpoint + \`/v1/${signal}\``, meaning: `Full URL for ${signal}, used as given.` },
+    { name: `OTEL_EXPORTER_OTLP_${S}_HEADERS`, default: undefined, defaultText: 'base headers', meaning: `Headers for ${signal}; merged over the base headers.` },
+    { name: `OTEL_EXPORTER_OTLP_${S}_TIMEOUT`, default: undefined, defaultText: 'base timeout', meaning: `Export timeout for ${signal} in milliseconds.` },
+    { name: `OTEL_EXPORTER_OTLP_${S}_PROTOCOL`, default: undefined, defaultText: 'base protocol', meaning: `\`http/protobuf\` or \`http/json\` for ${signal}.` },
+    { name: `OTEL_EXPORTER_OTLP_${S}_COMPRESSION`, default: undefined, defaultText: 'base compression', meaning: `\`gzip\` or \`none\` for ${signal}.` },
+  ];
+}
+
+export const variables: readonly VariableDoc[] = Object.freeze([
+  { name: 'OTEL_SDK_DISABLED', default: false, meaning: '`true` turns auditrace off entirely: no SDK, no instrumentation.' },
+  { name: 'OTEL_SERVICE_NAME', default: undefined, defaultText: "`service.name` from `OTEL_RESOURCE_ATTRIBUTES`, else the app's `package.json` name, else `unknown_service:node`", meaning: 'The service name on every span, log and metric.' },
+  { name: 'OTEL_RESOURCE_ATTRIBUTES', default: '', meaning: 'Extra resource attributes, `key=value` pairs separated by commas, values percent-encoded.' },
+  { name: 'OTEL_NODE_RESOURCE_DETECTORS', default: 'local', meaning: 'Resource detectors. Local identity (service, host, process, container, Kubernetes downward API) is always on; add cloud detectors by name: `aws`, `gcp`, `azure`, `alibaba` (they make network calls). `none` and `all` (= local only) are accepted.' },
+  { name: 'OTEL_LOG_LEVEL', default: undefined, defaultText: 'unset: only auditrace\'s own lines', meaning: 'OpenTelemetry diagnostic level: `none`, `error`, `warn`, `info`, `debug`, `verbose`, `all`. `none` also silences the start-up line. Below `info`, diagnostics of the SDK itself are printed.' },
+  { name: 'OTEL_PROPAGATORS', default: 'tracecontext,baggage', meaning: 'Context propagators: `tracecontext`, `baggage`, `b3`, `b3multi`, or `none`.' },
+  { name: 'OTEL_TRACES_SAMPLER', default: 'parentbased_always_on', meaning: 'Sampler: `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`.' },
+  { name: 'OTEL_TRACES_SAMPLER_ARG', default: 1, meaning: 'Sampling ratio from 0 to 1 for the `traceidratio` samplers.' },
+  { name: 'OTEL_NODE_ENABLED_INSTRUMENTATIONS', default: undefined, defaultText: 'all but `fs`, `dns`, `net`, `host-metrics`', meaning: 'Comma-separated instrumentation names (as in `@opentelemetry/instrumentation-<name>`) to enable; only these are loaded.' },
+  { name: 'OTEL_NODE_DISABLED_INSTRUMENTATIONS', default: '', meaning: 'Comma-separated instrumentation names to disable.' },
+  { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', default: DEFAULT_ENDPOINT, meaning: 'Base OTLP/HTTP URL; `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended.' },
+  { name: 'OTEL_EXPORTER_OTLP_HEADERS', default: '', meaning: 'Headers sent with every export, `key=value` pairs separated by commas, values percent-encoded. Values are redacted in the start-up line.' },
+  { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', default: 10000, meaning: 'Export request timeout in milliseconds.' },
+  { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', default: 'http/protobuf', meaning: '`http/protobuf` or `http/json`. (`grpc` is not shipped: auditrace exports over HTTP only.)' },
+  { name: 'OTEL_EXPORTER_OTLP_COMPRESSION', default: 'none', meaning: '`gzip` or `none`.' },
+  ...SIGNALS.flatMap(perSignal),
+  { name: 'OTEL_BSP_SCHEDULE_DELAY', default: 5000, meaning: 'Span batch: delay between exports, milliseconds.' },
+  { name: 'OTEL_BSP_EXPORT_TIMEOUT', default: 30000, meaning: 'Span batch: time allowed for one export, milliseconds.' },
+  { name: 'OTEL_BSP_MAX_QUEUE_SIZE', default: 2048, meaning: 'Span batch: spans held in memory at most; beyond it spans are dropped and counted.' },
+  { name: 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE', default: 512, meaning: 'Span batch: spans per export request at most.' },
+  { name: 'OTEL_BLRP_SCHEDULE_DELAY', default: 1000, meaning: 'Log batch: delay between exports, milliseconds.' },
+  { name: 'OTEL_BLRP_EXPORT_TIMEOUT', default: 30000, meaning: 'Log batch: time allowed for one export, milliseconds.' },
+  { name: 'OTEL_BLRP_MAX_QUEUE_SIZE', default: 2048, meaning: 'Log batch: records held in memory at most.' },
+  { name: 'OTEL_BLRP_MAX_EXPORT_BATCH_SIZE', default: 512, meaning: 'Log batch: records per export request at most.' },
+  { name: 'OTEL_METRIC_EXPORT_INTERVAL', default: 60000, meaning: 'Metrics: export interval, milliseconds.' },
+  { name: 'OTEL_METRIC_EXPORT_TIMEOUT', default: 30000, meaning: 'Metrics: time allowed for one export, milliseconds (at most the interval).' },
+  { name: 'OTEL_ATTRIBUTE_COUNT_LIMIT', default: 128, meaning: 'Attributes per span at most.' },
+  { name: 'OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT', default: undefined, defaultText: 'unlimited', meaning: 'Characters per attribute value at most.' },
+  { name: 'OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT', default: undefined, defaultText: '`OTEL_ATTRIBUTE_COUNT_LIMIT`', meaning: 'Attributes per span at most (overrides the general limit).' },
+  { name: 'OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT', default: undefined, defaultText: '`OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT`', meaning: 'Characters per span attribute value at most.' },
+  { name: 'OTEL_SPAN_EVENT_COUNT_LIMIT', default: 128, meaning: 'Events per span at most.' },
+  { name: 'OTEL_SPAN_LINK_COUNT_LIMIT', default: 128, meaning: 'Links per span at most.' },
+  { name: 'AUDITRACE_STRICT', default: false, meaning: '`true`: an invalid variable stops the process (exit code 78) before application code runs, instead of a warning and the default.' },
+  { name: 'AUDITRACE_QUIET', default: false, meaning: '`true`: no start-up line (warnings and errors are still printed).' },
+  { name: 'AUDITRACE_SHUTDOWN_TIMEOUT_MS', default: 5000, meaning: 'On SIGTERM/SIGINT, `beforeExit` and `shutdown()`: time allowed to flush telemetry, milliseconds.' },
+] satisfies VariableDoc[]);
+
+const byName = new Map(variables.map((v) => [v.name, v]));
+
+/** Renders a value for an error line: quoted, escaped, short, so a hostile value cannot forge lines. */
+export function quote(value: string): string {
+  const shown = value.length > 120 ? `${value.slice(0, 120)}…` : value;
+  return JSON.stringify(shown);
+}
+
+/** Reads variables from one env object, recording every name read and every invalid value. */
+class Reader {
+  readonly read = new Set<string>();
+  readonly errors: ConfigError[] = [];
+  constructor(private readonly env: Record<string, string | undefined>) {}
+
+  doc(name: string): VariableDoc {
+    const d = byName.get(name);
+    if (!d) throw new Error(`auditrace internal error: ${name} is not in the variable table`);
+    return d;
+  }
+
+  /** The spec treats an empty value like an unset one. */
+  raw(name: string): string | undefined {
+    this.doc(name);
+    this.read.add(name);
+    const v = this.env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  }
+
+  fail(name: string, value: string, expected: string, fallback?: string): void {
+    const d = this.doc(name);
+    this.errors.push({
+      variable: name,
+      value,
+      expected,
+      fallback: fallback ?? (d.defaultText ?? (d.default === undefined ? 'unset' : String(d.default))),
+    });
+  }
+
+  bool(name: string): boolean {
+    const v = this.raw(name);
+    const dflt = this.doc(name).default as boolean;
+    if (v === undefined) return dflt;
+    const lower = v.toLowerCase();
+    if (lower === 'true') return true;
+    if (lower === 'false') return false;
+    this.fail(name, v, '`true` or `false`');
+    return dflt;
+  }
+
+  int(name: string, opts: { min: number }, fallback?: number): number | undefined {
+    const v = this.raw(name);
+    const dflt = fallback ?? (this.doc(name).default as number | undefined);
+    if (v === undefined) return dflt;
+    if (/^[+-]?\d+$/.test(v)) {
+      const n = Number(v);
+      if (Number.isSafeInteger(n) && n >= opts.min) return n;
+    }
+    this.fail(name, v, opts.min > 0 ? `an integer of at least ${opts.min}` : 'a non-negative integer',
+      dflt === undefined ? 'unset' : String(dflt));
+    return dflt;
+  }
+
+  oneOf<T extends string>(name: string, accepted: readonly T[], fallback?: T): T | undefined {
+    const v = this.raw(name);
+    const dflt = fallback ?? (this.doc(name).default as T | undefined);
+    if (v === undefined) return dflt;
+    const lower = v.toLowerCase() as T;
+    if (accepted.includes(lower)) return lower;
+    this.fail(name, v, `one of ${accepted.map((a) => `\`${a}\``).join(', ')}`, dflt);
+    return dflt;
+  }
+
+  /** A comma-separated list whose every item must be accepted; on any bad item the whole value is rejected. */
+  list<T extends string>(name: string, accepted: readonly T[], what: string): T[] | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    const items = v.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+    const bad = items.filter((i) => !accepted.includes(i as T));
+    if (bad.length > 0) {
+      this.fail(name, v, `${what} from: ${accepted.join(', ')} (unknown: ${bad.map(quote).join(', ')})`);
+      return undefined;
+    }
+    return [...new Set(items)] as T[];
+  }
+
+  url(name: string): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    try {
+      const u = new URL(v);
+      if ((u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '') return v;
+    } catch {
+      // fall through to the error below
+    }
+    this.fail(name, v, 'an absolute http:// or https:// URL, e.g. `http://collector:4318`');
+    return undefined;
+  }
+
+  keyValues(name: string): Record<string, string> | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return undefined;
+    const parsed = parseKeyValueList(v);
+    if (parsed === undefined) {
+      this.fail(name, v, '`key=value` pairs separated by commas, values percent-encoded', 'none');
+    }
+    return parsed;
+  }
+}
+
+/** W3C-baggage-like `k=v,k2=v2` as the OTel spec defines for headers and resource attributes. */
+export function parseKeyValueList(value: string): Record<string, string> | undefined {
+  const out: Record<string, string> = {};
+  for (const part of value.split(',')) {
+    if (part.trim() === '') continue;
+    const eq = part.indexOf('=');
+    if (eq <= 0) return undefined;
+    const key = part.slice(0, eq).trim();
+    let val: string;
+    try {
+      val = decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return undefined;
+    }
+    if (key === '' || /[\s"]/.test(key)) return undefined;
+    out[key] = val;
+  }
+  return out;
+}
+
+function signalUrl(base: string, signal: Signal): string {
+  return `${base.replace(/\/+$/, '')}/v1/${signal}`;
+}
+
+function exportConfig(r: Reader, signal: Signal, base: {
+  endpoint: string; headers: Record<string, string>; timeoutMs: number; protocol: OtlpProtocol; compression: 'gzip' | 'none';
+}): ExportConfig {
+  const S = signal.toUpperCase();
+  const names = r.list(`OTEL_${S}_EXPORTER`, ['otlp', 'console', 'none'] as const, 'a list of exporters');
+  let exporters: ExporterName[] = ['otlp'];
+  if (names && names.includes('none')) {
+    if (names.length > 1) r.fail(`OTEL_${S}_EXPORTER`, names.join(','), '`none` alone, or a list of `otlp`, `console`', 'none');
+    exporters = [];
+  } else if (names && names.length > 0) {
+    exporters = names as ExporterName[];
+  }
+  const endpoint = r.url(`OTEL_EXPORTER_OTLP_${S}_ENDPOINT`) ?? signalUrl(base.endpoint, signal);
+  const headers = { ...base.headers, ...(r.keyValues(`OTEL_EXPORTER_OTLP_${S}_HEADERS`) ?? {}) };
+  const timeoutMs = r.int(`OTEL_EXPORTER_OTLP_${S}_TIMEOUT`, { min: 1 }, base.timeoutMs)!;
+  const protocol = r.oneOf(`OTEL_EXPORTER_OTLP_${S}_PROTOCOL`, ['http/protobuf', 'http/json'] as const, base.protocol)!;
+  const compression = r.oneOf(`OTEL_EXPORTER_OTLP_${S}_COMPRESSION`, ['gzip', 'none'] as const, base.compression)!;
+  return { exporters, endpoint, headers, timeoutMs, protocol, compression };
+}
+
+function batchConfig(r: Reader, prefix: 'OTEL_BSP' | 'OTEL_BLRP'): BatchConfig {
+  const cfg = {
+    scheduleDelayMs: r.int(`${prefix}_SCHEDULE_DELAY`, { min: 0 })!,
+    exportTimeoutMs: r.int(`${prefix}_EXPORT_TIMEOUT`, { min: 1 })!,
+    maxQueueSize: r.int(`${prefix}_MAX_QUEUE_SIZE`, { min: 1 })!,
+    maxExportBatchSize: r.int(`${prefix}_MAX_EXPORT_BATCH_SIZE`, { min: 1 })!,
+  };
+  if (cfg.maxExportBatchSize > cfg.maxQueueSize) {
+    r.fail(`${prefix}_MAX_EXPORT_BATCH_SIZE`, String(cfg.maxExportBatchSize),
+      `at most ${prefix}_MAX_QUEUE_SIZE (${cfg.maxQueueSize})`, String(cfg.maxQueueSize));
+    cfg.maxExportBatchSize = cfg.maxQueueSize;
+  }
+  return cfg;
+}
+
+const CLOUD_DETECTORS = ['aws', 'gcp', 'azure', 'alibaba'] as const;
+const LOCAL_DETECTORS = ['env', 'host', 'os', 'process', 'serviceinstance', 'service', 'container'] as const;
+
+export interface ParsedConfig {
+  config: Readonly<Config>;
+  errors: readonly ConfigError[];
+  /** Names the parser read: a test compares them with the variable table. */
+  read: ReadonlySet<string>;
+}
+
+export function parseConfig(env: Record<string, string | undefined>): ParsedConfig {
+  const r = new Reader(env);
+
+  const detectorList = r.list('OTEL_NODE_RESOURCE_DETECTORS',
+    ['all', 'none', 'local', ...LOCAL_DETECTORS, ...CLOUD_DETECTORS] as const, 'a list of detector names') ?? [];
+  const cloudDetectors = detectorList.filter((d): d is (typeof CLOUD_DETECTORS)[number] =>
+    (CLOUD_DETECTORS as readonly string[]).includes(d));
+
+  const propagatorList = r.list('OTEL_PROPAGATORS', ['tracecontext', 'baggage', 'b3', 'b3multi', 'none'] as const,
+    'a list of propagators');
+  const propagators: PropagatorName[] = propagatorList === undefined
+    ? ['tracecontext', 'baggage']
+    : propagatorList.includes('none') ? [] : propagatorList as PropagatorName[];
+
+  const samplerName = r.oneOf('OTEL_TRACES_SAMPLER', ['always_on', 'always_off', 'traceidratio',
+    'parentbased_always_on', 'parentbased_always_off', 'parentbased_traceidratio'] as const)!;
+  let ratio = 1;
+  const ratioRaw = r.raw('OTEL_TRACES_SAMPLER_ARG');
+  if (ratioRaw !== undefined) {
+    const n = Number(ratioRaw);
+    if (/^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$/.test(ratioRaw) && n >= 0 && n <= 1) ratio = n;
+    else r.fail('OTEL_TRACES_SAMPLER_ARG', ratioRaw, 'a number from 0 to 1, e.g. `0.25`');
+  }
+
+  const instrumentationList = (name: string): string[] | undefined =>
+    r.list(name, instrumentationNames, 'a comma-separated list of instrumentation names');
+
+  const baseHeaders = r.keyValues('OTEL_EXPORTER_OTLP_HEADERS') ?? {};
+  const base = {
+    endpoint: r.url('OTEL_EXPORTER_OTLP_ENDPOINT') ?? DEFAULT_ENDPOINT,
+    headers: baseHeaders,
+    timeoutMs: r.int('OTEL_EXPORTER_OTLP_TIMEOUT', { min: 1 })!,
+    protocol: r.oneOf('OTEL_EXPORTER_OTLP_PROTOCOL', ['http/protobuf', 'http/json'] as const)!,
+    compression: r.oneOf('OTEL_EXPORTER_OTLP_COMPRESSION', ['gzip', 'none'] as const)!,
+  };
+
+  const metricsInterval = r.int('OTEL_METRIC_EXPORT_INTERVAL', { min: 1 })!;
+  let metricsTimeout = r.int('OTEL_METRIC_EXPORT_TIMEOUT', { min: 1 })!;
+  // The spec's default timeout (30 s) exceeds a short interval; clamp quietly unless both were set.
+  if (metricsTimeout > metricsInterval) metricsTimeout = metricsInterval;
+
+  const attributeCountLimit = r.int('OTEL_ATTRIBUTE_COUNT_LIMIT', { min: 0 });
+  const attributeValueLengthLimit = r.int('OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT', { min: 0 });
+
+  const config: Config = {
+    sdkDisabled: r.bool('OTEL_SDK_DISABLED'),
+    strict: r.bool('AUDITRACE_STRICT'),
+    quiet: r.bool('AUDITRACE_QUIET'),
+    logLevel: r.oneOf('OTEL_LOG_LEVEL', ['none', 'error', 'warn', 'info', 'debug', 'verbose', 'all'] as const),
+    shutdownTimeoutMs: r.int('AUDITRACE_SHUTDOWN_TIMEOUT_MS', { min: 1 })!,
+    serviceName: r.raw('OTEL_SERVICE_NAME'),
+    resourceAttributes: r.keyValues('OTEL_RESOURCE_ATTRIBUTES') ?? {},
+    cloudDetectors: detectorList.includes('none') ? [] : cloudDetectors,
+    propagators,
+    sampler: { name: samplerName, ratio },
+    spanLimits: {
+      attributeCountLimit: r.int('OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT', { min: 0 }, attributeCountLimit),
+      attributeValueLengthLimit: r.int('OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT', { min: 0 }, attributeValueLengthLimit),
+      eventCountLimit: r.int('OTEL_SPAN_EVENT_COUNT_LIMIT', { min: 0 }),
+      linkCountLimit: r.int('OTEL_SPAN_LINK_COUNT_LIMIT', { min: 0 }),
+    },
+    traces: { ...exportConfig(r, 'traces', base), batch: batchConfig(r, 'OTEL_BSP') },
+    logs: { ...exportConfig(r, 'logs', base), batch: batchConfig(r, 'OTEL_BLRP') },
+    metrics: { ...exportConfig(r, 'metrics', base), intervalMs: metricsInterval, exportTimeoutMs: metricsTimeout },
+    instrumentations: {
+      enabled: instrumentationList('OTEL_NODE_ENABLED_INSTRUMENTATIONS'),
+      disabled: instrumentationList('OTEL_NODE_DISABLED_INSTRUMENTATIONS') ?? [],
+    },
+  };
+  return { config: deepFreeze(config), errors: Object.freeze(r.errors), read: r.read };
+}
+
+/** One line per error: the variable, the value, what is accepted, what is used instead. No stack. */
+export function formatConfigError(e: ConfigError): string {
+  return `auditrace: invalid ${e.variable}=${quote(e.value)}: expected ${e.expected}; using ${e.fallback}`;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o as object)) deepFreeze(v);
+  }
+  return o;
+}

@@ -1,0 +1,35 @@
+import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
+import { formatConfigError, parseConfig } from './config';
+import { writeLine } from './diagnostics';
+import { buildInstrumentations, buildResource, Pipelines } from './sdk';
+
+/**
+ * For applications that build their own `NodeSDK`: returns their options with auditrace's
+ * resource (instance identity), instrumentations and export pipelines added. What the caller set
+ * wins: their resource attributes override ours, their processors and exporters replace ours,
+ * and an instrumentation they configured themselves is not added twice.
+ *
+ * ```js
+ * const sdk = new NodeSDK(nodeSdkOptions({ serviceName: 'orders' }));
+ * sdk.start();
+ * ```
+ */
+export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Partial<NodeSDKConfiguration> {
+  const { config, errors } = parseConfig(process.env);
+  for (const e of errors) writeLine(formatConfigError(e));
+  const pipelines = new Pipelines(config);
+  let resource = buildResource(config);
+  if (options.resource) resource = resource.merge(options.resource);
+  const theirs = new Set((options.instrumentations ?? []).flat().map((i) => i.instrumentationName));
+  const ours = buildInstrumentations(config).filter((i) => !theirs.has(i.instrumentationName));
+  const hasTraceExport = options.spanProcessors !== undefined || options.traceExporter !== undefined;
+  return {
+    autoDetectResources: false,
+    ...options,
+    resource,
+    instrumentations: [...(options.instrumentations ?? []), ...ours],
+    ...(hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: pipelines.spanProcessors() }),
+    ...(options.logRecordProcessors || config.logs.exporters.length === 0 ? {} : { logRecordProcessors: pipelines.logRecordProcessors() }),
+    ...(options.metricReaders || config.metrics.exporters.length === 0 ? {} : { metricReaders: pipelines.metricReaders() }),
+  };
+}

@@ -1,0 +1,299 @@
+import { context, diag, DiagLogLevel, logs, metrics, propagation, trace } from '@opentelemetry/api';
+import type { Counter, MeterProvider, TextMapPropagator } from '@opentelemetry/api';
+import type { Instrumentation } from '@opentelemetry/instrumentation';
+import type { Resource } from '@opentelemetry/resources';
+import type { Config, ExportConfig, Signal } from './config';
+import { RateLimitedWarnings, writeLine } from './diagnostics';
+import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
+import { loadInstrumentations, selectInstrumentations } from './instrumentations';
+import { instanceIdentity } from './resource';
+import { version } from './version';
+
+/** What `start()` builds; `shutdown()` flushes and stops all of it. */
+export interface Telemetry {
+  config: Readonly<Config>;
+  resource: Resource;
+  instrumentations: Instrumentation[];
+  /** Names of the instrumentations that loaded. */
+  instrumentationNames: string[];
+  /** Module names the instrumentations hook, for the ESM loader's include list. */
+  hookedModules: string[];
+  shutdown(): Promise<void>;
+  forceFlush(): Promise<void>;
+}
+
+const EXPORT_WARNING_INTERVAL_MS = 60_000;
+
+/** Resource: instance identity, the SDK's own attributes, then opt-in cloud detectors. */
+export function buildResource(config: Readonly<Config>): Resource {
+  const { defaultResource, resourceFromAttributes, detectResources } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
+  const identity = instanceIdentity({
+    env: process.env,
+    serviceName: config.serviceName,
+    resourceAttributes: { ...config.resourceAttributes },
+  });
+  let resource = defaultResource().merge(resourceFromAttributes({
+    ...identity,
+    'telemetry.distro.name': 'auditrace',
+    'telemetry.distro.version': version,
+  }));
+  if (config.cloudDetectors.length > 0) {
+    const detectors = config.cloudDetectors.flatMap(cloudDetector);
+    // Identity wins over what a cloud detector guesses (e.g. a host name).
+    resource = detectResources({ detectors }).merge(resource);
+  }
+  return resource;
+}
+
+function cloudDetector(name: string): import('@opentelemetry/resources').ResourceDetector[] {
+  const { createRequire } = require('node:module') as typeof import('node:module');
+  const fromAuto = createRequire(require.resolve('@opentelemetry/auto-instrumentations-node'));
+  switch (name) {
+    case 'aws': {
+      const m = fromAuto('@opentelemetry/resource-detector-aws');
+      return [m.awsEc2Detector, m.awsEcsDetector, m.awsEksDetector, m.awsBeanstalkDetector, m.awsLambdaDetector];
+    }
+    case 'gcp': return [fromAuto('@opentelemetry/resource-detector-gcp').gcpDetector];
+    case 'azure': {
+      const m = fromAuto('@opentelemetry/resource-detector-azure');
+      return [m.azureAppServiceDetector, m.azureFunctionsDetector, m.azureVmDetector];
+    }
+    case 'alibaba': return [fromAuto('@opentelemetry/resource-detector-alibaba-cloud').alibabaCloudEcsDetector];
+    default: return [];
+  }
+}
+
+function buildPropagator(config: Readonly<Config>): TextMapPropagator | undefined {
+  if (config.propagators.length === 0) return undefined;
+  const core = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
+  const list = config.propagators.map((name): TextMapPropagator => {
+    switch (name) {
+      case 'tracecontext': return new core.W3CTraceContextPropagator();
+      case 'baggage': return new core.W3CBaggagePropagator();
+      case 'b3': {
+        const b3 = require('@opentelemetry/propagator-b3');
+        return new b3.B3Propagator();
+      }
+      case 'b3multi': {
+        const b3 = require('@opentelemetry/propagator-b3');
+        return new b3.B3Propagator({ injectEncoding: b3.B3InjectEncoding.MULTI_HEADER });
+      }
+    }
+  });
+  return list.length === 1 ? list[0] : new core.CompositePropagator({ propagators: list });
+}
+
+function buildSampler(config: Readonly<Config>): import('@opentelemetry/sdk-trace').Sampler {
+  const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
+  const { name, ratio } = config.sampler;
+  switch (name) {
+    case 'always_on': return new t.AlwaysOnSampler();
+    case 'always_off': return new t.AlwaysOffSampler();
+    case 'traceidratio': return new t.TraceIdRatioBasedSampler(ratio);
+    case 'parentbased_always_on': return new t.ParentBasedSampler({ root: new t.AlwaysOnSampler() });
+    case 'parentbased_always_off': return new t.ParentBasedSampler({ root: new t.AlwaysOffSampler() });
+    case 'parentbased_traceidratio': return new t.ParentBasedSampler({ root: new t.TraceIdRatioBasedSampler(ratio) });
+  }
+}
+
+/** The SDK's diagnostics go to stderr with our prefix, never to the app's stdout. */
+function installDiag(config: Readonly<Config>): void {
+  if (!config.logLevel || config.logLevel === 'none') return;
+  const levels: Record<string, DiagLogLevel> = {
+    error: DiagLogLevel.ERROR, warn: DiagLogLevel.WARN, info: DiagLogLevel.INFO,
+    debug: DiagLogLevel.DEBUG, verbose: DiagLogLevel.VERBOSE, all: DiagLogLevel.ALL,
+  };
+  const line = (level: string) => (msg: string, ...args: unknown[]) =>
+    writeLine(`auditrace: otel ${level}: ${[msg, ...args.map(safeString)].join(' ')}`);
+  diag.setLogger({
+    error: line('error'), warn: line('warn'), info: line('info'), debug: line('debug'), verbose: line('verbose'),
+  }, { logLevel: levels[config.logLevel] ?? DiagLogLevel.INFO, suppressOverrideMessage: true });
+}
+
+function safeString(v: unknown): string {
+  try {
+    return typeof v === 'string' ? v : v instanceof Error ? v.message : JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
+/** Counts what could not be exported, so loss is reported as a metric as well as a warning. */
+class LossCounters {
+  private failures: Counter | undefined;
+  private dropped: Counter | undefined;
+  bind(): void {
+    const meter = metrics.getMeter('auditrace', version);
+    this.failures = meter.createCounter('auditrace.export.failures', {
+      description: 'Export requests that failed; their data is dropped', unit: '{request}',
+    });
+    this.dropped = meter.createCounter('auditrace.export.dropped', {
+      description: 'Spans, log records and metric batches dropped because their export failed', unit: '{item}',
+    });
+  }
+  record(signal: Signal, items: unknown): void {
+    this.failures?.add(1, { signal });
+    this.dropped?.add(Array.isArray(items) ? items.length : 1, { signal });
+  }
+}
+
+/** Exporters per signal, with failed exports warned about and counted. */
+export class Pipelines {
+  private readonly warnings = new RateLimitedWarnings(EXPORT_WARNING_INTERVAL_MS);
+  private readonly losses = new LossCounters();
+  constructor(private readonly config: Readonly<Config>) {}
+
+  private exportersFor(signal: Signal, cfg: ExportConfig) {
+    return cfg.exporters.map((name) => ({
+      name,
+      exporter: name === 'otlp'
+        ? watchExports(createOtlpExporter(signal, cfg) as never, signal, cfg.endpoint, this.warnings,
+          (s: Signal, items: unknown) => this.losses.record(s, items))
+        : createConsoleExporter(signal),
+    }));
+  }
+
+  /** Call once a meter provider is global, so loss counters reach it. */
+  bindLossCounters(): void {
+    this.losses.bind();
+  }
+
+  metricReaders(): import('@opentelemetry/sdk-metrics').MetricReader[] {
+    const m = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+    const c = this.config.metrics;
+    return this.exportersFor('metrics', c).map(({ exporter }) => new m.PeriodicExportingMetricReader({
+      exporter: exporter as import('@opentelemetry/sdk-metrics').PushMetricExporter,
+      exportIntervalMillis: c.intervalMs,
+      exportTimeoutMillis: c.exportTimeoutMs,
+    }));
+  }
+
+  spanProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor[] {
+    const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
+    const b = this.config.traces.batch;
+    return this.exportersFor('traces', this.config.traces).map(({ name, exporter }) => name === 'console'
+      ? new t.SimpleSpanProcessor({ exporter: exporter as never })
+      : new t.BatchSpanProcessor({
+        exporter: exporter as never,
+        scheduledDelayMillis: b.scheduleDelayMs,
+        exportTimeoutMillis: b.exportTimeoutMs,
+        maxQueueSize: b.maxQueueSize,
+        maxExportBatchSize: b.maxExportBatchSize,
+        ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
+      }));
+  }
+
+  logRecordProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-logs').LogRecordProcessor[] {
+    const l = require('@opentelemetry/sdk-logs') as typeof import('@opentelemetry/sdk-logs');
+    const b = this.config.logs.batch;
+    return this.exportersFor('logs', this.config.logs).map(({ name, exporter }) => name === 'console'
+      ? new l.SimpleLogRecordProcessor({ exporter: exporter as never })
+      : new l.BatchLogRecordProcessor({
+        exporter: exporter as never,
+        scheduledDelayMillis: b.scheduleDelayMs,
+        exportTimeoutMillis: b.exportTimeoutMs,
+        maxQueueSize: b.maxQueueSize,
+        maxExportBatchSize: b.maxExportBatchSize,
+        ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
+      }));
+  }
+}
+
+/** Only the enabled instrumentations are required; one that fails to load is reported and skipped. */
+export function buildInstrumentations(config: Readonly<Config>): Instrumentation[] {
+  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  const loaded = loadInstrumentations(names);
+  for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
+  return loaded.instrumentations;
+}
+
+export function buildTelemetry(config: Readonly<Config>): Telemetry {
+  installDiag(config);
+  const pipelines = new Pipelines(config);
+  const resource = buildResource(config);
+
+  const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  const propagator = buildPropagator(config);
+  if (propagator) propagation.setGlobalPropagator(propagator);
+
+  // Metrics first: the trace and log processors report their own drops through it.
+  let meterProvider: import('@opentelemetry/sdk-metrics').MeterProvider | undefined;
+  if (config.metrics.exporters.length > 0) {
+    const m = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
+    meterProvider = new m.MeterProvider({ resource, readers: pipelines.metricReaders() });
+    metrics.setGlobalMeterProvider(meterProvider);
+    pipelines.bindLossCounters();
+  }
+
+  let tracerProvider: import('@opentelemetry/sdk-trace').TracerProvider | undefined;
+  if (config.traces.exporters.length > 0) {
+    const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
+    tracerProvider = new t.TracerProvider({
+      resource,
+      sampler: buildSampler(config),
+      spanLimits: definedOnly(config.spanLimits),
+      spanProcessors: pipelines.spanProcessors(meterProvider),
+    });
+    trace.setGlobalTracerProvider(tracerProvider);
+  }
+
+  let loggerProvider: import('@opentelemetry/sdk-logs').LoggerProvider | undefined;
+  if (config.logs.exporters.length > 0) {
+    const l = require('@opentelemetry/sdk-logs') as typeof import('@opentelemetry/sdk-logs');
+    loggerProvider = new l.LoggerProvider({ resource, processors: pipelines.logRecordProcessors(meterProvider) });
+    logs.setGlobalLoggerProvider(loggerProvider);
+  }
+
+  const instrumentations = buildInstrumentations(config);
+  const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
+  registerInstrumentations({
+    instrumentations,
+    ...(tracerProvider ? { tracerProvider } : {}),
+    ...(meterProvider ? { meterProvider } : {}),
+    ...(loggerProvider ? { loggerProvider } : {}),
+  });
+
+  const providers = [tracerProvider, loggerProvider, meterProvider].filter(<T>(p: T | undefined): p is T => p !== undefined);
+  let stopping: Promise<void> | undefined;
+  return {
+    config,
+    resource,
+    instrumentations,
+    instrumentationNames: instrumentations.map((i) => i.instrumentationName.replace('@opentelemetry/instrumentation-', '')),
+    hookedModules: hookedModules(instrumentations),
+    forceFlush: () => withTimeout(Promise.allSettled(providers.map((p) => p.forceFlush())), config.shutdownTimeoutMs),
+    shutdown: () => {
+      // Traces and logs first so their drop counts reach the final metrics export.
+      stopping ??= withTimeout((async () => {
+        await Promise.allSettled([tracerProvider?.shutdown(), loggerProvider?.shutdown()]);
+        await meterProvider?.shutdown().catch(() => undefined);
+      })(), config.shutdownTimeoutMs);
+      return stopping;
+    },
+  };
+}
+
+function hookedModules(instrumentations: Instrumentation[]): string[] {
+  const names = new Set<string>();
+  for (const i of instrumentations) {
+    const defs = (i as unknown as { getModuleDefinitions?: () => { name: string }[] }).getModuleDefinitions?.() ?? [];
+    for (const d of defs) names.add(d.name);
+  }
+  return [...names];
+}
+
+function definedOnly<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Resolves when `p` settles or the time is up, whichever comes first; never rejects. */
+export function withTimeout(p: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    p.then(() => undefined, () => undefined).then(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

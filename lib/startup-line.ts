@@ -1,0 +1,26 @@
+import type { ExportConfig } from './config';
+import type { Telemetry } from './sdk';
+import { version } from './version';
+
+function signal(name: string, cfg: ExportConfig): string {
+  if (cfg.exporters.length === 0) return `${name}=off`;
+  const where = cfg.exporters.map((e) => (e === 'otlp' ? `${cfg.endpoint} (${cfg.protocol})` : e)).join('+');
+  const headers = Object.keys(cfg.headers);
+  // Header values are usually credentials: show that they are set, never what they are.
+  return headers.length > 0 ? `${name}=${where} headers[${headers.map((h) => `${h}=[redacted]`).join(',')}]` : `${name}=${where}`;
+}
+
+/** The one line printed at start-up: enough to tell from a log what this process is and sends. */
+export function startupLine(t: Telemetry): string {
+  const attrs = t.resource.attributes;
+  const c = t.config;
+  return [
+    `auditrace ${version}:`,
+    `service.name=${JSON.stringify(attrs['service.name'])}`,
+    `service.instance.id=${attrs['service.instance.id']}`,
+    signal('traces', c.traces),
+    signal('metrics', c.metrics),
+    signal('logs', c.logs),
+    `instrumentations=${t.instrumentationNames.join(',') || 'none'}`,
+  ].join(' ');
+}
