@@ -1,3 +1,4 @@
+import { resolve as resolvePath } from 'node:path';
 import { instrumentationNames } from './instrumentations';
 
 /**
@@ -54,6 +55,21 @@ export interface Config {
   logs: ExportConfig & { batch: BatchConfig };
   metrics: ExportConfig & { intervalMs: number; exportTimeoutMs: number };
   instrumentations: { enabled: readonly string[] | undefined; disabled: readonly string[] };
+  audit: AuditConfig;
+}
+
+export interface AuditConfig {
+  /** An absolute path, or `stdout`. */
+  destination: string;
+  fsync: 'always' | 'interval' | 'never';
+  fsyncIntervalMs: number;
+  maxFileBytes: number;
+  maxFiles: number;
+  bufferRecords: number;
+  maxFieldBytes: number;
+  maxRecordBytes: number;
+  redactKeys: readonly string[];
+  otlp: boolean;
 }
 
 export interface ConfigError {
@@ -123,6 +139,16 @@ export const variables: readonly VariableDoc[] = Object.freeze([
   { name: 'AUDITRACE_STRICT', default: false, meaning: '`true`: an invalid variable stops the process (exit code 78) before application code runs, instead of a warning and the default.' },
   { name: 'AUDITRACE_QUIET', default: false, meaning: '`true`: no start-up line (warnings and errors are still printed).' },
   { name: 'AUDITRACE_SHUTDOWN_TIMEOUT_MS', default: 5000, meaning: 'On SIGTERM/SIGINT, `beforeExit` and `shutdown()`: time allowed to flush telemetry, milliseconds.' },
+  { name: 'AUDITRACE_AUDIT_FILE', default: 'auditrace-audit.jsonl', meaning: 'Where audit records are appended, one JSON object per line: a file path (relative to the working directory; parent directories are created) or `stdout`.' },
+  { name: 'AUDITRACE_AUDIT_FSYNC', default: 'interval', meaning: '`always`: fsync after every record (survives power loss, slowest); `interval`: at most `AUDITRACE_AUDIT_FSYNC_INTERVAL_MS` of records can be lost on power loss; `never`: left to the kernel. A crash of the app loses nothing in any mode.' },
+  { name: 'AUDITRACE_AUDIT_FSYNC_INTERVAL_MS', default: 1000, meaning: 'Interval of `AUDITRACE_AUDIT_FSYNC=interval`, milliseconds.' },
+  { name: 'AUDITRACE_AUDIT_MAX_FILE_BYTES', default: 104857600, meaning: 'Rotate the audit file (rename to `.1`, `.2`, …) before it would exceed this size; `0` never rotates. A record is never split.' },
+  { name: 'AUDITRACE_AUDIT_MAX_FILES', default: 0, meaning: 'Rotated audit files kept; `0` keeps all (audit data is never deleted unless you say so).' },
+  { name: 'AUDITRACE_AUDIT_BUFFER_RECORDS', default: 10000, meaning: 'While the destination fails (disk full, unwritable), records are kept in memory up to this many and retried; beyond it they are dropped and counted.' },
+  { name: 'AUDITRACE_AUDIT_MAX_FIELD_BYTES', default: 4096, meaning: 'Longest string value in a record, UTF-8 bytes; longer values are truncated with a marker.' },
+  { name: 'AUDITRACE_AUDIT_MAX_RECORD_BYTES', default: 16384, meaning: 'Longest record; beyond it the free-form `context` is dropped (marked) first.' },
+  { name: 'AUDITRACE_REDACT_KEYS', default: '', meaning: 'Extra key names (comma-separated) whose values are replaced by `[REDACTED]` anywhere in `context`, added to the built-in deny-list (password, secret, token, authorization, cookie, api key, session id, ssn, card number, …).' },
+  { name: 'AUDITRACE_AUDIT_OTLP', default: false, meaning: '`true`: also emit every audit record as an OpenTelemetry log record (EventName = the event) over the logs pipeline.' },
 ] satisfies VariableDoc[]);
 
 const byName = new Map(variables.map((v) => [v.name, v]));
@@ -293,6 +319,29 @@ function batchConfig(r: Reader, prefix: 'OTEL_BSP' | 'OTEL_BLRP'): BatchConfig {
   return cfg;
 }
 
+function auditConfig(r: Reader): AuditConfig {
+  const file = r.raw('AUDITRACE_AUDIT_FILE') ?? (r.doc('AUDITRACE_AUDIT_FILE').default as string);
+  const maxFieldBytes = r.int('AUDITRACE_AUDIT_MAX_FIELD_BYTES', { min: 64 })!;
+  let maxRecordBytes = r.int('AUDITRACE_AUDIT_MAX_RECORD_BYTES', { min: 1024 })!;
+  if (maxRecordBytes < maxFieldBytes) {
+    r.fail('AUDITRACE_AUDIT_MAX_RECORD_BYTES', String(maxRecordBytes), `at least AUDITRACE_AUDIT_MAX_FIELD_BYTES (${maxFieldBytes})`, String(maxFieldBytes));
+    maxRecordBytes = maxFieldBytes;
+  }
+  const redact = r.raw('AUDITRACE_REDACT_KEYS');
+  return {
+    destination: file.toLowerCase() === 'stdout' ? 'stdout' : resolvePath(file),
+    fsync: r.oneOf('AUDITRACE_AUDIT_FSYNC', ['always', 'interval', 'never'] as const)!,
+    fsyncIntervalMs: r.int('AUDITRACE_AUDIT_FSYNC_INTERVAL_MS', { min: 1 })!,
+    maxFileBytes: r.int('AUDITRACE_AUDIT_MAX_FILE_BYTES', { min: 0 })!,
+    maxFiles: r.int('AUDITRACE_AUDIT_MAX_FILES', { min: 0 })!,
+    bufferRecords: r.int('AUDITRACE_AUDIT_BUFFER_RECORDS', { min: 0 })!,
+    maxFieldBytes,
+    maxRecordBytes,
+    redactKeys: redact ? redact.split(',').map((k) => k.trim()).filter(Boolean) : [],
+    otlp: r.bool('AUDITRACE_AUDIT_OTLP'),
+  };
+}
+
 const CLOUD_DETECTORS = ['aws', 'gcp', 'azure', 'alibaba'] as const;
 const LOCAL_DETECTORS = ['env', 'host', 'os', 'process', 'serviceinstance', 'service', 'container'] as const;
 
@@ -371,6 +420,7 @@ export function parseConfig(env: Record<string, string | undefined>): ParsedConf
       enabled: instrumentationList('OTEL_NODE_ENABLED_INSTRUMENTATIONS'),
       disabled: instrumentationList('OTEL_NODE_DISABLED_INSTRUMENTATIONS') ?? [],
     },
+    audit: auditConfig(r),
   };
   return { config: deepFreeze(config), errors: Object.freeze(r.errors), read: r.read };
 }

@@ -6,7 +6,8 @@ import type { Config, ExportConfig, Signal } from './config';
 import { RateLimitedWarnings, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
 import { loadInstrumentations, selectInstrumentations } from './instrumentations';
-import { instanceIdentity } from './resource';
+import { processIdentity } from './identity';
+import { currentRequest } from './request-context';
 import { version } from './version';
 
 /** What `start()` builds; `shutdown()` flushes and stops all of it. */
@@ -27,11 +28,7 @@ const EXPORT_WARNING_INTERVAL_MS = 60_000;
 /** Resource: instance identity, the SDK's own attributes, then opt-in cloud detectors. */
 export function buildResource(config: Readonly<Config>): Resource {
   const { defaultResource, resourceFromAttributes, detectResources } = require('@opentelemetry/resources') as typeof import('@opentelemetry/resources');
-  const identity = instanceIdentity({
-    env: process.env,
-    serviceName: config.serviceName,
-    resourceAttributes: { ...config.resourceAttributes },
-  });
+  const identity = processIdentity(config);
   let resource = defaultResource().merge(resourceFromAttributes({
     ...identity,
     'telemetry.distro.name': 'auditrace',
@@ -199,10 +196,29 @@ export class Pipelines {
   }
 }
 
+/**
+ * Our settings for upstream instrumentations. winston: the app's own loggers get the request id
+ * and instance id beside trace_id/span_id; log sending stays off because upstream's transport
+ * targets the pre-3.x logs API and its records would silently go nowhere.
+ */
+function instrumentationConfigs(config: Readonly<Config>): Record<string, object> {
+  const instanceId = String(processIdentity(config)['service.instance.id']);
+  return {
+    winston: {
+      disableLogSending: true,
+      logHook: (_span: unknown, record: Record<string, unknown>) => {
+        const request = currentRequest();
+        if (request) record['request.id'] = request.requestId;
+        record['service.instance.id'] = instanceId;
+      },
+    },
+  };
+}
+
 /** Only the enabled instrumentations are required; one that fails to load is reported and skipped. */
 export function buildInstrumentations(config: Readonly<Config>): Instrumentation[] {
   const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
-  const loaded = loadInstrumentations(names);
+  const loaded = loadInstrumentations(names, instrumentationConfigs(config));
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   return loaded.instrumentations;
 }

@@ -1,0 +1,184 @@
+import { logs, metrics, SeverityNumber, trace } from '@opentelemetry/api';
+import type { Attributes, Span } from '@opentelemetry/api';
+import { formatConfigError, parseConfig } from '../config';
+import type { Config } from '../config';
+import { RateLimitedWarnings, writeLine } from '../diagnostics';
+import { processIdentity } from '../identity';
+import { currentRequest } from '../request-context';
+import { current } from '../start';
+import { version } from '../version';
+import { catalogue, functionName } from './catalogue';
+import type { AuditFunctions, EventName } from './catalogue';
+import { rfc3339Now, uuidv7 } from './ids';
+import { buildRecord } from './record';
+import { openSink } from './sink';
+import type { AuditSink } from './sink';
+import { createRedactor, toJsonLine } from './serialize';
+import type { SerializeLimits } from './serialize';
+
+const SEVERITY_NUMBER: Record<string, SeverityNumber> = {
+  INFO: SeverityNumber.INFO, WARN: SeverityNumber.WARN, ERROR: SeverityNumber.ERROR, CRITICAL: SeverityNumber.FATAL,
+};
+
+/** Keys that stay off spans: free text and free-form data may carry what a span must not. */
+const NOT_ON_SPANS = new Set(['context', 'error.message', 'audit.problems', 'time', 'trace_id', 'span_id', 'service.name', 'service.instance.id', 'k8s.pod.name']);
+
+/**
+ * Writes audit records: builds the record, serialises it to one line, appends it synchronously to
+ * the durable destination, then links it to the active span and (optionally) emits it over OTLP.
+ * Set up on first use, so an app that never audits opens no file.
+ */
+export class Auditor {
+  private sink: AuditSink | undefined;
+  private limits!: SerializeLimits;
+  private isRedacted!: (key: string) => boolean;
+  private config!: Readonly<Config>;
+  private identity!: { 'service.name': string; 'service.instance.id': string; 'k8s.pod.name'?: string };
+  private readonly warnings = new RateLimitedWarnings(60_000);
+  private internalErrors = 0;
+
+  private init(): void {
+    const started = current();
+    if (started) {
+      this.config = started.config;
+    } else {
+      // Used without the preload: the same variables, reported once here.
+      const parsed = parseConfig(process.env);
+      for (const e of parsed.errors) writeLine(formatConfigError(e));
+      this.config = parsed.config;
+    }
+    const id = processIdentity(this.config);
+    this.identity = {
+      'service.name': String(id['service.name']),
+      'service.instance.id': String(id['service.instance.id']),
+      ...(id['k8s.pod.name'] ? { 'k8s.pod.name': String(id['k8s.pod.name']) } : {}),
+    };
+    const a = this.config.audit;
+    this.limits = { maxFieldBytes: a.maxFieldBytes, maxRecordBytes: a.maxRecordBytes, maxDepth: 8, maxKeys: 200 };
+    this.isRedacted = createRedactor(a.redactKeys);
+    this.sink = openSink({
+      destination: a.destination,
+      fsync: a.fsync,
+      fsyncIntervalMs: a.fsyncIntervalMs,
+      maxFileBytes: a.maxFileBytes,
+      maxFiles: a.maxFiles,
+      bufferRecords: a.bufferRecords,
+      retryIntervalMs: 1000,
+      onError: (m) => writeLine(`auditrace: error: ${m}`),
+      onRecovered: (m) => writeLine(`auditrace: ${m}`),
+    });
+    this.registerMetrics();
+    // Synchronous, so it runs on every exit path that runs JS at all: a final fsync.
+    process.once('exit', () => this.sink?.close());
+  }
+
+  private registerMetrics(): void {
+    const meter = metrics.getMeter('auditrace', version);
+    const sink = () => this.sink?.stats();
+    meter.createObservableCounter('auditrace.audit.records', {
+      description: 'Audit records written to the durable destination', unit: '{record}',
+    }).addCallback((r) => { const s = sink(); if (s) r.observe(s.written); });
+    meter.createObservableCounter('auditrace.audit.write_failures', {
+      description: 'Failed writes to the audit destination (records are buffered and retried)', unit: '{write}',
+    }).addCallback((r) => { const s = sink(); if (s) r.observe(s.writeFailures); });
+    meter.createObservableCounter('auditrace.audit.dropped', {
+      description: 'Audit records lost because the destination failed and the memory buffer was full', unit: '{record}',
+    }).addCallback((r) => { const s = sink(); if (s) r.observe(s.dropped); });
+    meter.createObservableUpDownCounter('auditrace.audit.buffered', {
+      description: 'Audit records held in memory waiting for the destination', unit: '{record}',
+    }).addCallback((r) => { const s = sink(); if (s) r.observe(s.buffered); });
+  }
+
+  /** Writes one record; returns its `audit.id` ('' only if auditrace itself failed). Never throws. */
+  emit(eventName: string, fields: unknown): string {
+    try {
+      if (!this.sink) this.init();
+      const span = trace.getActiveSpan();
+      const sc = span?.spanContext();
+      const valid = sc !== undefined && sc.traceId !== '00000000000000000000000000000000';
+      const request = currentRequest();
+      const { record, problems } = buildRecord(eventName, fields, {
+        time: rfc3339Now(),
+        auditId: uuidv7(),
+        traceId: valid ? sc.traceId : undefined,
+        spanId: valid ? sc.spanId : undefined,
+        requestId: request?.requestId,
+        clientAddress: request?.clientAddress,
+        identity: this.identity,
+      });
+      this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, ['context']));
+      if (problems.length > 0) {
+        this.warnings.warn(`problems:${record['event.name']}`,
+          `audit ${String(record['event.name'])}: ${problems.join('; ')} (the record was written with audit.problems)`);
+      }
+      if (span?.isRecording()) this.linkToSpan(span, record);
+      if (this.config.audit.otlp) this.emitLog(record);
+      return record['audit.id'] as string;
+    } catch (err) {
+      this.internalErrors++;
+      this.warnings.warn('internal', `audit record could not be written (${err instanceof Error ? err.message : String(err)}); ${this.internalErrors} so far`);
+      return '';
+    }
+  }
+
+  private linkToSpan(span: Span, record: Record<string, unknown>): void {
+    const attrs: Attributes = {};
+    for (const [k, v] of Object.entries(record)) {
+      if (NOT_ON_SPANS.has(k) || k === 'event.name') continue;
+      if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') attrs[k] = v;
+      else if (Array.isArray(v)) attrs[k] = v as string[];
+    }
+    span.addEvent(record['event.name'] as string, attrs);
+    span.setAttribute('audit.event.name', record['event.name'] as string);
+    if (typeof record['user.id'] === 'string') span.setAttribute('user.id', record['user.id']);
+  }
+
+  private emitLog(record: Record<string, unknown>): void {
+    const { time, trace_id: _t, span_id: _s, ...attributes } = record;
+    logs.getLogger('auditrace.audit', version).emit({
+      eventName: record['event.name'] as string,
+      severityNumber: SEVERITY_NUMBER[record.severity as string] ?? SeverityNumber.INFO,
+      severityText: record.severity as string,
+      body: record['event.name'] as string,
+      attributes: JSON.parse(toJsonLine(attributes, this.limits, this.isRedacted, ['context'])) as Attributes,
+      timestamp: new Date(time as string),
+    });
+  }
+
+  flush(): void {
+    try {
+      this.sink?.flush();
+    } catch {
+      // flush is best effort; the sink counts its own failures
+    }
+  }
+
+  stats() {
+    return this.sink?.stats();
+  }
+}
+
+let auditor: Auditor | undefined;
+export function getAuditor(): Auditor {
+  auditor ??= new Auditor();
+  return auditor;
+}
+
+/** The audit API: one function per catalogue event, plus `event()` for the application's own. */
+export type Audit = AuditFunctions & {
+  /** An application-defined event, validated by the same rules. Returns the record's `audit.id`. */
+  event(name: string, fields?: Record<string, unknown>): string;
+  /** Retries buffered records and syncs the file now. */
+  flush(): void;
+};
+
+export const audit: Audit = (() => {
+  const api: Record<string, unknown> = {
+    event: (name: string, fields?: Record<string, unknown>) => getAuditor().emit(name, fields ?? {}),
+    flush: () => getAuditor().flush(),
+  };
+  for (const name of Object.keys(catalogue) as EventName[]) {
+    api[functionName(name)] = (fields: unknown) => getAuditor().emit(name, fields);
+  }
+  return Object.freeze(api) as Audit;
+})();

@@ -1,0 +1,218 @@
+/**
+ * The audit event catalogue: the one source of every event's name, outcome, severity and fields.
+ * The `audit.*()` functions and their TypeScript parameter types are derived from it (below), the
+ * JSON Schema and the README table are generated from it (`npm run docs`).
+ *
+ * Names follow the OWASP Application Logging Vocabulary where it has one; consent, terms,
+ * preferences and token events are named in the same style. Fields hold identifiers and names,
+ * never personal data itself: `user.target.id` is the data subject's id, `fields` the names of the
+ * fields touched, not their values.
+ */
+
+export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]';
+export type Severity = 'INFO' | 'WARN' | 'ERROR' | 'CRITICAL';
+export type Outcome = 'success' | 'failure';
+
+export interface FieldSpec {
+  type: FieldType;
+  description: string;
+  required?: boolean;
+  /** For strings: the accepted values. */
+  enum?: readonly string[];
+}
+
+export interface EventSpec {
+  description: string;
+  outcome: Outcome;
+  severity: Severity;
+  /** The OWASP vocabulary event this one is, or `auditrace` when the vocabulary has none. */
+  source: 'owasp' | 'auditrace';
+  fields: Readonly<Record<string, FieldSpec>>;
+}
+
+const actor = (required = true): FieldSpec => ({ type: 'string', required, description: 'Id of the user who acted (the application\'s internal id).' });
+const subject = (required = true): FieldSpec => ({ type: 'string', required, description: 'Id of the person whose data or account was acted on (the data subject).' });
+const objectType: FieldSpec = { type: 'string', required: true, description: 'Kind of record touched, e.g. `patient`, `invoice`.' };
+const objectId: FieldSpec = { type: 'string', description: 'Id of the record touched.' };
+const fieldNames: FieldSpec = { type: 'string[]', description: 'Names of the fields touched (never their values).' };
+const reason: FieldSpec = { type: 'string', description: 'Why, in a few words or a code.' };
+
+const personalData = (verb: string): EventSpec => ({
+  description: `Personal data ${verb}.`,
+  outcome: 'success',
+  severity: 'WARN',
+  source: 'owasp',
+  fields: { 'user.id': actor(), 'user.target.id': subject(), 'object.type': objectType, 'object.id': objectId, fields: fieldNames },
+});
+
+/** Fields every event accepts besides its own. */
+export const commonFields = {
+  context: { type: 'object', description: 'Free-form: what the application was trying to do. Deny-listed keys are redacted.' },
+  'error.message': { type: 'string', description: 'A human-readable error received from another service, truncated.' },
+  'error.type': { type: 'string', description: 'A low-cardinality error class or code.' },
+} as const;
+
+export const catalogue = {
+  sensitive_create: personalData('created'),
+  sensitive_read: personalData('read'),
+  sensitive_update: personalData('updated'),
+  sensitive_delete: personalData('deleted'),
+
+  consent_granted: {
+    description: 'The data subject consented to a use of their personal data.',
+    outcome: 'success', severity: 'INFO', source: 'auditrace',
+    fields: {
+      'user.id': actor(), 'user.target.id': subject(false),
+      'consent.purpose': { type: 'string', required: true, description: 'The purpose consented to, e.g. `marketing_email`.' },
+      'consent.version': { type: 'string', description: 'Version of the consent text shown.' },
+    },
+  },
+  consent_withdrawn: {
+    description: 'The data subject withdrew a consent.',
+    outcome: 'success', severity: 'INFO', source: 'auditrace',
+    fields: {
+      'user.id': actor(), 'user.target.id': subject(false),
+      'consent.purpose': { type: 'string', required: true, description: 'The purpose withdrawn.' },
+    },
+  },
+  terms_accepted: {
+    description: 'Terms of use accepted.',
+    outcome: 'success', severity: 'INFO', source: 'auditrace',
+    fields: { 'user.id': actor(), 'terms.version': { type: 'string', required: true, description: 'Version of the terms accepted.' } },
+  },
+  preferences_changed: {
+    description: 'Communication preferences changed.',
+    outcome: 'success', severity: 'INFO', source: 'auditrace',
+    fields: {
+      'user.id': actor(), 'user.target.id': subject(false),
+      'preferences.changed': { type: 'string[]', required: true, description: 'Names of the preferences changed, e.g. `newsletter`.' },
+    },
+  },
+
+  authn_login_success: {
+    description: 'A user logged in.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor(), 'authn.method': { type: 'string', description: 'e.g. `password`, `oidc`, `mtls`.' } },
+  },
+  authn_login_successafterfail: {
+    description: 'A user logged in after failed attempts.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor(), 'authn.retries': { type: 'integer', required: true, description: 'Failed attempts before this one.' } },
+  },
+  authn_login_fail: {
+    description: 'A login failed.', outcome: 'failure', severity: 'WARN', source: 'owasp',
+    fields: { 'user.id': { type: 'string', description: 'The user id tried, when it names an existing user.' }, reason, 'authn.method': { type: 'string', description: 'e.g. `password`.' } },
+  },
+  authn_login_fail_max: {
+    description: 'A user reached the maximum of failed logins.', outcome: 'failure', severity: 'WARN', source: 'owasp',
+    fields: { 'user.id': actor(), 'authn.max_attempts': { type: 'integer', required: true, description: 'The limit reached.' } },
+  },
+  authn_login_lock: {
+    description: 'An account was locked.', outcome: 'failure', severity: 'WARN', source: 'owasp',
+    fields: { 'user.id': actor(), reason },
+  },
+  authn_password_change: {
+    description: 'A password was changed.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor(), 'user.target.id': subject(false) },
+  },
+  authn_password_change_fail: {
+    description: 'A password change failed.', outcome: 'failure', severity: 'CRITICAL', source: 'owasp',
+    fields: { 'user.id': actor(), reason },
+  },
+  authn_token_invalid: {
+    description: 'A session or access token failed validation.', outcome: 'failure', severity: 'WARN', source: 'auditrace',
+    fields: {
+      'user.id': { type: 'string', description: 'The user the token claims, if it could be read.' },
+      'token.failure': { type: 'string', required: true, enum: ['expired', 'bad_signature', 'revoked', 'malformed', 'wrong_audience', 'unknown_issuer', 'not_yet_valid', 'other'], description: 'Why the token was refused.' },
+      'token.type': { type: 'string', description: 'e.g. `session`, `jwt`, `api_key`.' },
+      'token.hash': { type: 'string', description: 'A hash of the token (never the token), to link reuse.' },
+    },
+  },
+  authn_token_reuse: {
+    description: 'A revoked token was used again.', outcome: 'failure', severity: 'CRITICAL', source: 'owasp',
+    fields: { 'user.id': actor(false), 'token.hash': { type: 'string', description: 'A hash of the token (never the token).' } },
+  },
+  authz_fail: {
+    description: 'An action was refused by authorisation.', outcome: 'failure', severity: 'CRITICAL', source: 'owasp',
+    fields: {
+      'user.id': actor(false), 'user.target.id': subject(false),
+      'authz.action': { type: 'string', required: true, description: 'What was attempted, e.g. `orders:delete`.' },
+      'object.type': { ...objectType, required: false }, 'object.id': objectId, reason,
+    },
+  },
+  authz_change: {
+    description: 'A user\'s privileges or role changed.', outcome: 'success', severity: 'WARN', source: 'owasp',
+    fields: {
+      'user.id': actor(), 'user.target.id': subject(),
+      'authz.from': { type: 'string[]', required: true, description: 'Roles or privileges before.' },
+      'authz.to': { type: 'string[]', required: true, description: 'Roles or privileges after.' },
+    },
+  },
+  authz_admin: {
+    description: 'A privileged (administrative) action.', outcome: 'success', severity: 'WARN', source: 'owasp',
+    fields: { 'user.id': actor(), 'user.target.id': subject(false), 'authz.action': { type: 'string', required: true, description: 'The administrative action.' } },
+  },
+
+  session_created: {
+    description: 'A session was created.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor() },
+  },
+  session_renewed: {
+    description: 'A session was renewed.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor() },
+  },
+  session_expired: {
+    description: 'A session ended by timeout or revocation.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor(), reason: { ...reason, enum: ['timeout', 'revoked', 'logout', 'other'] } },
+  },
+  session_logout: {
+    description: 'A user logged out.', outcome: 'success', severity: 'INFO', source: 'owasp',
+    fields: { 'user.id': actor() },
+  },
+  session_use_after_expire: {
+    description: 'An expired session was used.', outcome: 'failure', severity: 'CRITICAL', source: 'owasp',
+    fields: { 'user.id': actor(false) },
+  },
+
+  backend_call_fail: {
+    description: 'A call to another service or backend failed.', outcome: 'failure', severity: 'WARN', source: 'auditrace',
+    fields: {
+      'user.id': actor(false),
+      'server.address': { type: 'string', required: true, description: 'The service called (host or logical name).' },
+      'url.path': { type: 'string', description: 'Path called, without query.' },
+      'http.response.status_code': { type: 'integer', description: 'Status received, if any.' },
+    },
+  },
+  input_validation_fail: {
+    description: 'Input failed validation.', outcome: 'failure', severity: 'WARN', source: 'owasp',
+    fields: { 'user.id': actor(false), fields: { ...fieldNames, required: true, description: 'Names of the fields that failed (never their values).' } },
+  },
+} as const satisfies Record<string, EventSpec>;
+
+export type EventName = keyof typeof catalogue;
+
+// ---- TypeScript types derived from the catalogue ---------------------------------------------
+
+type TypeOf<T extends FieldType> =
+  T extends 'string' ? string : T extends 'integer' ? number : T extends 'boolean' ? boolean : readonly string[];
+type FieldsOf<E extends EventName> = (typeof catalogue)[E]['fields'];
+type ValueOf<F> = F extends { enum: readonly (infer V)[] } ? V : F extends { type: infer T extends FieldType } ? TypeOf<T> : never;
+type RequiredKeys<F> = { [K in keyof F]: F[K] extends { required: true } ? K : never }[keyof F];
+
+/** What the app passes: the event's own fields plus the common ones, keyed by record field name. */
+export type CommonFields = {
+  context?: Record<string, unknown>;
+  'error.message'?: string;
+  'error.type'?: string;
+};
+export type AuditFields<E extends EventName> =
+  & { [K in RequiredKeys<FieldsOf<E>>]: ValueOf<FieldsOf<E>[K]> }
+  & { [K in Exclude<keyof FieldsOf<E>, RequiredKeys<FieldsOf<E>>>]?: ValueOf<FieldsOf<E>[K]> }
+  & CommonFields;
+
+type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
+
+/** `audit.sensitiveRead({...})` for `sensitive_read`, and so on; each returns the record's `audit.id`. */
+export type AuditFunctions = { [E in EventName as Camel<E>]: (fields: AuditFields<E>) => string };
+
+export function functionName(event: string): string {
+  return event.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}

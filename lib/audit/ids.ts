@@ -1,0 +1,70 @@
+import { randomFillSync } from 'node:crypto';
+
+// Random bytes come from a pool refilled 4 KiB at a time: one syscall per ~450 ids, not per id.
+const POOL_SIZE = 4096;
+const pool = Buffer.allocUnsafe(POOL_SIZE);
+let poolOffset = POOL_SIZE;
+function randomBytes(n: number): number {
+  if (poolOffset + n > POOL_SIZE) {
+    randomFillSync(pool);
+    poolOffset = 0;
+  }
+  const at = poolOffset;
+  poolOffset += n;
+  return at;
+}
+
+const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+let lastMs = -1;
+let counter = 0;
+
+/**
+ * A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then a 12-bit counter (method 1 of §6.2) so ids
+ * made in the same millisecond still sort in creation order, then 62 random bits. Time-ordered ids
+ * let a pipeline that delivers at least once be checked for loss and de-duplicated.
+ */
+export function uuidv7(nowMs: number = Date.now()): string {
+  let ms = nowMs;
+  if (ms <= lastMs) {
+    ms = lastMs;
+    counter++;
+    if (counter > 0xfff) {
+      // Counter exhausted within one millisecond: borrow the next one, as §6.2 allows.
+      ms = ++lastMs;
+      counter = 0;
+    }
+  } else {
+    lastMs = ms;
+    const r = randomBytes(2);
+    counter = ((pool[r]! << 8) | pool[r + 1]!) & 0x7ff; // random start in the lower half leaves room to count
+  }
+  const r = randomBytes(8);
+  const hi = Math.floor(ms / 0x10000);
+  const lo = ms % 0x10000;
+  return (
+    HEX[(hi >>> 24) & 0xff]! + HEX[(hi >>> 16) & 0xff]! + HEX[(hi >>> 8) & 0xff]! + HEX[hi & 0xff]! + '-' +
+    HEX[(lo >>> 8) & 0xff]! + HEX[lo & 0xff]! + '-' +
+    HEX[0x70 | (counter >>> 8)]! + HEX[counter & 0xff]! + '-' +
+    HEX[0x80 | (pool[r]! & 0x3f)]! + HEX[pool[r + 1]!]! + '-' +
+    HEX[pool[r + 2]!]! + HEX[pool[r + 3]!]! + HEX[pool[r + 4]!]! + HEX[pool[r + 5]!]! + HEX[pool[r + 6]!]! + HEX[pool[r + 7]!]!
+  );
+}
+
+let cachedSecond = -1;
+let cachedPrefix = '';
+
+/**
+ * RFC 3339 UTC with microseconds, e.g. `2026-11-22T05:12:51.123456Z`. The wall clock gives the
+ * milliseconds (so NTP corrections apply); the monotonic clock gives the microsecond digits.
+ * The date part is formatted once per second.
+ */
+export function rfc3339Now(): string {
+  const ms = Date.now();
+  const sec = Math.floor(ms / 1000);
+  if (sec !== cachedSecond) {
+    cachedSecond = sec;
+    cachedPrefix = new Date(sec * 1000).toISOString().slice(0, 19);
+  }
+  const micros = (ms - sec * 1000) * 1000 + (Math.floor(performance.now() * 1000) % 1000);
+  return `${cachedPrefix}.${micros < 10 ? '00000' : micros < 100 ? '0000' : micros < 1000 ? '000' : micros < 10000 ? '00' : micros < 100000 ? '0' : ''}${micros}Z`;
+}

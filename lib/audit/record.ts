@@ -1,0 +1,173 @@
+import { catalogue, commonFields } from './catalogue';
+import type { EventSpec, FieldSpec, Outcome, Severity } from './catalogue';
+
+/** What surrounds a call to `audit.*()`: filled by the caller from the clock, context and identity. */
+export interface Ambient {
+  time: string;
+  auditId: string;
+  traceId?: string | undefined;
+  spanId?: string | undefined;
+  requestId?: string | undefined;
+  clientAddress?: string | undefined;
+  identity: {
+    'service.name': string;
+    'service.instance.id': string;
+    'k8s.pod.name'?: string | undefined;
+  };
+}
+
+/** Fields the record builder fills itself: an application cannot set or override them. */
+export const reservedFields: ReadonlySet<string> = new Set([
+  'time', 'audit.id', 'event.name', 'event.outcome', 'severity', 'client.address', 'request.id',
+  'trace_id', 'span_id', 'service.name', 'service.instance.id', 'k8s.pod.name', 'audit.problems',
+  'audit.truncated', 'audit.seq', 'audit.prev', 'audit.chain',
+]);
+
+const EVENT_NAME = /^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$/;
+const FIELD_NAME = /^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*$/;
+const SEVERITIES: readonly Severity[] = ['INFO', 'WARN', 'ERROR', 'CRITICAL'];
+const OUTCOMES: readonly Outcome[] = ['success', 'failure'];
+
+export interface BuiltRecord {
+  record: Record<string, unknown>;
+  /** Fields the application passed that were refused or missing; also written into the record. */
+  problems: string[];
+}
+
+function typeProblem(name: string, value: unknown, spec: FieldSpec | { type: 'object' }): string | undefined {
+  switch (spec.type) {
+    case 'string':
+      if (typeof value !== 'string') return `${name}: expected a string`;
+      if ('enum' in spec && spec.enum && !spec.enum.includes(value)) return `${name}: expected one of ${spec.enum.join('|')}`;
+      return undefined;
+    case 'integer':
+      return Number.isSafeInteger(value) ? undefined : `${name}: expected an integer`;
+    case 'boolean':
+      return typeof value === 'boolean' ? undefined : `${name}: expected a boolean`;
+    case 'string[]':
+      return Array.isArray(value) && value.every((v) => typeof v === 'string') ? undefined : `${name}: expected an array of strings`;
+    case 'object':
+      return value !== null && typeof value === 'object' && !Array.isArray(value) ? undefined : `${name}: expected an object`;
+  }
+}
+
+function isScalarOrStrings(v: unknown): boolean {
+  const t = typeof v;
+  if (t === 'string' || t === 'boolean') return true;
+  if (t === 'number') return Number.isFinite(v);
+  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+}
+
+/** Own enumerable keys, or none when the object refuses to be read (a hostile Proxy). */
+function safeEntries(fields: unknown): [string, unknown][] {
+  if (fields === null || typeof fields !== 'object') return [];
+  const out: [string, unknown][] = [];
+  let keys: string[];
+  try {
+    keys = Object.keys(fields);
+  } catch {
+    return [];
+  }
+  for (const k of keys) {
+    try {
+      out.push([k, (fields as Record<string, unknown>)[k]]);
+    } catch {
+      out.push([k, '[Unreadable]']);
+    }
+  }
+  return out;
+}
+
+/**
+ * Builds one audit record: the fixed head (time, ids, event, outcome, severity, who, where), then
+ * the event's own fields, then `context` and `error.*`. Never throws and never drops the event:
+ * a field that breaks the catalogue's rules is left out and named in `audit.problems`, so the
+ * record of what happened is written even when the call was wrong.
+ */
+export function buildRecord(eventName: string, input: unknown, ambient: Ambient): BuiltRecord {
+  const problems: string[] = [];
+  let name = eventName;
+  if (typeof name !== 'string' || !EVENT_NAME.test(name) || name.length > 64) {
+    problems.push(`event.name: ${JSON.stringify(String(name).slice(0, 64))} is not lower_snake_case of at most 64 characters`);
+    name = 'invalid_event';
+  }
+  const spec: EventSpec | undefined = (catalogue as Record<string, EventSpec>)[name];
+  const own: Record<string, unknown> = {};
+  const rest: Record<string, unknown> = {};
+  let outcome: unknown = spec?.outcome ?? 'success';
+  let severity: unknown = spec?.severity ?? 'INFO';
+
+  for (const [key, value] of safeEntries(input)) {
+    if (value === undefined) continue;
+    if (key in commonFields) {
+      const p = typeProblem(key, value, commonFields[key as keyof typeof commonFields]);
+      if (p) problems.push(p);
+      else rest[key] = value;
+      continue;
+    }
+    if (!spec && (key === 'event.outcome' || key === 'severity')) {
+      // Only an application's own events choose these; a catalogue event's are fixed.
+      if (key === 'event.outcome') outcome = value;
+      else severity = value;
+      continue;
+    }
+    if (reservedFields.has(key)) {
+      problems.push(`${key}: set by auditrace, not by the application`);
+      continue;
+    }
+    if (spec) {
+      const fieldSpec = spec.fields[key];
+      if (!fieldSpec) {
+        problems.push(`${key.slice(0, 64)}: not a field of ${name}`);
+        continue;
+      }
+      const p = typeProblem(key, value, fieldSpec);
+      if (p) problems.push(p);
+      else own[key] = value;
+    } else if (!FIELD_NAME.test(key) || key.length > 64) {
+      problems.push(`${JSON.stringify(key.slice(0, 64))}: not a dotted lower_snake_case field name`);
+    } else if (!isScalarOrStrings(value)) {
+      problems.push(`${key}: expected a string, number, boolean or array of strings`);
+    } else {
+      own[key] = value;
+    }
+  }
+  if (spec) {
+    for (const [key, f] of Object.entries(spec.fields)) {
+      if (f.required && !(key in own)) problems.push(`${key}: required by ${name}, missing`);
+    }
+  }
+  if (!OUTCOMES.includes(outcome as Outcome)) {
+    problems.push('event.outcome: expected success|failure');
+    outcome = 'success';
+  }
+  if (!SEVERITIES.includes(severity as Severity)) {
+    problems.push('severity: expected INFO|WARN|ERROR|CRITICAL');
+    severity = 'INFO';
+  }
+
+  const record: Record<string, unknown> = {
+    time: ambient.time,
+    'audit.id': ambient.auditId,
+    'event.name': name,
+    'event.outcome': outcome,
+    severity,
+  };
+  if (own['user.id'] !== undefined) record['user.id'] = own['user.id'];
+  if (own['user.target.id'] !== undefined) record['user.target.id'] = own['user.target.id'];
+  if (ambient.clientAddress) record['client.address'] = ambient.clientAddress;
+  if (ambient.requestId) record['request.id'] = ambient.requestId;
+  if (ambient.traceId) record.trace_id = ambient.traceId;
+  if (ambient.spanId) record.span_id = ambient.spanId;
+  record['service.name'] = ambient.identity['service.name'];
+  record['service.instance.id'] = ambient.identity['service.instance.id'];
+  if (ambient.identity['k8s.pod.name']) record['k8s.pod.name'] = ambient.identity['k8s.pod.name'];
+  for (const [k, v] of Object.entries(own)) {
+    if (k !== 'user.id' && k !== 'user.target.id') record[k] = v;
+  }
+  if (rest['error.type'] !== undefined) record['error.type'] = rest['error.type'];
+  if (rest['error.message'] !== undefined) record['error.message'] = rest['error.message'];
+  if (rest.context !== undefined) record.context = rest.context;
+  if (problems.length > 0) record['audit.problems'] = problems;
+  return { record, problems };
+}
