@@ -34,3 +34,21 @@ export class RateLimitedWarnings {
     this.sink(`auditrace: warning: ${message}${held}`);
   }
 }
+
+/**
+ * A URL as it may be printed: credentials and query values removed (both are where people put
+ * tokens). Unparseable input is not echoed at all.
+ */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = '[redacted]';
+      u.password = '';
+    }
+    for (const key of [...u.searchParams.keys()]) u.searchParams.set(key, '[redacted]');
+    return u.toString().replace(/%5Bredacted%5D/g, '[redacted]');
+  } catch {
+    return '[unparseable URL]';
+  }
+}

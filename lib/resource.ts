@@ -42,14 +42,15 @@ export interface IdentityInput {
 /** Namespace the OpenTelemetry semantic conventions define for service.instance.id in Kubernetes. */
 export const K8S_INSTANCE_ID_NAMESPACE = '4d63009a-8d0f-11ee-aad7-4c796ed8e320';
 
-// Downward-API variable names: the OTel-style name first, then the names
-// most Helm charts and tutorials use.
+// Downward-API variable names (the documented Pod spec snippet). Generic names such as NODE_NAME
+// or CONTAINER_NAME are deliberately not read: CI agents and sandboxes set them, and a wrong
+// container name would give every process there the same derived service.instance.id.
 const K8S_ENV: ReadonlyArray<[attribute: string, names: string[]]> = [
-  ['k8s.pod.name', ['K8S_POD_NAME', 'POD_NAME']],
-  ['k8s.pod.uid', ['K8S_POD_UID', 'POD_UID']],
-  ['k8s.namespace.name', ['K8S_NAMESPACE_NAME', 'POD_NAMESPACE']],
-  ['k8s.node.name', ['K8S_NODE_NAME', 'NODE_NAME']],
-  ['k8s.container.name', ['K8S_CONTAINER_NAME', 'CONTAINER_NAME']],
+  ['k8s.pod.name', ['K8S_POD_NAME']],
+  ['k8s.pod.uid', ['K8S_POD_UID']],
+  ['k8s.namespace.name', ['K8S_NAMESPACE_NAME']],
+  ['k8s.node.name', ['K8S_NODE_NAME']],
+  ['k8s.container.name', ['K8S_CONTAINER_NAME']],
 ];
 
 // Node.js names -> semantic-convention enum values; unknown names pass through.

@@ -3,7 +3,7 @@ import type { Counter, MeterProvider, TextMapPropagator } from '@opentelemetry/a
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
 import type { Config, ExportConfig, Signal } from './config';
-import { RateLimitedWarnings, writeLine } from './diagnostics';
+import { RateLimitedWarnings, redactUrl, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
 import { loadInstrumentations, selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
@@ -144,7 +144,7 @@ export class Pipelines {
     return cfg.exporters.map((name) => ({
       name,
       exporter: name === 'otlp'
-        ? watchExports(createOtlpExporter(signal, cfg) as never, signal, cfg.endpoint, this.warnings,
+        ? watchExports(createOtlpExporter(signal, cfg) as never, signal, redactUrl(cfg.endpoint), this.warnings,
           (s: Signal, items: unknown) => this.losses.record(s, items))
         : createConsoleExporter(signal),
     }));
@@ -203,7 +203,19 @@ export class Pipelines {
  */
 function instrumentationConfigs(config: Readonly<Config>): Record<string, object> {
   const instanceId = String(processIdentity(config)['service.instance.id']);
+  // The exporters' own uploads are not the application's traffic: keep them out of its
+  // http.client metrics (their spans are already suppressed).
+  const collectorOrigins = new Set([config.traces, config.metrics, config.logs]
+    .filter((c) => c.exporters.includes('otlp'))
+    .map((c) => { try { const u = new URL(c.endpoint); return `${u.hostname}:${u.port || (u.protocol === 'https:' ? '443' : '80')}`; } catch { return ''; } }));
   return {
+    http: {
+      ignoreOutgoingRequestHook: (req: { hostname?: string | null; host?: string | null; port?: string | number | null; protocol?: string | null }) => {
+        const host = (req.hostname ?? req.host ?? 'localhost').replace(/^\[|\]$/g, '');
+        const port = String(req.port ?? (req.protocol === 'https:' ? 443 : 80));
+        return collectorOrigins.has(`${host}:${port}`) || collectorOrigins.has(`[${host}]:${port}`);
+      },
+    },
     winston: {
       disableLogSending: true,
       logHook: (_span: unknown, record: Record<string, unknown>) => {

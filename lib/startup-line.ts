@@ -1,10 +1,11 @@
 import type { ExportConfig } from './config';
 import type { Telemetry } from './sdk';
+import { redactUrl } from './diagnostics';
 import { version } from './version';
 
 function signal(name: string, cfg: ExportConfig): string {
   if (cfg.exporters.length === 0) return `${name}=off`;
-  const where = cfg.exporters.map((e) => (e === 'otlp' ? `${cfg.endpoint} (${cfg.protocol})` : e)).join('+');
+  const where = cfg.exporters.map((e) => (e === 'otlp' ? `${redactUrl(cfg.endpoint)} (${cfg.protocol})` : e)).join('+');
   const headers = Object.keys(cfg.headers);
   // Header values are usually credentials: show that they are set, never what they are.
   return headers.length > 0 ? `${name}=${where} headers[${headers.map((h) => `${h}=[redacted]`).join(',')}]` : `${name}=${where}`;

@@ -19,7 +19,27 @@ function envTable() {
   return ['| Variable | Default | Meaning |', '|---|---|---|', ...rows].join('\n');
 }
 
-const sections = { 'env-table': envTable };
+function eventTable() {
+  const { catalogue, functionName, commonFields } = require('../dist/lib/audit/catalogue.js');
+  const rows = Object.entries(catalogue).map(([name, e]) => {
+    const fields = Object.entries(e.fields)
+      .map(([k, f]) => (f.required ? `**\`${k}\`**` : `\`${k}\``) + (f.type === 'string' ? '' : ` (${f.type})`))
+      .join(', ');
+    const src = e.source === 'owasp' ? 'OWASP' : 'auditrace';
+    return `| \`${name}\` | \`audit.${functionName(name)}()\` | ${e.outcome} | ${e.severity} | ${fields} | ${escapeCell(e.description)} (${src}) |`;
+  });
+  const common = Object.keys(commonFields).map((k) => `\`${k}\``).join(', ');
+  return ['| Event | Function | Outcome | Severity | Fields (**required**) | Meaning |', '|---|---|---|---|---|---|', ...rows,
+    '', `Every function also takes ${common}. \`audit.event(name, fields)\` records an application's own event by the same rules.`].join('\n');
+}
+
+const sections = { 'env-table': envTable, 'event-table': eventTable };
+
+const SCHEMA = path.join(__dirname, '..', 'audit-record.schema.json');
+function schemaText() {
+  const { auditRecordSchema } = require('../dist/lib/audit/schema.js');
+  return `${JSON.stringify(auditRecordSchema(), null, 2)}\n`;
+}
 
 function render(text) {
   let out = text;
@@ -32,17 +52,24 @@ function render(text) {
 }
 
 if (require.main === module) {
-  const current = fs.readFileSync(README, 'utf8');
-  const next = render(current);
-  if (process.argv.includes('--check')) {
-    if (next !== current) {
-      console.error('README.md is out of date: run `npm run docs`');
-      process.exit(1);
+  const targets = [
+    [README, (text) => render(text)],
+    [SCHEMA, () => schemaText()],
+  ];
+  let stale = false;
+  for (const [file, gen] of targets) {
+    const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    const next = gen(current);
+    if (next === current) continue;
+    if (process.argv.includes('--check')) {
+      console.error(`${path.basename(file)} is out of date: run \`npm run docs\``);
+      stale = true;
+    } else {
+      fs.writeFileSync(file, next);
+      console.log(`${path.basename(file)} updated`);
     }
-  } else if (next !== current) {
-    fs.writeFileSync(README, next);
-    console.log('README.md updated');
   }
+  if (stale) process.exit(1);
 }
 
-module.exports = { render, envTable };
+module.exports = { render, envTable, eventTable, schemaText };

@@ -58,6 +58,8 @@ function isScalarOrStrings(v: unknown): boolean {
   return Array.isArray(v) && v.every((x) => typeof x === 'string');
 }
 
+const UNREADABLE = Symbol('unreadable');
+
 /** Own enumerable keys, or none when the object refuses to be read (a hostile Proxy). */
 function safeEntries(fields: unknown): [string, unknown][] {
   if (fields === null || typeof fields !== 'object') return [];
@@ -72,7 +74,7 @@ function safeEntries(fields: unknown): [string, unknown][] {
     try {
       out.push([k, (fields as Record<string, unknown>)[k]]);
     } catch {
-      out.push([k, '[Unreadable]']);
+      out.push([k, UNREADABLE]);
     }
   }
   return out;
@@ -99,6 +101,10 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient)
 
   for (const [key, value] of safeEntries(input)) {
     if (value === undefined) continue;
+    if (value === UNREADABLE) {
+      problems.push(`${key.slice(0, 64)}: could not be read (its getter threw)`);
+      continue;
+    }
     if (key in commonFields) {
       const p = typeProblem(key, value, commonFields[key as keyof typeof commonFields]);
       if (p) problems.push(p);
@@ -162,8 +168,9 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient)
   record['service.name'] = ambient.identity['service.name'];
   record['service.instance.id'] = ambient.identity['service.instance.id'];
   if (ambient.identity['k8s.pod.name']) record['k8s.pod.name'] = ambient.identity['k8s.pod.name'];
-  for (const [k, v] of Object.entries(own)) {
-    if (k !== 'user.id' && k !== 'user.target.id') record[k] = v;
+  // Catalogue order, not call order: records of one event always have the same shape.
+  for (const k of spec ? Object.keys(spec.fields) : Object.keys(own)) {
+    if (k !== 'user.id' && k !== 'user.target.id' && own[k] !== undefined) record[k] = own[k];
   }
   if (rest['error.type'] !== undefined) record['error.type'] = rest['error.type'];
   if (rest['error.message'] !== undefined) record['error.message'] = rest['error.message'];

@@ -12,6 +12,7 @@ function cleanEnv() {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (k.startsWith('OTEL_') || k.startsWith('AUDITRACE_') || k.startsWith('K8S_') || k === 'NODE_OPTIONS') continue;
+    if (['POD_NAME', 'POD_UID', 'POD_NAMESPACE', 'NODE_NAME', 'CONTAINER_NAME'].includes(k)) continue;
     env[k] = v;
   }
   return env;

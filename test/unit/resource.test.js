@@ -100,24 +100,14 @@ describe('resource: instance identity', () => {
       assert.equal(instanceIdentity(input({ env: downwardApi }))['service.instance.id'], expected);
     });
 
-    it('accepts the common alternate variable names as fallbacks', () => {
+    it('ignores generic names that CI agents and sandboxes set (NODE_NAME, CONTAINER_NAME, POD_NAME)', () => {
       const attrs = instanceIdentity(
-        input({
-          env: { POD_NAME: 'web-0', POD_UID: 'u-1', POD_NAMESPACE: 'prod', NODE_NAME: 'n1', CONTAINER_NAME: 'app' },
-        }),
+        input({ env: { POD_NAME: 'web-0', POD_UID: 'u-1', POD_NAMESPACE: 'prod', NODE_NAME: 'n1', CONTAINER_NAME: 'app' } }),
       );
-      assert.equal(attrs['k8s.pod.name'], 'web-0');
-      assert.equal(attrs['k8s.pod.uid'], 'u-1');
-      assert.equal(attrs['k8s.namespace.name'], 'prod');
-      assert.equal(attrs['k8s.node.name'], 'n1');
-      assert.equal(attrs['k8s.container.name'], 'app');
-      // python3 -c "import uuid; print(uuid.uuid5(uuid.UUID('4d63009a-8d0f-11ee-aad7-4c796ed8e320'), 'prod.web-0.app'))"
-      assert.equal(attrs['service.instance.id'], '62bd1332-6f77-5504-8cd1-03d561702a4a');
-    });
-
-    it('prefers the K8S_* names over the alternates', () => {
-      const attrs = instanceIdentity(input({ env: { K8S_POD_NAME: 'primary', POD_NAME: 'alternate' } }));
-      assert.equal(attrs['k8s.pod.name'], 'primary');
+      for (const k of ['k8s.pod.name', 'k8s.pod.uid', 'k8s.namespace.name', 'k8s.node.name', 'k8s.container.name']) {
+        assert.equal(attrs[k], undefined, k);
+      }
+      assert.equal(attrs['service.instance.id'], '3b241101-e2bb-4255-8caf-4136c566a962', 'random, not derived');
     });
 
     it('lets OTEL_RESOURCE_ATTRIBUTES win over the environment, also for the derived id', () => {
@@ -149,8 +139,8 @@ describe('resource: instance identity', () => {
     });
 
     it('ignores empty downward-API values', () => {
-      const attrs = instanceIdentity(input({ env: { K8S_POD_NAME: '', POD_NAME: 'web-0' } }));
-      assert.equal(attrs['k8s.pod.name'], 'web-0');
+      const attrs = instanceIdentity(input({ env: { K8S_POD_NAME: '  ' } }));
+      assert.equal(attrs['k8s.pod.name'], undefined);
     });
   });
 

@@ -1,0 +1,773 @@
+import * as nodeFs from 'node:fs';
+import * as nodePath from 'node:path';
+
+/**
+ * The durable path of audit records: one JSON line appended with one `write(2)` so that, when
+ * `write()` returns, the whole line is in the kernel (page cache, or the pipe for stdout). A crash
+ * of the process (even SIGKILL) after that loses nothing; `fsync` only adds protection against a
+ * crash of the machine.
+ *
+ * Nothing here throws into the application: a failing destination (disk full, permissions, the
+ * directory removed, a closed pipe) turns into an in-memory FIFO that is retried, bounded, and
+ * counted, and into one diagnostic line per failure episode.
+ */
+
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+
+/** The part of `node:fs` the sink uses; tests inject a wrapper to spy on or fail calls. */
+export type SinkFs = Pick<
+  typeof nodeFs,
+  | 'openSync'
+  | 'writeSync'
+  | 'closeSync'
+  | 'fstatSync'
+  | 'statSync'
+  | 'lstatSync'
+  | 'renameSync'
+  | 'unlinkSync'
+  | 'mkdirSync'
+  | 'fsyncSync'
+  | 'fdatasyncSync'
+  | 'readSync'
+>;
+
+export interface SinkOptions {
+  /** A file path (resolved against the working directory once, at open), or `stdout`. */
+  destination: string;
+  /** `always`: fsync after every write; `interval`: fdatasync at most every fsyncIntervalMs (and on close); `never`. */
+  fsync: FsyncPolicy;
+  /** Default 1000. */
+  fsyncIntervalMs?: number;
+  /** Rotate when the next line would make the file exceed this (0 = never). A line is never split across files. */
+  maxFileBytes: number;
+  /** Rotated files kept (`.1` … `.N`); 0 keeps all: audit data is not deleted unless asked to. */
+  maxFiles: number;
+  /** While the destination fails: lines kept in memory and retried, at most this many; beyond, dropped and counted. */
+  bufferRecords: number;
+  /** Default 1000. */
+  retryIntervalMs?: number;
+  /** One line per failure episode (and at most one reminder a minute while it lasts). */
+  onError: (message: string) => void;
+  onRecovered?: (message: string) => void;
+  /** For tests: replaces `node:fs`. */
+  fs?: SinkFs;
+  /** For tests: replaces `Date.now`. */
+  now?: () => number;
+}
+
+export interface SinkStats {
+  /** Lines that reached the destination. */
+  written: number;
+  /** Lines that could not be written when offered (then buffered, or dropped). */
+  writeFailures: number;
+  /** Lines held in memory now, waiting for the destination. */
+  buffered: number;
+  /** Lines lost: the buffer was full, or they were still undeliverable at close. */
+  dropped: number;
+  rotations: number;
+  /** Bytes that reached the destination. */
+  bytes: number;
+}
+
+export interface AuditSink {
+  /** Appends one line (ending in "\n"; one is added if missing). Never throws. */
+  write(line: string): void;
+  /** Retries buffered lines now, then fsyncs unless the policy is `never`. Never throws. */
+  flush(): void;
+  /** Final flush and fsync, closes the file. A write after close still appends (open, write, close). */
+  close(): void;
+  stats(): SinkStats;
+}
+
+const DEFAULT_INTERVAL_MS = 1000;
+/** While a failure lasts, a reminder at most this often. */
+const REMINDER_MS = 60_000;
+/** A file path is compared with the open descriptor (renamed or deleted under us?) at most this often. */
+const IDENTITY_CHECK_MS = 1000;
+/** A drained batch is written with one write(2) of at most this many bytes (always at least one line). */
+const MAX_BATCH_BYTES = 1 << 20;
+/**
+ * EAGAIN (a non-blocking pipe that is full): wait and retry, at most this long in total, before the
+ * line is treated as failed and buffered. Shorter on the retries of a failure episode, so a stalled
+ * reader costs the application at most this much per retry interval.
+ */
+const EAGAIN_BUDGET_MS = 1000;
+const EAGAIN_RETRY_BUDGET_MS = 100;
+const EAGAIN_MAX_TRIES = 1000;
+
+const NEWLINE = Buffer.from('\n');
+const SLEEP_CELL = new Int32Array(new SharedArrayBuffer(4));
+function sleepSync(ms: number): void {
+  try {
+    Atomics.wait(SLEEP_CELL, 0, 0, ms);
+  } catch {
+    // Atomics.wait not allowed here: retry without sleeping (still bounded by the try count)
+  }
+}
+
+function errorCode(err: unknown): string {
+  if (err && typeof err === 'object') {
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e.code === 'string' && e.code) return e.code;
+    if (typeof e.message === 'string' && e.message) return e.message;
+  }
+  return String(err);
+}
+
+/** A write(2) loop that failed after `written` bytes of its buffer reached the destination. */
+class PartialWrite {
+  constructor(
+    readonly cause: unknown,
+    readonly written: number,
+  ) {}
+}
+
+function unwrap(err: unknown): unknown {
+  return err instanceof PartialWrite ? err.cause : err;
+}
+
+function duration(ms: number): string {
+  if (ms < 1000) return `${Math.max(0, Math.round(ms))} ms`;
+  const s = ms / 1000;
+  if (s < 120) return `${Number.isInteger(s) ? s : Number(s.toFixed(1))} s`;
+  const m = s / 60;
+  if (m < 120) return `${Math.round(m)} min`;
+  return `${Number((m / 60).toFixed(1))} h`;
+}
+
+function count(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? '' : 's'}`;
+}
+
+function positive(v: unknown, fallback: number): number {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+function nonNegativeInt(v: unknown, fallback: number): number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : fallback;
+}
+
+interface Episode {
+  since: number;
+  code: string;
+  lastReportAt: number;
+  droppedAtStart: number;
+  overflowReported: boolean;
+}
+
+export function openSink(opts: SinkOptions): AuditSink {
+  const fs: SinkFs = opts.fs ?? nodeFs;
+  const now = opts.now ?? Date.now;
+  const isStdout = opts.destination === 'stdout';
+  const path = isStdout ? 'stdout' : nodePath.resolve(String(opts.destination));
+  const label = isStdout ? 'stdout' : path;
+  const policy: FsyncPolicy = opts.fsync === 'never' || opts.fsync === 'interval' || opts.fsync === 'always' ? opts.fsync : 'always';
+  const fsyncIntervalMs = positive(opts.fsyncIntervalMs, DEFAULT_INTERVAL_MS);
+  const retryIntervalMs = positive(opts.retryIntervalMs, DEFAULT_INTERVAL_MS);
+  const maxFileBytes = nonNegativeInt(opts.maxFileBytes, 0);
+  const maxFiles = nonNegativeInt(opts.maxFiles, 0);
+  const bufferRecords = nonNegativeInt(opts.bufferRecords, 0);
+
+  const stats: SinkStats = { written: 0, writeFailures: 0, buffered: 0, dropped: 0, rotations: 0, bytes: 0 };
+
+  // The destination. For a file: our descriptor, the size we believe it has, and the identity of
+  // the file it refers to (kept across closes, to tell "reopened the same file" from "a new one").
+  let fd: number | null = null;
+  let size = 0;
+  let ino = -1;
+  let dev = -1;
+  let regular = false;
+  let lastIdentityCheck = 0;
+  let rotateBlockedUntil = 0;
+  /** The file we opened ends in a fragment (a crash mid-line, before us): terminate it first. */
+  let needNewline = false;
+  let dirty = false;
+  let syncTimer: NodeJS.Timeout | null = null;
+
+  // Lines that failed, oldest first (a queue with a moving head, compacted now and then).
+  // `headWritten`: bytes of the head line already in the current file after a torn (short, then
+  // failed) write; they are completed, not rewritten, so the file never holds half a line
+  // followed by another line.
+  let queue: string[] = [];
+  let qHead = 0;
+  let headWritten = 0;
+
+  let episode: Episode | null = null;
+  let lastAttemptAt = 0;
+  let retryTimer: NodeJS.Timeout | null = null;
+  let closed = false;
+  const lastNotice = new Map<string, number>();
+
+  const notify = (fn: ((m: string) => void) | undefined, message: string): void => {
+    try {
+      if (typeof fn === 'function') fn(message);
+    } catch {
+      // a failing callback must not break the write path
+    }
+  };
+
+  /** For problems that are not a failure episode (fsync, rotation): once a minute per kind. */
+  const notice = (kind: string, message: string): void => {
+    const t = now();
+    const last = lastNotice.get(kind);
+    if (last !== undefined && t - last < REMINDER_MS) return;
+    lastNotice.set(kind, t);
+    notify(opts.onError, message);
+  };
+
+  const buffered = (): number => queue.length - qHead;
+
+  // ---- the destination -------------------------------------------------------------------
+
+  const closeFd = (): void => {
+    if (fd === null) return;
+    if (dirty) syncNow();
+    const old = fd;
+    fd = null;
+    if (isStdout) return; // fd 1 is not ours to close
+    try {
+      fs.closeSync(old);
+    } catch {
+      // nothing more to do with it
+    }
+  };
+
+  /** fsync (`always`) or fdatasync (`interval`) the open file, per the policy. */
+  function syncNow(): void {
+    dirty = false;
+    if (fd === null || policy === 'never' || !regular) return;
+    try {
+      if (policy === 'always') fs.fsyncSync(fd);
+      else fs.fdatasyncSync(fd);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code === 'EINVAL' || code === 'ENOTSUP' || code === 'EROFS') return;
+      notice('fsync', `audit destination ${label}: fsync failed (${code}): records written since the last successful fsync may not survive a machine crash`);
+    }
+  }
+
+  const afterWrite = (): void => {
+    if (policy === 'always') {
+      dirty = true;
+      syncNow();
+    } else if (policy === 'interval' && regular) {
+      dirty = true;
+      if (syncTimer === null && !closed) {
+        syncTimer = setTimeout(() => {
+          syncTimer = null;
+          try {
+            if (dirty && fd !== null) syncNow();
+          } catch {
+            // never throws out of a timer either
+          }
+        }, fsyncIntervalMs);
+        syncTimer.unref();
+      }
+    }
+  };
+
+  const openFile = (): void => {
+    let newFd: number;
+    try {
+      newFd = fs.openSync(path, 'a', 0o600);
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+      // Missing parent directories (first start, or removed since): create them, private.
+      fs.mkdirSync(nodePath.dirname(path), { recursive: true, mode: 0o700 });
+      newFd = fs.openSync(path, 'a', 0o600);
+    }
+    let st: nodeFs.Stats;
+    try {
+      st = fs.fstatSync(newFd);
+    } catch (err) {
+      try {
+        fs.closeSync(newFd);
+      } catch {
+        // ignore
+      }
+      throw err;
+    }
+    // A different file than the one a torn line started in: the whole line is written again.
+    if (st.ino !== ino || st.dev !== dev) headWritten = 0;
+    fd = newFd;
+    ino = st.ino;
+    dev = st.dev;
+    size = st.size;
+    regular = st.isFile();
+    lastIdentityCheck = now();
+    // A file that does not end in "\n" holds a fragment (a process killed inside a write that
+    // crossed a page boundary, a full disk): our first line must not be glued onto it. When the
+    // fragment is our own torn line (headWritten > 0), it is completed instead.
+    needNewline = false;
+    if (regular && size > 0 && headWritten === 0) needNewline = !endsWithNewline(size);
+  };
+
+  /** Our descriptor is write-only (O_APPEND): the last byte is read through a second one. */
+  const endsWithNewline = (at: number): boolean => {
+    let rfd: number | null = null;
+    try {
+      rfd = fs.openSync(path, 'r');
+      const st = fs.fstatSync(rfd);
+      if (st.ino !== ino || st.dev !== dev) return true; // replaced meanwhile: not ours to judge
+      const last = Buffer.alloc(1);
+      return fs.readSync(rfd, last, 0, 1, at - 1) !== 1 || last[0] === 0x0a;
+    } catch {
+      return true; // unreadable: nothing we can repair
+    } finally {
+      if (rfd !== null) {
+        try {
+          fs.closeSync(rfd);
+        } catch {
+          // ignore
+        }
+      }
+    }
+  };
+
+  /** Terminates a fragment left at the end of the file by someone else, once, before our lines. */
+  const terminateFragment = (budgetMs: number): void => {
+    if (!needNewline || headWritten > 0) return;
+    writeAll(NEWLINE, budgetMs);
+    needNewline = false;
+    size += 1;
+    stats.bytes += 1;
+  };
+
+  /** Makes `fd` usable; throws when the destination cannot be opened. */
+  const ensureOpen = (forceCheck: boolean): void => {
+    if (isStdout) {
+      if (fd === null) {
+        fd = 1;
+        try {
+          regular = fs.fstatSync(1).isFile();
+        } catch {
+          regular = false;
+        }
+      }
+      return;
+    }
+    if (fd !== null && regular && (forceCheck || now() - lastIdentityCheck >= IDENTITY_CHECK_MS)) {
+      lastIdentityCheck = now();
+      let st: nodeFs.Stats | undefined;
+      let known = true;
+      try {
+        st = fs.statSync(path, { throwIfNoEntry: false });
+      } catch {
+        known = false; // cannot look (permissions): keep the descriptor that works
+      }
+      // Renamed (rotated by someone else) or deleted under us: lines written to our descriptor
+      // would go to a file nobody reads, or to nothing. Reopen the path.
+      if (known && (!st || st.ino !== ino || st.dev !== dev)) closeFd();
+    }
+    if (fd === null) openFile();
+  };
+
+  const writeAll = (data: Buffer, budgetMs: number): void => {
+    let off = 0;
+    let waited = 0; // total, bounded by budgetMs
+    let tries = 0; // total, bounded by EAGAIN_MAX_TRIES
+    let backoff = 0; // since the last progress: 1, 2, 4 … 25 ms
+    while (off < data.length) {
+      let n = 0;
+      try {
+        n = fs.writeSync(fd!, data, off, data.length - off);
+      } catch (err) {
+        const code = errorCode(err);
+        if ((code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EINTR') && tries < EAGAIN_MAX_TRIES && waited < budgetMs) {
+          tries++;
+          if (code !== 'EINTR') {
+            const ms = Math.min(1 << Math.min(backoff++, 5), 25, budgetMs - waited);
+            sleepSync(ms);
+            waited += ms;
+          }
+          continue;
+        }
+        throw new PartialWrite(err, off);
+      }
+      if (n > 0) {
+        off += n;
+        backoff = 0;
+      } else if (tries < EAGAIN_MAX_TRIES && waited < budgetMs) {
+        tries++; // wrote nothing without an error: treat as EAGAIN
+        sleepSync(1);
+        waited += 1;
+      } else {
+        throw new PartialWrite(new Error('write returned 0'), off);
+      }
+    }
+  };
+
+  // ---- rotation --------------------------------------------------------------------------
+
+  const rotatedName = (i: number): string => `${path}.${i}`;
+
+  const exists = (p: string): boolean => fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined;
+
+  /**
+   * path → path.1, path.1 → path.2, … by rename only (collectors tailing by fingerprint follow a
+   * rename; copy/truncate would race with them). Shifts only up to the first free number, top
+   * down, so a failure half-way never overwrites a file; aborts (throws) before renaming `path`
+   * if any shift failed. Deletes `path.maxFiles` only when maxFiles > 0 and all slots are taken.
+   */
+  const shiftAndRename = (): void => {
+    let free = 1;
+    while ((maxFiles === 0 || free <= maxFiles) && exists(rotatedName(free))) free++;
+    if (maxFiles > 0 && free > maxFiles) {
+      fs.unlinkSync(rotatedName(maxFiles));
+      free = maxFiles;
+    }
+    for (let i = free - 1; i >= 1; i--) fs.renameSync(rotatedName(i), rotatedName(i + 1));
+    fs.renameSync(path, rotatedName(1));
+  };
+
+  /** Before appending `bytes` to the file: rotate if they would make it exceed maxFileBytes. */
+  const maybeRotate = (bytes: number): void => {
+    if (isStdout || !regular || maxFileBytes === 0 || headWritten > 0) return;
+    if (size === 0 || size + bytes <= maxFileBytes) return;
+    if (now() < rotateBlockedUntil) return;
+    // Rotated by someone else since we looked? Then the path is a new file: just use it.
+    ensureOpen(true);
+    if (size === 0 || size + bytes <= maxFileBytes) return;
+    try {
+      size = fs.fstatSync(fd!).size; // other writers may share the file
+    } catch {
+      // keep our count
+    }
+    if (size === 0 || size + bytes <= maxFileBytes) return;
+    syncNow(); // the file being rotated away is complete on disk (unless the policy is never)
+    try {
+      shiftAndRename();
+    } catch (err) {
+      // Keep appending past the limit rather than lose records; try again after a retry interval.
+      rotateBlockedUntil = now() + retryIntervalMs;
+      notice('rotate', `audit file ${path} could not be rotated (${errorCode(err)}): still appending to it beyond ${maxFileBytes} bytes; rotation is retried every ${duration(retryIntervalMs)}`);
+      return;
+    }
+    stats.rotations++;
+    closeFd();
+    openFile(); // may throw: then the line is buffered and the open retried
+  };
+
+  // ---- appending -------------------------------------------------------------------------
+
+  /** One line, one write(2). Throws PartialWrite (or an open error) when it did not all land. */
+  const appendLine = (line: string, budgetMs: number): void => {
+    ensureOpen(false);
+    const data = Buffer.from(line, 'utf8');
+    maybeRotate(data.length + (needNewline ? 1 : 0));
+    terminateFragment(budgetMs);
+    try {
+      writeAll(data, budgetMs);
+    } catch (err) {
+      const written = err instanceof PartialWrite ? err.written : 0;
+      size += written;
+      stats.bytes += written;
+      throw err;
+    }
+    size += data.length;
+    stats.bytes += data.length;
+    stats.written++;
+    afterWrite();
+  };
+
+  const removeHead = (n: number): void => {
+    for (let i = 0; i < n; i++) queue[qHead + i] = '';
+    qHead += n;
+    if (qHead === queue.length) {
+      queue = [];
+      qHead = 0;
+    } else if (qHead >= 1024 && qHead * 2 >= queue.length) {
+      queue = queue.slice(qHead);
+      qHead = 0;
+    }
+    stats.buffered = buffered();
+  };
+
+  /**
+   * Writes the buffered lines in order, in batches of whole lines (one write(2) each) that never
+   * cross a rotation boundary. Throws on the first failure, leaving the rest queued (and a torn
+   * head line marked, to be completed).
+   */
+  const drain = (budgetMs: number): void => {
+    while (buffered() > 0) {
+      ensureOpen(false);
+      const parts: Buffer[] = [];
+      const lens: number[] = [];
+      let total = 0;
+      let first = Buffer.from(queue[qHead]!, 'utf8');
+      const skip = Math.min(headWritten, first.length);
+      if (skip > 0) first = first.subarray(skip); // the rest of a torn line: same file, no rotation
+      else maybeRotate(first.length + (needNewline ? 1 : 0));
+      terminateFragment(budgetMs);
+      parts.push(first);
+      lens.push(first.length);
+      total += first.length;
+      for (let i = qHead + 1; i < queue.length; i++) {
+        const b = Buffer.from(queue[i]!, 'utf8');
+        if (total + b.length > MAX_BATCH_BYTES) break;
+        if (maxFileBytes > 0 && regular && size + total + b.length > maxFileBytes) break;
+        parts.push(b);
+        lens.push(b.length);
+        total += b.length;
+      }
+      const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, total);
+      try {
+        writeAll(data, budgetMs);
+      } catch (err) {
+        const written = err instanceof PartialWrite ? err.written : 0;
+        size += written;
+        stats.bytes += written;
+        let full = 0;
+        let acc = 0;
+        while (full < lens.length && acc + lens[full]! <= written) acc += lens[full++]!;
+        // Bytes of the (new) head line now in the file: completed on the next attempt.
+        const torn = written - acc;
+        stats.written += full;
+        removeHead(full);
+        headWritten = (full === 0 ? skip : 0) + torn;
+        if (full > 0) afterWrite();
+        throw err;
+      }
+      size += total;
+      stats.bytes += total;
+      stats.written += lens.length;
+      headWritten = 0;
+      removeHead(lens.length);
+      afterWrite();
+    }
+  };
+
+  // ---- failure episodes ------------------------------------------------------------------
+
+  const ensureRetryTimer = (): void => {
+    if (retryTimer !== null || closed) return;
+    retryTimer = setInterval(() => {
+      try {
+        retry();
+      } catch {
+        // never throws out of a timer
+      }
+    }, retryIntervalMs);
+    retryTimer.unref();
+  };
+
+  const stopRetryTimer = (): void => {
+    if (retryTimer !== null) clearInterval(retryTimer);
+    retryTimer = null;
+  };
+
+  const bufferPolicy = (): string =>
+    bufferRecords > 0
+      ? `records are buffered in memory (${buffered()} so far, at most ${bufferRecords}) and retried every ${duration(retryIntervalMs)}`
+      : `records are dropped (no memory buffer configured) until it works again; retried every ${duration(retryIntervalMs)}`;
+
+  /**
+   * A write or retry failed. Starts an episode (returns true: the caller reports it once the line
+   * is queued, so the count includes it) or updates the running one.
+   */
+  const failed = (err: unknown): boolean => {
+    const code = errorCode(unwrap(err));
+    if (!isStdout && fd !== null) {
+      // Reopen on the next attempt (EBADF, EIO, the file replaced…); same file → torn line completed.
+      const keep = headWritten;
+      closeFd();
+      headWritten = keep;
+    }
+    const t = now();
+    if (episode === null) {
+      episode = { since: t, code, lastReportAt: t, droppedAtStart: stats.dropped, overflowReported: false };
+      ensureRetryTimer();
+      return true;
+    }
+    episode.code = code;
+    return false;
+  };
+
+  const reportStart = (): void => {
+    if (episode === null) return;
+    notify(opts.onError, `audit destination ${label} unwritable (${episode.code}): ${bufferPolicy()}`);
+  };
+
+  const remind = (): void => {
+    if (episode === null) return;
+    const t = now();
+    if (t - episode.lastReportAt < REMINDER_MS) return;
+    episode.lastReportAt = t;
+    const dropped = stats.dropped - episode.droppedAtStart;
+    notify(
+      opts.onError,
+      `audit destination ${label} still unwritable (${episode.code}) after ${duration(t - episode.since)}: ` +
+        `${count(buffered(), 'record')} buffered in memory, ${count(dropped, 'record')} dropped; retried every ${duration(retryIntervalMs)}`,
+    );
+  };
+
+  /**
+   * Queues a line that could not be written. When the buffer is full the NEWEST line is dropped
+   * (and counted), never an older one: for forensics the oldest records of an incident — what
+   * happened as things started to fail — matter most, what was kept stays one contiguous run in
+   * order, and a flood of new events (possibly provoked on purpose) cannot push the evidence of
+   * earlier ones out of memory. A torn line (part of it already in the file) is always kept, so
+   * it can be completed before anything else is appended.
+   */
+  const enqueue = (line: string, torn: number): void => {
+    stats.writeFailures++;
+    if (buffered() < bufferRecords || torn > 0) {
+      if (buffered() === 0) headWritten = torn;
+      queue.push(line);
+      stats.buffered = buffered();
+      return;
+    }
+    stats.dropped++;
+    if (episode !== null && !episode.overflowReported && bufferRecords > 0) {
+      episode.overflowReported = true;
+      episode.lastReportAt = now();
+      notify(
+        opts.onError,
+        `audit buffer for ${label} is full (${bufferRecords} records): newer records are dropped and counted until the destination recovers (${episode.code})`,
+      );
+    }
+  };
+
+  const recovered = (): void => {
+    const ep = episode;
+    if (ep === null) return;
+    episode = null;
+    stopRetryTimer();
+    const dropped = stats.dropped - ep.droppedAtStart;
+    notify(
+      opts.onRecovered,
+      `audit destination ${label} writable again after ${duration(now() - ep.since)} (was ${ep.code}); buffered records written in order` +
+        (dropped > 0 ? `; ${count(dropped, 'record')} were dropped during the outage` : ''),
+    );
+  };
+
+  /** Retries the buffer (the timer, flush). Returns true when nothing is left pending. */
+  function retry(budgetMs = EAGAIN_RETRY_BUDGET_MS): boolean {
+    if (buffered() === 0) {
+      // Nothing to prove the destination with (bufferRecords 0): the next write decides.
+      remind();
+      return episode === null;
+    }
+    lastAttemptAt = now();
+    try {
+      drain(budgetMs);
+    } catch (err) {
+      if (failed(err)) reportStart();
+      else remind();
+      return false;
+    }
+    recovered();
+    return true;
+  }
+
+  // ---- the sink --------------------------------------------------------------------------
+
+  /** After close(): open, append, close; nothing is kept in memory (no timer would retry it). */
+  const writeAfterClose = (line: string): void => {
+    try {
+      appendLine(line, EAGAIN_BUDGET_MS);
+    } catch (err) {
+      stats.writeFailures++;
+      stats.dropped++;
+      notice('closed', `audit destination ${label} unwritable (${errorCode(unwrap(err))}) after the sink was closed: record dropped and counted`);
+    }
+    if (policy !== 'never') syncNow();
+    closeFd();
+  };
+
+  const write = (raw: string): void => {
+    try {
+      let line = typeof raw === 'string' ? raw : String(raw);
+      if (!line.endsWith('\n')) line += '\n';
+      if (closed) {
+        writeAfterClose(line);
+        return;
+      }
+      if (episode !== null || buffered() > 0) {
+        // Failing: touch the destination at most once per retry interval, and keep the order:
+        // the buffer goes first, then this line.
+        if (now() - lastAttemptAt >= retryIntervalMs) {
+          lastAttemptAt = now();
+          try {
+            drain(EAGAIN_RETRY_BUDGET_MS);
+            appendLine(line, EAGAIN_RETRY_BUDGET_MS);
+            recovered();
+            return;
+          } catch (err) {
+            const torn = buffered() === 0 && err instanceof PartialWrite ? err.written : 0;
+            const isNew = failed(err);
+            enqueue(line, torn);
+            if (isNew) reportStart();
+            else remind();
+            return;
+          }
+        }
+        enqueue(line, 0);
+        remind();
+        return;
+      }
+      try {
+        appendLine(line, EAGAIN_BUDGET_MS);
+      } catch (err) {
+        lastAttemptAt = now();
+        const isNew = failed(err);
+        enqueue(line, err instanceof PartialWrite ? err.written : 0);
+        if (isNew) reportStart();
+        else remind();
+      }
+    } catch {
+      // write never throws, whatever happens
+    }
+  };
+
+  const flush = (): void => {
+    try {
+      if (closed) return;
+      if (buffered() > 0) retry(EAGAIN_BUDGET_MS);
+      if (policy !== 'never' && fd !== null) syncNow();
+    } catch {
+      // never throws
+    }
+  };
+
+  const close = (): void => {
+    if (closed) return;
+    try {
+      stopRetryTimer();
+      if (buffered() > 0) {
+        try {
+          drain(EAGAIN_BUDGET_MS);
+          recovered();
+        } catch (err) {
+          failed(err);
+        }
+      }
+      closed = true;
+      stopRetryTimer();
+      if (syncTimer !== null) clearTimeout(syncTimer);
+      syncTimer = null;
+      const left = buffered();
+      if (left > 0) {
+        stats.dropped += left;
+        const code = episode?.code ?? 'unknown';
+        queue = [];
+        qHead = 0;
+        headWritten = 0;
+        stats.buffered = 0;
+        notify(opts.onError, `audit sink for ${label} closed with ${count(left, 'record')} still undeliverable (${code}): they are lost and counted as dropped`);
+      }
+      episode = null;
+      if (policy !== 'never') syncNow();
+      closeFd();
+    } catch {
+      closed = true;
+    }
+  };
+
+  return {
+    write,
+    flush,
+    close,
+    stats: () => ({ ...stats, buffered: buffered() }),
+  };
+}

@@ -1,0 +1,465 @@
+'use strict';
+// End to end: CommonJS fixture apps started as users start them,
+// `node --require auditrace/register app.js`, exporting to a real OTLP/HTTP receiver.
+// Every assertion is on what the receiver decoded from the wire (or on what the app printed).
+const assert = require('node:assert/strict');
+const http = require('node:http');
+const net = require('node:net');
+const os = require('node:os');
+const { startOtlpReceiver } = require('../helpers/otlp-receiver');
+const { startApp } = require('../helpers/run-app');
+
+const SPAN_KIND = { SERVER: 2, CLIENT: 3 };
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+// Short batch delays and metric interval, so data arrives in well under a second.
+const FAST = {
+  OTEL_METRIC_EXPORT_INTERVAL: '500',
+  OTEL_BSP_SCHEDULE_DELAY: '100',
+  OTEL_BLRP_SCHEDULE_DELAY: '100',
+};
+// run-app strips OTEL_*, AUDITRACE_* and K8S_*, but auditrace also reads the downward-API names
+// Helm charts use (POD_NAME, CONTAINER_NAME, ...); a CI runner that happens to set them must not
+// change the resource under test. Empty counts as unset.
+const HERMETIC = { POD_NAME: '', POD_UID: '', POD_NAMESPACE: '', NODE_NAME: '', CONTAINER_NAME: '' };
+
+const WAIT = { timeoutMs: 15000 };
+
+/** GET http://127.0.0.1:port/path without keep-alive; resolves { status, body }. */
+function get(port, path, { timeoutMs = 5000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, timeout: timeoutMs }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out after ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+/** A port nothing listens on: bound, then released. */
+async function closedPort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+const servers = (spans, serviceName) => spans.filter((s) => s.kind === SPAN_KIND.SERVER
+  && (serviceName === undefined || s.resource['service.name'] === serviceName));
+const metricNamed = (rx, name) => rx.metrics().filter((m) => m.name === name);
+const lines = (text, re) => text.split('\n').filter((l) => re.test(l));
+
+describe('auditrace/register with --require (CommonJS apps)', function () {
+  this.timeout(45000);
+
+  let rx;
+  let apps;
+
+  beforeEach(async () => {
+    rx = await startOtlpReceiver();
+    apps = [];
+  });
+
+  afterEach(async function () {
+    if (this.currentTest && this.currentTest.state === 'failed') {
+      for (const app of apps) process.stderr.write(`--- ${app.fixture} stderr:\n${app.stderr}\n`);
+    }
+    // Killed even when the test failed half-way; SIGKILL so nothing can hold the suite.
+    await Promise.all(apps.map((app) => {
+      app.child.kill('SIGKILL');
+      return Promise.race([app.exited, new Promise((r) => setTimeout(r, 5000))]);
+    }));
+    await rx.close();
+  });
+
+  /**
+   * Starts test/fixtures/apps/<fixture> preloaded with auditrace, exporting to the receiver,
+   * and resolves once it printed `listening <port>` (app.port).
+   */
+  async function launch(fixture, { env = {} } = {}) {
+    const app = startApp(`apps/${fixture}`, {
+      preload: 'require',
+      env: { ...HERMETIC, ...FAST, OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, ...env },
+    });
+    app.fixture = fixture;
+    apps.push(app);
+    const [, port] = await app.waitForOutput(/^listening (\d+)$/m, { timeoutMs: 20000 });
+    app.port = Number(port);
+    return app;
+  }
+
+  /** SIGTERM (auditrace flushes, then the process dies by the signal); resolves { code, signal, ms }. */
+  async function terminate(app, { timeoutMs = 10000 } = {}) {
+    const t0 = Date.now();
+    app.child.kill('SIGTERM');
+    let timer;
+    const result = await Promise.race([
+      app.exited,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${app.fixture} still running ${timeoutMs} ms after SIGTERM`)), timeoutMs);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    return { code: result.code, signal: result.signal, ms: Date.now() - t0 };
+  }
+
+  async function getOk(app, path) {
+    const res = await get(app.port, path);
+    assert.equal(res.status, 200, `GET ${path} answered ${res.status}: ${res.body}`);
+    return res;
+  }
+
+  describe('a plain http server', () => {
+    it('exports one SERVER span per request, with the HTTP method and URL path', async () => {
+      const app = await launch('svc-http.js');
+      for (let i = 0; i < 3; i++) await getOk(app, '/hello');
+
+      await rx.waitFor(() => servers(rx.spans()).length >= 3, WAIT);
+      const spans = servers(rx.spans());
+      assert.equal(spans.length, 3);
+      for (const span of spans) {
+        assert.equal(span.scope.name, '@opentelemetry/instrumentation-http');
+        assert.equal(span.attributes['http.request.method'], 'GET');
+        // No router in a plain http server, so no http.route: the path is on url.path.
+        assert.equal(span.attributes['http.route'] ?? span.attributes['url.path'], '/hello');
+        assert.equal(span.attributes['url.scheme'], 'http');
+        assert.equal(span.attributes['http.response.status_code'], 200);
+        assert.equal(span.parentSpanId, '', 'an incoming request without traceparent starts a trace');
+      }
+      assert.equal(new Set(spans.map((s) => s.traceId)).size, 3, 'each request is its own trace');
+    });
+
+    it('correlates a log record emitted in the handler with that request\'s SERVER span', async () => {
+      const app = await launch('svc-http.js');
+      for (let i = 0; i < 3; i++) await getOk(app, '/hello');
+
+      await rx.waitFor(() => servers(rx.spans()).length >= 3 && rx.logs().length >= 3, WAIT);
+      const logs = rx.logs();
+      assert.equal(logs.length, 3);
+      for (const log of logs) {
+        assert.equal(log.body, 'hello log');
+        assert.equal(log.severityText, 'INFO');
+        assert.deepEqual(log.attributes, { 'app.k': 'v' });
+        assert.equal(log.scope.name, 'app');
+      }
+      const byTrace = new Map(servers(rx.spans()).map((s) => [s.traceId, s]));
+      for (const log of logs) {
+        const span = byTrace.get(log.traceId);
+        assert.ok(span, `log traceId ${JSON.stringify(log.traceId)} is not the traceId of any SERVER span`);
+        assert.equal(log.spanId, span.spanId, 'the log carries the active span id: the server span');
+        assert.equal(log.flags & 1, 1, 'sampled flag');
+      }
+      assert.equal(new Set(logs.map((l) => l.traceId)).size, 3, 'one log per request, each in its own trace');
+    });
+
+    it('exports http.server.request.duration for the requests', async () => {
+      const app = await launch('svc-http.js');
+      for (let i = 0; i < 3; i++) await getOk(app, '/hello');
+
+      const point = () => metricNamed(rx, 'http.server.request.duration')
+        .flatMap((m) => m.dataPoints)
+        .find((p) => p.attributes['http.request.method'] === 'GET'
+          && p.attributes['http.response.status_code'] === 200 && p.count >= 3);
+      const p = await rx.waitFor(point, WAIT);
+      const [metric] = metricNamed(rx, 'http.server.request.duration');
+      assert.equal(metric.type, 'histogram');
+      assert.equal(metric.unit, 's');
+      assert.ok(p.sum > 0, 'durations are recorded');
+    });
+  });
+
+  describe('resource attributes', () => {
+    /** The resources of the first span, log record and http.server.request.duration metric. */
+    async function resourcesOfAllSignals(app) {
+      await getOk(app, '/hello');
+      await rx.waitFor(() => servers(rx.spans()).length > 0 && rx.logs().length > 0
+        && metricNamed(rx, 'http.server.request.duration').length > 0, WAIT);
+      return {
+        span: servers(rx.spans())[0].resource,
+        log: rx.logs()[0].resource,
+        metric: metricNamed(rx, 'http.server.request.duration')[0].resource,
+      };
+    }
+
+    it('describe the service, instance, host and process on spans, logs and metrics alike', async () => {
+      const app = await launch('svc-http.js', { env: { OTEL_SERVICE_NAME: 'checkout' } });
+      const resources = await resourcesOfAllSignals(app);
+      for (const [signal, r] of Object.entries(resources)) {
+        const msg = `${signal} resource: ${JSON.stringify(r)}`;
+        assert.equal(r['service.name'], 'checkout', msg);
+        assert.equal(r['service.version'], '1.2.3', `from test/fixtures/apps/package.json; ${msg}`);
+        assert.match(String(r['service.instance.id']), UUID_RE, msg);
+        assert.equal(r['host.name'], os.hostname(), msg);
+        assert.equal(r['process.pid'], app.child.pid, msg);
+        assert.equal(r['process.runtime.name'], 'nodejs', msg);
+        assert.equal(r['telemetry.distro.name'], 'auditrace', msg);
+      }
+      assert.deepEqual(resources.log, resources.span, 'logs carry the same resource as spans');
+      assert.deepEqual(resources.metric, resources.span, 'metrics carry the same resource as spans');
+    });
+
+    it('name the service after the app\'s package.json when OTEL_SERVICE_NAME is unset', async () => {
+      const app = await launch('svc-http.js');
+      const resources = await resourcesOfAllSignals(app);
+      for (const r of Object.values(resources)) {
+        assert.equal(r['service.name'], 'fixture-apps');
+        assert.equal(r['service.version'], '1.2.3');
+      }
+    });
+
+    it('in Kubernetes carry the downward-API k8s.* attributes and a stable service.instance.id', async () => {
+      const app = await launch('svc-http.js', {
+        env: {
+          K8S_POD_NAME: 'orders-7d9f-x2k4q',
+          K8S_POD_UID: '0f1e2d3c-4b5a-4697-8877-665544332211',
+          K8S_NAMESPACE_NAME: 'shop',
+          K8S_NODE_NAME: 'node-1',
+          K8S_CONTAINER_NAME: 'orders',
+        },
+      });
+      const resources = await resourcesOfAllSignals(app);
+      // UUIDv5 of "<namespace>.<pod>.<container>" in the semantic conventions' namespace:
+      // python3 -c "import uuid;print(uuid.uuid5(uuid.UUID('4d63009a-8d0f-11ee-aad7-4c796ed8e320'),'shop.orders-7d9f-x2k4q.orders'))"
+      const expectedInstanceId = '995c9f74-16b6-5aca-ac2b-0aaf0d6623a1';
+      for (const [signal, r] of Object.entries(resources)) {
+        const msg = `${signal} resource: ${JSON.stringify(r)}`;
+        assert.equal(r['k8s.pod.name'], 'orders-7d9f-x2k4q', msg);
+        assert.equal(r['k8s.pod.uid'], '0f1e2d3c-4b5a-4697-8877-665544332211', msg);
+        assert.equal(r['k8s.namespace.name'], 'shop', msg);
+        assert.equal(r['k8s.node.name'], 'node-1', msg);
+        assert.equal(r['k8s.container.name'], 'orders', msg);
+        assert.equal(r['service.instance.id'], expectedInstanceId, msg);
+      }
+    });
+  });
+
+  describe('context propagation between two services', () => {
+    it('makes the backend\'s SERVER span a child of the frontend\'s CLIENT span, in one trace', async () => {
+      const backend = await launch('svc-backend.js', { env: { OTEL_SERVICE_NAME: 'backend' } });
+      const frontend = await launch('svc-frontend.js', {
+        env: { OTEL_SERVICE_NAME: 'frontend', BACKEND_URL: `http://127.0.0.1:${backend.port}` },
+      });
+      const res = await getOk(frontend, '/call');
+      assert.deepEqual(JSON.parse(res.body), { items: [1, 2, 3] });
+
+      const clientsOf = (service) => rx.spans().filter((s) => s.kind === SPAN_KIND.CLIENT
+        && s.resource['service.name'] === service);
+      await rx.waitFor(() => servers(rx.spans(), 'frontend').length === 1
+        && servers(rx.spans(), 'backend').length === 1 && clientsOf('frontend').length === 1, WAIT);
+
+      const [aServer] = servers(rx.spans(), 'frontend');
+      const [aClient] = clientsOf('frontend');
+      const [bServer] = servers(rx.spans(), 'backend');
+      assert.equal(aServer.parentSpanId, '', 'the frontend\'s SERVER span is the root');
+      assert.equal(aClient.traceId, aServer.traceId);
+      assert.equal(aClient.parentSpanId, aServer.spanId, 'CLIENT span is a child of the frontend SERVER span');
+      assert.equal(aClient.attributes['http.request.method'], 'GET');
+      assert.equal(bServer.traceId, aServer.traceId, 'one trace across both services');
+      assert.equal(bServer.parentSpanId, aClient.spanId, 'backend SERVER span is a child of the frontend CLIENT span');
+      assert.equal(bServer.attributes['url.path'], '/data');
+    });
+  });
+
+  describe('an Express 5 app', () => {
+    it('exports express middleware and request-handler spans and sets http.route on the SERVER span', async () => {
+      const app = await launch('svc-express.js');
+      const res = await getOk(app, '/users/42');
+      assert.deepEqual(JSON.parse(res.body), { id: '42' });
+
+      const expressSpans = () => rx.spans().filter((s) => s.scope.name === '@opentelemetry/instrumentation-express');
+      await rx.waitFor(() => servers(rx.spans()).length === 1
+        && expressSpans().some((s) => s.attributes['express.type'] === 'request_handler'), WAIT);
+
+      const [server] = servers(rx.spans());
+      assert.equal(server.attributes['http.route'], '/users/:id');
+      assert.equal(server.attributes['url.path'], '/users/42');
+      assert.equal(server.name, 'GET /users/:id');
+      const types = new Set(expressSpans().map((s) => s.attributes['express.type']));
+      assert.ok(types.has('middleware'), `express span types: ${[...types]}`);
+      assert.ok(types.has('request_handler'), `express span types: ${[...types]}`);
+      const handler = expressSpans().find((s) => s.attributes['express.type'] === 'request_handler');
+      assert.equal(handler.attributes['http.route'], '/users/:id');
+      for (const s of expressSpans()) assert.equal(s.traceId, server.traceId, `${s.name} is in the request's trace`);
+    });
+  });
+
+  describe('OTLP protocol', () => {
+    /** One request, then traces, logs and metrics all arrived. */
+    async function exchange(env) {
+      const app = await launch('svc-http.js', { env });
+      await getOk(app, '/hello');
+      await rx.waitFor(() => servers(rx.spans()).length === 1 && rx.logs().length === 1
+        && metricNamed(rx, 'http.server.request.duration').length > 0, WAIT);
+      assert.equal(rx.logs()[0].body, 'hello log');
+      assert.equal(rx.logs()[0].traceId, servers(rx.spans())[0].traceId);
+      const signals = new Set(rx.requests.map((r) => r.signal));
+      assert.deepEqual([...signals].sort(), ['logs', 'metrics', 'traces']);
+      return new Set(rx.requests.map((r) => r.contentType.split(';')[0]));
+    }
+
+    it('is http/protobuf by default', async () => {
+      assert.deepEqual([...await exchange({})], ['application/x-protobuf']);
+    });
+
+    it('is OTLP/JSON with OTEL_EXPORTER_OTLP_PROTOCOL=http/json, with the same data', async () => {
+      assert.deepEqual([...await exchange({ OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' })], ['application/json']);
+    });
+  });
+
+  describe('turning signals off', () => {
+    it('OTEL_TRACES_EXPORTER=none sends no trace request at all, while logs still arrive', async () => {
+      const app = await launch('svc-http.js', { env: { OTEL_TRACES_EXPORTER: 'none' } });
+      for (let i = 0; i < 3; i++) await getOk(app, '/hello');
+      await rx.waitFor(() => rx.logs().length === 3, WAIT);
+      // Whatever was still buffered is flushed on SIGTERM: after that, absence is final.
+      await terminate(app);
+      assert.equal(rx.requests.filter((r) => r.signal === 'traces').length, 0);
+      assert.equal(rx.spans().length, 0);
+      assert.deepEqual(rx.logs().map((l) => l.body), ['hello log', 'hello log', 'hello log']);
+    });
+
+    it('OTEL_SDK_DISABLED=true sends nothing, and the app still serves', async () => {
+      const app = await launch('svc-http.js', { env: { OTEL_SDK_DISABLED: 'true' } });
+      for (let i = 0; i < 5; i++) await getOk(app, '/hello');
+      const { signal } = await terminate(app);
+      assert.equal(signal, 'SIGTERM');
+      assert.deepEqual(rx.requests, []);
+      assert.doesNotMatch(app.stderr, /^auditrace /m, 'no start-up line: telemetry is off');
+    });
+  });
+
+  describe('an unreachable collector', () => {
+    const SHUTDOWN_TIMEOUT_MS = 2000;
+    const EXPORT_TIMEOUT_MS = '1000';
+    const countWarnings = (stderr, signal) => lines(stderr, new RegExp(`could not export ${signal}\\b`)).length;
+
+    it('does not disturb the app: 200 requests answered, at most one warning per signal, no stack trace, prompt exit on SIGTERM', async () => {
+      const port = await closedPort();
+      const endpoint = `http://127.0.0.1:${port}`;
+      const app = await launch('svc-http.js', {
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+          // The exporters retry a refused connection until this timeout: 1 s instead of 10 s
+          // makes every signal fail (and fail again) within the test.
+          OTEL_EXPORTER_OTLP_TIMEOUT: EXPORT_TIMEOUT_MS,
+          AUDITRACE_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+        },
+      });
+      const statuses = [];
+      for (let i = 0; i < 100; i++) statuses.push((await get(app.port, '/hello')).status);
+      // Every signal fails (and keeps failing: 100 ms batches, 500 ms metric interval) ...
+      for (const signal of ['traces', 'logs', 'metrics']) {
+        await app.waitForOutput(new RegExp(`could not export ${signal}\\b`), { stream: 'stderr', timeoutMs: 15000 });
+      }
+      // ... and the app serves on regardless.
+      for (let i = 0; i < 100; i++) statuses.push((await get(app.port, '/hello')).status);
+      assert.deepEqual(statuses, new Array(200).fill(200));
+
+      const { signal, ms } = await terminate(app);
+      assert.equal(signal, 'SIGTERM', 'dies by the signal, as it would without auditrace');
+      assert.ok(ms < SHUTDOWN_TIMEOUT_MS + 1500, `exited ${ms} ms after SIGTERM (shutdown timeout ${SHUTDOWN_TIMEOUT_MS} ms)`);
+
+      const { stderr } = app;
+      for (const s of ['traces', 'logs', 'metrics']) {
+        assert.ok(countWarnings(stderr, s) <= 1, `at most one ${s} warning a minute:\n${stderr}`);
+      }
+      assert.ok(lines(stderr, /could not export/).length <= 3, stderr);
+      for (const line of lines(stderr, /could not export/)) {
+        assert.match(line, /^auditrace: warning: could not export \w+ to http:\/\/127\.0\.0\.1:\d+\/v1\/\w+: .*ECONNREFUSED/);
+      }
+      assert.doesNotMatch(stderr, /^\s+at /m, 'no stack trace');
+      assert.deepEqual(rx.requests, [], 'the receiver was not the endpoint');
+    });
+
+    it('bounds the SIGTERM flush by AUDITRACE_SHUTDOWN_TIMEOUT_MS while the exporters would retry for 10 s', async () => {
+      const port = await closedPort();
+      const app = await launch('svc-http.js', {
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+          OTEL_EXPORTER_OTLP_TIMEOUT: '10000',
+          AUDITRACE_SHUTDOWN_TIMEOUT_MS: '1000',
+        },
+      });
+      for (let i = 0; i < 20; i++) await getOk(app, '/hello');
+      // Spans and logs are buffered or in flight: the final flush has something to retry.
+      const { signal, ms } = await terminate(app);
+      assert.equal(signal, 'SIGTERM');
+      assert.ok(ms < 1000 + 1500, `exited ${ms} ms after SIGTERM (shutdown timeout 1000 ms, export timeout 10000 ms)`);
+      assert.doesNotMatch(app.stderr, /^\s+at /m, 'no stack trace');
+    });
+
+    it('counts every failed export (auditrace.export.failures) but prints one warning per signal', async () => {
+      // Traces and logs go nowhere; metrics reach the receiver, so the loss counters can be read.
+      const port = await closedPort();
+      const app = await launch('svc-http.js', {
+        env: {
+          OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+          OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${rx.url}/v1/metrics`,
+          OTEL_EXPORTER_OTLP_TIMEOUT: EXPORT_TIMEOUT_MS,
+        },
+      });
+      const failures = (signal) => Math.max(0, ...metricNamed(rx, 'auditrace.export.failures')
+        .flatMap((m) => m.dataPoints).filter((p) => p.attributes.signal === signal).map((p) => p.value));
+      // Keep traffic flowing until each of the two signals has failed at least three times.
+      await rx.waitFor(async () => {
+        await getOk(app, '/hello');
+        return failures('traces') >= 3 && failures('logs') >= 3;
+      }, { timeoutMs: 25000, intervalMs: 150 });
+
+      assert.equal(countWarnings(app.stderr, 'traces'), 1, app.stderr);
+      assert.equal(countWarnings(app.stderr, 'logs'), 1, app.stderr);
+      assert.equal(countWarnings(app.stderr, 'metrics'), 0, app.stderr);
+      const dropped = metricNamed(rx, 'auditrace.export.dropped').flatMap((m) => m.dataPoints);
+      assert.ok(dropped.some((p) => p.attributes.signal === 'traces' && p.value >= 3), JSON.stringify(dropped));
+    });
+  });
+
+  describe('the start-up line', () => {
+    const startupLines = (stderr) => lines(stderr, /^auditrace /);
+
+    it('is exactly one stderr line naming the service and its instance id', async () => {
+      const app = await launch('svc-http.js', { env: { OTEL_SERVICE_NAME: 'checkout' } });
+      await getOk(app, '/hello');
+      await rx.waitFor(() => servers(rx.spans()).length === 1, WAIT);
+
+      const found = startupLines(app.stderr);
+      assert.equal(found.length, 1, app.stderr);
+      const [line] = found;
+      assert.match(line, /^auditrace \d+\.\d+\.\d+\S*: /);
+      assert.match(line, / service\.name="checkout" /);
+      const instanceId = servers(rx.spans())[0].resource['service.instance.id'];
+      assert.ok(line.includes(` service.instance.id=${instanceId} `), `${line}\nexpected instance id ${instanceId}`);
+      assert.equal(app.stdout, `listening ${app.port}\n`, 'nothing of auditrace on the app\'s stdout');
+    });
+
+    // Also at the most verbose diagnostic level, where the SDK itself logs what it does.
+    for (const extra of [{}, { OTEL_LOG_LEVEL: 'all' }]) {
+      const label = Object.keys(extra).length ? ` (with OTEL_LOG_LEVEL=${extra.OTEL_LOG_LEVEL})` : '';
+      it(`never shows header values: OTEL_EXPORTER_OTLP_HEADERS=authorization=Bearer%20s3cr3t${label}`, async () => {
+        const app = await launch('svc-http.js', {
+          env: { OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20s3cr3t', ...extra },
+        });
+        await getOk(app, '/hello');
+        await rx.waitFor(() => servers(rx.spans()).length === 1 && rx.logs().length === 1
+          && metricNamed(rx, 'http.server.request.duration').length > 0, WAIT);
+        await terminate(app);
+
+        assert.equal(startupLines(app.stderr).length, 1, app.stderr);
+        assert.match(startupLines(app.stderr)[0], /authorization=\[redacted\]/);
+        assert.ok(!app.stderr.includes('s3cr3t'), `secret on stderr:\n${app.stderr}`);
+        assert.ok(!app.stdout.includes('s3cr3t'), `secret on stdout:\n${app.stdout}`);
+      });
+    }
+
+    for (const [name, value] of [['AUDITRACE_QUIET', 'true'], ['OTEL_LOG_LEVEL', 'none']]) {
+      it(`is not printed with ${name}=${value}, while telemetry still flows`, async () => {
+        const app = await launch('svc-http.js', { env: { [name]: value } });
+        await getOk(app, '/hello');
+        await rx.waitFor(() => servers(rx.spans()).length === 1, WAIT);
+        assert.deepEqual(startupLines(app.stderr), [], app.stderr);
+      });
+    }
+  });
+});

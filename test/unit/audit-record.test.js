@@ -1,0 +1,90 @@
+'use strict';
+const assert = require('node:assert/strict');
+const { buildRecord } = require('../../dist/lib/audit/record.js');
+const { uuidv7, rfc3339Now } = require('../../dist/lib/audit/ids.js');
+
+const ambient = {
+  time: '2026-11-22T05:00:00.000001Z',
+  auditId: '01900000-0000-7000-8000-000000000000',
+  identity: { 'service.name': 'svc', 'service.instance.id': 'inst' },
+};
+
+describe('audit record builder', () => {
+  it('writes the fixed head first, then the event fields, then context', () => {
+    const { record, problems } = buildRecord('sensitive_read',
+      { context: { why: 'x' }, fields: ['dob'], 'object.type': 'patient', 'user.target.id': 'p1', 'user.id': 'u1' },
+      { ...ambient, traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), requestId: 'r1', clientAddress: '203.0.113.9' });
+    assert.deepEqual(problems, []);
+    assert.deepEqual(Object.keys(record), ['time', 'audit.id', 'event.name', 'event.outcome', 'severity', 'user.id',
+      'user.target.id', 'client.address', 'request.id', 'trace_id', 'span_id', 'service.name', 'service.instance.id',
+      'object.type', 'fields', 'context']);
+    assert.equal(record['event.outcome'], 'success');
+    assert.equal(record.severity, 'WARN');
+  });
+
+  it('leaves out what it does not know instead of inventing it', () => {
+    const { record } = buildRecord('session_created', { 'user.id': 'u1' }, ambient);
+    for (const k of ['trace_id', 'span_id', 'request.id', 'client.address', 'k8s.pod.name']) assert.ok(!(k in record), k);
+  });
+
+  it('never lets the application set a field auditrace owns', () => {
+    const { record, problems } = buildRecord('invoice_exported', { 'request.id': 'forged', trace_id: 'f'.repeat(32), 'audit.id': 'x' }, ambient);
+    assert.equal(record['request.id'], undefined);
+    assert.equal(record['audit.id'], ambient.auditId);
+    assert.equal(problems.length, 3);
+  });
+
+  it('checks types and enums, and names missing required fields', () => {
+    const { record, problems } = buildRecord('authn_token_invalid', { 'token.failure': 'stolen', 'user.id': 42 }, ambient);
+    assert.ok(problems.includes('token.failure: expected one of expired|bad_signature|revoked|malformed|wrong_audience|unknown_issuer|not_yet_valid|other'));
+    assert.ok(problems.includes('user.id: expected a string'));
+    assert.ok(problems.includes('token.failure: required by authn_token_invalid, missing'));
+    assert.deepEqual(record['audit.problems'], problems);
+  });
+
+  it('keeps a catalogue event\'s outcome and severity fixed', () => {
+    const { record, problems } = buildRecord('authz_fail', { 'authz.action': 'a', 'event.outcome': 'success' }, ambient);
+    assert.equal(record['event.outcome'], 'failure');
+    assert.ok(problems.length === 1);
+  });
+
+  it('validates an application\'s own event by the same rules', () => {
+    const ok = buildRecord('export_done', { 'event.outcome': 'failure', severity: 'ERROR', 'file.count': 3, tags: ['a'] }, ambient);
+    assert.deepEqual(ok.problems, []);
+    assert.equal(ok.record['event.outcome'], 'failure');
+    const bad = buildRecord('Bad Name!', { 'Bad-Key': 1, nested: { a: 1 }, severity: 'LOUD' }, ambient);
+    assert.equal(bad.record['event.name'], 'invalid_event');
+    assert.equal(bad.problems.length, 4);
+    assert.equal(bad.record.severity, 'INFO');
+  });
+
+  it('survives hostile input objects', () => {
+    const hostile = new Proxy({}, { ownKeys() { throw new Error('no'); } });
+    assert.doesNotThrow(() => buildRecord('session_created', hostile, ambient));
+    const getter = { get 'user.id'() { throw new Error('boom'); } };
+    const { record } = buildRecord('session_created', getter, ambient);
+    assert.ok(record['audit.problems'].length > 0);
+    for (const input of [null, undefined, 42, 'str', [], Symbol('s')]) assert.doesNotThrow(() => buildRecord('session_created', input, ambient));
+  });
+});
+
+describe('audit ids and time', () => {
+  it('UUIDv7: version 7, RFC variant, strictly increasing within a millisecond', () => {
+    const ids = Array.from({ length: 10000 }, () => uuidv7(1_700_000_000_000));
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.deepEqual([...ids].sort(), ids);
+    assert.equal(new Set(ids).size, ids.length);
+  });
+
+  it('UUIDv7 carries the millisecond timestamp', () => {
+    const ms = Date.now() + 10_000;
+    const id = uuidv7(ms);
+    assert.equal(parseInt(id.replace(/-/g, '').slice(0, 12), 16), ms);
+  });
+
+  it('time is RFC 3339, UTC, microseconds, and close to the clock', () => {
+    const t = rfc3339Now();
+    assert.match(t, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
+    assert.ok(Math.abs(Date.parse(t) - Date.now()) < 5);
+  });
+});
