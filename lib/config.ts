@@ -240,6 +240,8 @@ class Reader {
     const v = this.raw(name);
     if (v === undefined) return undefined;
     try {
+      // The URL parser silently drops tabs and newlines; a value carrying them is not a URL we accept.
+      if (/[\s\u0000-\u001f\u007f]/.test(v)) throw new Error('control characters');
       const u = new URL(v);
       if ((u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '') return v;
     } catch {
@@ -254,7 +256,9 @@ class Reader {
     if (v === undefined) return undefined;
     const parsed = parseKeyValueList(v);
     if (parsed === undefined) {
-      this.fail(name, v, '`key=value` pairs separated by commas, values percent-encoded', 'none');
+      // Header values are credentials: the error shows keys only.
+      const shown = name.endsWith('_HEADERS') ? v.replace(/=[^,]*/g, '=[redacted]') : v;
+      this.fail(name, shown, '`key=value` pairs separated by commas, values percent-encoded', 'none');
     }
     return parsed;
   }
@@ -274,7 +278,8 @@ export function parseKeyValueList(value: string): Record<string, string> | undef
     } catch {
       return undefined;
     }
-    if (key === '' || /[\s"]/.test(key)) return undefined;
+    // Keys are printed (values never are): no whitespace, quotes or control characters.
+    if (key === '' || /[\s"\u0000-\u001f\u007f-\u009f]/.test(key)) return undefined;
     out[key] = val;
   }
   return out;

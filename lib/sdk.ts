@@ -19,8 +19,9 @@ export interface Telemetry {
   instrumentationNames: string[];
   /** Module names the instrumentations hook, for the ESM loader's include list. */
   hookedModules: string[];
-  shutdown(): Promise<void>;
-  forceFlush(): Promise<void>;
+  /** Resolves `true` when everything was exported in time, `false` on timeout; never rejects. */
+  shutdown(): Promise<boolean>;
+  forceFlush(): Promise<boolean>;
 }
 
 const EXPORT_WARNING_INTERVAL_MS = 60_000;
@@ -283,7 +284,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
   });
 
   const providers = [tracerProvider, loggerProvider, meterProvider].filter(<T>(p: T | undefined): p is T => p !== undefined);
-  let stopping: Promise<void> | undefined;
+  let stopping: Promise<boolean> | undefined;
   return {
     config,
     resource,
@@ -315,13 +316,13 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** Resolves when `p` settles or the time is up, whichever comes first; never rejects. */
-export function withTimeout(p: Promise<unknown>, ms: number): Promise<void> {
+/** Resolves `true` when `p` settles in time, `false` when the time is up first; never rejects. */
+export function withTimeout(p: Promise<unknown>, ms: number): Promise<boolean> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
+    const timer = setTimeout(() => resolve(false), ms);
     p.then(() => undefined, () => undefined).then(() => {
       clearTimeout(timer);
-      resolve();
+      resolve(true);
     });
   });
 }

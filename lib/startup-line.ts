@@ -18,7 +18,7 @@ export function startupLine(t: Telemetry): string {
   return [
     `auditrace ${version}:`,
     `service.name=${JSON.stringify(attrs['service.name'])}`,
-    `service.instance.id=${attrs['service.instance.id']}`,
+    `service.instance.id=${JSON.stringify(attrs['service.instance.id'])}`,
     signal('traces', c.traces),
     signal('metrics', c.metrics),
     signal('logs', c.logs),

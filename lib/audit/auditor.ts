@@ -105,7 +105,7 @@ export class Auditor {
         requestId: request?.requestId,
         clientAddress: request?.clientAddress,
         identity: this.identity,
-      });
+      }, this.isRedacted);
       this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, ['context']));
       if (problems.length > 0) {
         this.warnings.warn(`problems:${record['event.name']}`,

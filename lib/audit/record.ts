@@ -86,7 +86,8 @@ function safeEntries(fields: unknown): [string, unknown][] {
  * a field that breaks the catalogue's rules is left out and named in `audit.problems`, so the
  * record of what happened is written even when the call was wrong.
  */
-export function buildRecord(eventName: string, input: unknown, ambient: Ambient): BuiltRecord {
+export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
+  isRedacted: (key: string) => boolean = () => false): BuiltRecord {
   const problems: string[] = [];
   let name = eventName;
   if (typeof name !== 'string' || !EVENT_NAME.test(name) || name.length > 64) {
@@ -132,6 +133,10 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient)
       else own[key] = value;
     } else if (!FIELD_NAME.test(key) || key.length > 64) {
       problems.push(`${JSON.stringify(key.slice(0, 64))}: not a dotted lower_snake_case field name`);
+    } else if (isRedacted(key)) {
+      // An application's own field named like a secret is refused, not written redacted:
+      // the name alone says the call is carrying something it must not.
+      problems.push(`${key}: a deny-listed name (secrets are never recorded)`);
     } else if (!isScalarOrStrings(value)) {
       problems.push(`${key}: expected a string, number, boolean or array of strings`);
     } else {

@@ -693,7 +693,8 @@ function shrink(kjs: string[], vjs: string[], ffs: readonly boolean[], l: Norm):
     if (fits(s, max)) return s;
   }
 
-  // 3. Whole field values, largest first; 4. then whole fields, last first.
+  // 3. Whole field values, largest first, keeping their JSON type (a string, array or object
+  //    field stays one, for the record schema); 4. then whole fields, last first.
   const size = (i: number): number => Buffer.byteLength(kjs[i]!, 'utf8') + Buffer.byteLength(vjs[i]!, 'utf8') + 1;
   const sizes = kjs.map((_, i) => size(i));
   const overhead = 2 + '"audit.truncated":true'.length;
@@ -701,8 +702,11 @@ function shrink(kjs: string[], vjs: string[], ffs: readonly boolean[], l: Norm):
   const order = sizes.map((_, i) => i).sort((a, b) => sizes[b]! - sizes[a]!);
   for (const i of order) {
     if (total <= max) break;
-    if (vjs[i]!.length <= dropped.length) continue;
-    vjs[i] = dropped;
+    const v = vjs[i]!;
+    const c = v.charCodeAt(0);
+    const replacement = c === 0x22 ? dropped : c === 0x5b ? '[' + dropped + ']' : c === 0x7b ? '{"…":' + dropped + '}' : v;
+    if (replacement.length >= v.length) continue;
+    vjs[i] = replacement;
     total -= sizes[i]!;
     sizes[i] = size(i);
     total += sizes[i]!;

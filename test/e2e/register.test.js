@@ -430,7 +430,7 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       assert.match(line, /^auditrace \d+\.\d+\.\d+\S*: /);
       assert.match(line, / service\.name="checkout" /);
       const instanceId = servers(rx.spans())[0].resource['service.instance.id'];
-      assert.ok(line.includes(` service.instance.id=${instanceId} `), `${line}\nexpected instance id ${instanceId}`);
+      assert.ok(line.includes(` service.instance.id="${instanceId}" `), `${line}\nexpected instance id ${instanceId}`);
       assert.equal(app.stdout, `listening ${app.port}\n`, 'nothing of auditrace on the app\'s stdout');
     });
 

@@ -58,6 +58,13 @@ describe('audit record builder', () => {
     assert.equal(bad.record.severity, 'INFO');
   });
 
+  it("refuses an application's own field named like a secret", () => {
+    const redact = (k) => /password|token/i.test(k);
+    const { record, problems } = buildRecord('export_done', { 'api.token': 'abc', 'user.id': 'u' }, ambient, redact);
+    assert.equal(record['api.token'], undefined);
+    assert.deepEqual(problems, ['api.token: a deny-listed name (secrets are never recorded)']);
+  });
+
   it('survives hostile input objects', () => {
     const hostile = new Proxy({}, { ownKeys() { throw new Error('no'); } });
     assert.doesNotThrow(() => buildRecord('session_created', hostile, ambient));
