@@ -1,5 +1,6 @@
 import { resolve as resolvePath } from 'node:path';
 import { instrumentationNames } from './instrumentations';
+import { isValidTrustEntry } from './trust';
 
 /**
  * Every environment variable auditrace reads, parsed and validated in one place into one frozen
@@ -56,6 +57,17 @@ export interface Config {
   metrics: ExportConfig & { intervalMs: number; exportTimeoutMs: number };
   instrumentations: { enabled: readonly string[] | undefined; disabled: readonly string[] };
   audit: AuditConfig;
+  edge: EdgeConfig;
+}
+
+export interface EdgeConfig {
+  trustedProxies: readonly string[];
+  proxyProtocol: boolean;
+  requestIdHeader: string;
+  requestIdResponseHeader: boolean;
+  forwardClientAddress: 'internal' | 'always' | 'never';
+  accessRecords: boolean;
+  backendCallRecords: boolean;
 }
 
 export interface AuditConfig {
@@ -139,6 +151,13 @@ export const variables: readonly VariableDoc[] = Object.freeze([
   { name: 'AUDITRACE_STRICT', default: false, meaning: '`true`: an invalid variable stops the process (exit code 78) before application code runs, instead of a warning and the default.' },
   { name: 'AUDITRACE_QUIET', default: false, meaning: '`true`: no start-up line (warnings and errors are still printed).' },
   { name: 'AUDITRACE_SHUTDOWN_TIMEOUT_MS', default: 5000, meaning: 'On SIGTERM/SIGINT, `beforeExit` and `shutdown()`: time allowed to flush telemetry, milliseconds.' },
+  { name: 'AUDITRACE_TRUSTED_PROXIES', default: '', defaultText: 'none', meaning: 'Peers whose forwarding headers are believed: CIDRs, addresses and the names `loopback`, `linklocal`, `uniquelocal`, `private` (comma-separated). From any other peer, `X-Forwarded-For`, `Forwarded`, the request id header and trace context are not believed.' },
+  { name: 'AUDITRACE_PROXY_PROTOCOL', default: false, meaning: '`true`: read a PROXY protocol v1/v2 header at the start of every connection from a trusted peer (servers behind an L4 load balancer); a trusted peer that sends none is disconnected.' },
+  { name: 'AUDITRACE_REQUEST_ID_HEADER', default: 'x-request-id', meaning: 'Header that carries the request id in and out.' },
+  { name: 'AUDITRACE_REQUEST_ID_RESPONSE_HEADER', default: false, meaning: '`true`: echo the request id in every response.' },
+  { name: 'AUDITRACE_FORWARD_CLIENT_ADDRESS', default: 'internal', meaning: 'Where outgoing requests carry the original client address (as `X-Forwarded-For`, so the next service can resolve it through its own trusted proxies): `internal` = to loopback/private addresses and cluster-internal names (no dot, `.svc`, `.cluster.local`, `.internal`, `.local`), `always`, or `never`. A client address is personal data: it is not sent to third parties by default.' },
+  { name: 'AUDITRACE_ACCESS_RECORDS', default: true, meaning: 'One `http_request` audit record per incoming request, plus `authn_fail`/`authz_fail` for 401/403 responses the application did not record itself.' },
+  { name: 'AUDITRACE_BACKEND_CALL_RECORDS', default: true, meaning: 'A `backend_call_fail` audit record for every outgoing call that fails (network error or 5xx), with the error the other side returned (truncated).' },
   { name: 'AUDITRACE_AUDIT_FILE', default: 'auditrace-audit.jsonl', meaning: 'Where audit records are appended, one JSON object per line: a file path (relative to the working directory; parent directories are created) or `stdout`.' },
   { name: 'AUDITRACE_AUDIT_FSYNC', default: 'interval', meaning: '`always`: fsync after every record (survives power loss, slowest); `interval`: at most `AUDITRACE_AUDIT_FSYNC_INTERVAL_MS` of records can be lost on power loss; `never`: left to the kernel. A crash of the app loses nothing in any mode.' },
   { name: 'AUDITRACE_AUDIT_FSYNC_INTERVAL_MS', default: 1000, meaning: 'Interval of `AUDITRACE_AUDIT_FSYNC=interval`, milliseconds.' },
@@ -324,6 +343,34 @@ function batchConfig(r: Reader, prefix: 'OTEL_BSP' | 'OTEL_BLRP'): BatchConfig {
   return cfg;
 }
 
+function edgeConfig(r: Reader): EdgeConfig {
+  const proxies = r.raw('AUDITRACE_TRUSTED_PROXIES');
+  let trustedProxies: string[] = [];
+  if (proxies !== undefined) {
+    const entries = proxies.split(',').map((e) => e.trim()).filter(Boolean);
+    const bad = entries.filter((e) => !isValidTrustEntry(e));
+    if (bad.length > 0) {
+      r.fail('AUDITRACE_TRUSTED_PROXIES', proxies, `CIDRs, IP addresses or \`loopback\`, \`linklocal\`, \`uniquelocal\`, \`private\` (invalid: ${bad.map(quote).join(', ')})`, 'none (nothing trusted)');
+    } else {
+      trustedProxies = entries;
+    }
+  }
+  let header = (r.raw('AUDITRACE_REQUEST_ID_HEADER') ?? 'x-request-id').toLowerCase();
+  if (!/^[a-z0-9][a-z0-9-]{0,63}$/.test(header)) {
+    r.fail('AUDITRACE_REQUEST_ID_HEADER', header, 'an HTTP header name of letters, digits and dashes', 'x-request-id');
+    header = 'x-request-id';
+  }
+  return {
+    trustedProxies,
+    proxyProtocol: r.bool('AUDITRACE_PROXY_PROTOCOL'),
+    requestIdHeader: header,
+    requestIdResponseHeader: r.bool('AUDITRACE_REQUEST_ID_RESPONSE_HEADER'),
+    forwardClientAddress: r.oneOf('AUDITRACE_FORWARD_CLIENT_ADDRESS', ['internal', 'always', 'never'] as const)!,
+    accessRecords: r.bool('AUDITRACE_ACCESS_RECORDS'),
+    backendCallRecords: r.bool('AUDITRACE_BACKEND_CALL_RECORDS'),
+  };
+}
+
 function auditConfig(r: Reader): AuditConfig {
   const file = r.raw('AUDITRACE_AUDIT_FILE') ?? (r.doc('AUDITRACE_AUDIT_FILE').default as string);
   const maxFieldBytes = r.int('AUDITRACE_AUDIT_MAX_FIELD_BYTES', { min: 64 })!;
@@ -426,6 +473,7 @@ export function parseConfig(env: Record<string, string | undefined>): ParsedConf
       disabled: instrumentationList('OTEL_NODE_DISABLED_INSTRUMENTATIONS') ?? [],
     },
     audit: auditConfig(r),
+    edge: edgeConfig(r),
   };
   return { config: deepFreeze(config), errors: Object.freeze(r.errors), read: r.read };
 }

@@ -1,7 +1,8 @@
 import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import { formatConfigError, parseConfig } from './config';
 import { writeLine } from './diagnostics';
-import { buildInstrumentations, buildResource, Pipelines } from './sdk';
+import { Edge } from './edge';
+import { buildInstrumentations, buildPropagator, buildResource, Pipelines } from './sdk';
 
 /**
  * For applications that build their own `NodeSDK`: returns their options with auditrace's
@@ -18,15 +19,18 @@ export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Par
   const { config, errors } = parseConfig(process.env);
   for (const e of errors) writeLine(formatConfigError(e));
   const pipelines = new Pipelines(config);
+  const edge = new Edge(config.edge);
   let resource = buildResource(config);
   if (options.resource) resource = resource.merge(options.resource);
   const theirs = new Set((options.instrumentations ?? []).flat().map((i) => i.instrumentationName));
-  const ours = buildInstrumentations(config).filter((i) => !theirs.has(i.instrumentationName));
+  const ours = buildInstrumentations(config, edge).filter((i) => !theirs.has(i.instrumentationName));
   const hasTraceExport = options.spanProcessors !== undefined || options.traceExporter !== undefined;
   return {
     autoDetectResources: false,
     ...options,
     resource,
+    // The edge policy (request ids, untrusted trace context) lives in the propagator.
+    textMapPropagator: edge.propagator(options.textMapPropagator ?? buildPropagator(config)),
     instrumentations: [...(options.instrumentations ?? []), ...ours],
     ...(hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: pipelines.spanProcessors() }),
     ...(options.logRecordProcessors || config.logs.exporters.length === 0 ? {} : { logRecordProcessors: pipelines.logRecordProcessors() }),

@@ -1,5 +1,5 @@
 import { context, diag, DiagLogLevel, logs, metrics, propagation, trace } from '@opentelemetry/api';
-import type { Counter, MeterProvider, TextMapPropagator } from '@opentelemetry/api';
+import type { Counter, MeterProvider, Span, TextMapPropagator } from '@opentelemetry/api';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
 import type { Config, ExportConfig, Signal } from './config';
@@ -7,6 +7,8 @@ import { RateLimitedWarnings, redactUrl, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
 import { loadInstrumentations, selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
+import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest } from './edge';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { currentRequest } from './request-context';
 import { version } from './version';
 
@@ -61,7 +63,7 @@ function cloudDetector(name: string): import('@opentelemetry/resources').Resourc
   }
 }
 
-function buildPropagator(config: Readonly<Config>): TextMapPropagator | undefined {
+export function buildPropagator(config: Readonly<Config>): TextMapPropagator | undefined {
   if (config.propagators.length === 0) return undefined;
   const core = require('@opentelemetry/core') as typeof import('@opentelemetry/core');
   const list = config.propagators.map((name): TextMapPropagator => {
@@ -202,7 +204,7 @@ export class Pipelines {
  * and instance id beside trace_id/span_id; log sending stays off because upstream's transport
  * targets the pre-3.x logs API and its records would silently go nowhere.
  */
-function instrumentationConfigs(config: Readonly<Config>): Record<string, object> {
+function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<string, object> {
   const instanceId = String(processIdentity(config)['service.instance.id']);
   // The exporters' own uploads are not the application's traffic: keep them out of its
   // http.client metrics (their spans are already suppressed).
@@ -216,6 +218,17 @@ function instrumentationConfigs(config: Readonly<Config>): Record<string, object
         const port = String(req.port ?? (req.protocol === 'https:' ? 443 : 80));
         return collectorOrigins.has(`${host}:${port}`) || collectorOrigins.has(`[${host}]:${port}`);
       },
+      startIncomingSpanHook: (req: IncomingMessage) => edge.spanAttributes(req),
+      requestHook: (span: Span, req: IncomingMessage | ClientRequest) => {
+        if (isServerRequest(req)) edge.onServerSpan(span, req);
+        else onOutgoingHttpRequest(edge, req as ClientRequest);
+      },
+      responseHook: (_span: Span, res: IncomingMessage | ServerResponse) => {
+        if (isServerResponse(res)) edge.onServerResponse(res);
+      },
+    },
+    undici: {
+      requestHook: (_span: Span, req: { origin?: string; addHeader?: (k: string, v: string) => unknown }) => onOutgoingUndiciRequest(edge, req),
     },
     winston: {
       disableLogSending: true,
@@ -229,9 +242,9 @@ function instrumentationConfigs(config: Readonly<Config>): Record<string, object
 }
 
 /** Only the enabled instrumentations are required; one that fails to load is reported and skipped. */
-export function buildInstrumentations(config: Readonly<Config>): Instrumentation[] {
+export function buildInstrumentations(config: Readonly<Config>, edge?: Edge): Instrumentation[] {
   const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
-  const loaded = loadInstrumentations(names, instrumentationConfigs(config));
+  const loaded = loadInstrumentations(names, instrumentationConfigs(config, edge ?? new Edge(config.edge)));
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   return loaded.instrumentations;
 }
@@ -243,8 +256,9 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
 
   const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  const propagator = buildPropagator(config);
-  if (propagator) propagation.setGlobalPropagator(propagator);
+  const edge = new Edge(config.edge);
+  // Always installed, even with OTEL_PROPAGATORS=none: the request id must travel regardless.
+  propagation.setGlobalPropagator(edge.propagator(buildPropagator(config)));
 
   // Metrics first: the trace and log processors report their own drops through it.
   let meterProvider: import('@opentelemetry/sdk-metrics').MeterProvider | undefined;
@@ -274,7 +288,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     logs.setGlobalLoggerProvider(loggerProvider);
   }
 
-  const instrumentations = buildInstrumentations(config);
+  const instrumentations = buildInstrumentations(config, edge);
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   registerInstrumentations({
     instrumentations,
@@ -301,6 +315,16 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
       return stopping;
     },
   };
+}
+
+// Duck-typed rather than `instanceof`: requiring node:http here, before the instrumentation is
+// enabled, is exactly what a preload must not do.
+function isServerRequest(r: IncomingMessage | ClientRequest): r is IncomingMessage {
+  return typeof (r as IncomingMessage).httpVersion === 'string' && typeof (r as IncomingMessage).headers === 'object'
+    && (r as IncomingMessage).statusCode === null;
+}
+function isServerResponse(r: IncomingMessage | ServerResponse): r is ServerResponse {
+  return typeof (r as ServerResponse).setHeader === 'function' && (r as ServerResponse).req !== undefined;
 }
 
 function hookedModules(instrumentations: Instrumentation[]): string[] {

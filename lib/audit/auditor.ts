@@ -8,7 +8,7 @@ import { currentRequest } from '../request-context';
 import { current } from '../start';
 import { version } from '../version';
 import { catalogue, functionName } from './catalogue';
-import type { AuditFunctions, EventName } from './catalogue';
+import type { AuditFunctions, EventName, Outcome, Severity } from './catalogue';
 import { rfc3339Now, uuidv7 } from './ids';
 import { buildRecord } from './record';
 import { openSink } from './sink';
@@ -90,7 +90,7 @@ export class Auditor {
   }
 
   /** Writes one record; returns its `audit.id` ('' only if auditrace itself failed). Never throws. */
-  emit(eventName: string, fields: unknown): string {
+  emit(eventName: string, fields: unknown, own?: { outcome: Outcome; severity: Severity }): string {
     try {
       if (!this.sink) this.init();
       const span = trace.getActiveSpan();
@@ -105,7 +105,13 @@ export class Auditor {
         requestId: request?.requestId,
         clientAddress: request?.clientAddress,
         identity: this.identity,
+        outcome: own?.outcome,
+        severity: own?.severity,
       }, this.isRedacted);
+      if (request && record['event.outcome'] === 'failure'
+        && (String(record['event.name']).startsWith('authn_') || record['event.name'] === 'authz_fail')) {
+        request.authFailureRecorded = true;
+      }
       this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, ['context']));
       if (problems.length > 0) {
         this.warnings.warn(`problems:${record['event.name']}`,

@@ -9,7 +9,7 @@
  * fields touched, not their values.
  */
 
-export type FieldType = 'string' | 'integer' | 'boolean' | 'string[]';
+export type FieldType = 'string' | 'integer' | 'number' | 'boolean' | 'string[]';
 export type Severity = 'INFO' | 'WARN' | 'ERROR' | 'CRITICAL';
 export type Outcome = 'success' | 'failure';
 
@@ -27,6 +27,8 @@ export interface EventSpec {
   severity: Severity;
   /** The OWASP vocabulary event this one is, or `auditrace` when the vocabulary has none. */
   source: 'owasp' | 'auditrace';
+  /** Written by auditrace itself with an outcome and severity per record (the access record). */
+  varies?: boolean;
   fields: Readonly<Record<string, FieldSpec>>;
 }
 
@@ -181,6 +183,38 @@ export const catalogue = {
       'http.response.status_code': { type: 'integer', description: 'Status received, if any.' },
     },
   },
+  http_request: {
+    description: 'An incoming HTTP request and its response (written by auditrace for every request; failure with WARN for 4xx, ERROR for 5xx).',
+    outcome: 'success', severity: 'INFO', source: 'auditrace', varies: true,
+    fields: {
+      'user.id': actor(false),
+      'http.request.method': { type: 'string', required: true, description: 'Request method.' },
+      'http.route': { type: 'string', description: 'Route template, when the framework knows it.' },
+      'url.path': { type: 'string', required: true, description: 'Path, without the query string.' },
+      'http.response.status_code': { type: 'integer', description: 'Status sent (absent when the client went away first).' },
+      'http.server.request.duration': { type: 'number', required: true, description: 'Seconds from request to response end.' },
+      'http.request.body.size': { type: 'integer', description: 'Bytes received after the request head (the body as framed on the wire).' },
+      'http.response.body.size': { type: 'integer', description: 'Bytes sent for this response (headers included).' },
+      'user_agent.original': { type: 'string', description: 'User agent, truncated to 256 characters.' },
+      'network.peer.address': { type: 'string', required: true, description: 'The socket peer (a proxy, or the client itself).' },
+      'request.id.untrusted': { type: 'string', description: 'A request id sent by an untrusted peer: kept for forensics, never used (truncated, escaped).' },
+      'request.id.replaced': { type: 'string', enum: ['malformed', 'multiple'], description: 'Why a trusted peer\'s request id was replaced.' },
+      'trace.untrusted_parent': { type: 'string', description: 'Trace id an untrusted peer asked to continue; the new trace links to it.' },
+    },
+  },
+  authn_fail: {
+    description: 'A request was refused for missing or invalid authentication (HTTP 401) and the application recorded no authentication event for it.',
+    outcome: 'failure', severity: 'WARN', source: 'auditrace',
+    fields: { 'user.id': actor(false), 'http.route': { type: 'string', description: 'Route template.' }, 'url.path': { type: 'string', required: true, description: 'Path, without the query string.' } },
+  },
+  tls_handshake_fail: {
+    description: 'A TLS handshake with a client failed, including a missing or rejected client certificate (mTLS).',
+    outcome: 'failure', severity: 'WARN', source: 'auditrace',
+    fields: {
+      'network.peer.address': { type: 'string', required: true, description: 'The peer that attempted the handshake.' },
+      'tls.failure': { type: 'string', required: true, description: 'Error code, e.g. `ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE`.' },
+    },
+  },
   input_validation_fail: {
     description: 'Input failed validation.', outcome: 'failure', severity: 'WARN', source: 'owasp',
     fields: { 'user.id': actor(false), fields: { ...fieldNames, required: true, description: 'Names of the fields that failed (never their values).' } },
@@ -192,7 +226,7 @@ export type EventName = keyof typeof catalogue;
 // ---- TypeScript types derived from the catalogue ---------------------------------------------
 
 type TypeOf<T extends FieldType> =
-  T extends 'string' ? string : T extends 'integer' ? number : T extends 'boolean' ? boolean : readonly string[];
+  T extends 'string' ? string : T extends 'integer' | 'number' ? number : T extends 'boolean' ? boolean : readonly string[];
 type FieldsOf<E extends EventName> = (typeof catalogue)[E]['fields'];
 type ValueOf<F> = F extends { enum: readonly (infer V)[] } ? V : F extends { type: infer T extends FieldType } ? TypeOf<T> : never;
 type RequiredKeys<F> = { [K in keyof F]: F[K] extends { required: true } ? K : never }[keyof F];

@@ -9,6 +9,9 @@ export interface Ambient {
   spanId?: string | undefined;
   requestId?: string | undefined;
   clientAddress?: string | undefined;
+  /** auditrace's own records (the access record) decide these per call; applications cannot. */
+  outcome?: Outcome | undefined;
+  severity?: Severity | undefined;
   identity: {
     'service.name': string;
     'service.instance.id': string;
@@ -42,6 +45,8 @@ function typeProblem(name: string, value: unknown, spec: FieldSpec | { type: 'ob
       return undefined;
     case 'integer':
       return Number.isSafeInteger(value) ? undefined : `${name}: expected an integer`;
+    case 'number':
+      return typeof value === 'number' && Number.isFinite(value) ? undefined : `${name}: expected a number`;
     case 'boolean':
       return typeof value === 'boolean' ? undefined : `${name}: expected a boolean`;
     case 'string[]':
@@ -97,8 +102,8 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   const spec: EventSpec | undefined = (catalogue as Record<string, EventSpec>)[name];
   const own: Record<string, unknown> = {};
   const rest: Record<string, unknown> = {};
-  let outcome: unknown = spec?.outcome ?? 'success';
-  let severity: unknown = spec?.severity ?? 'INFO';
+  let outcome: unknown = ambient.outcome ?? spec?.outcome ?? 'success';
+  let severity: unknown = ambient.severity ?? spec?.severity ?? 'INFO';
 
   for (const [key, value] of safeEntries(input)) {
     if (value === undefined) continue;

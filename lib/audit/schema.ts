@@ -7,6 +7,7 @@ function fieldSchema(f: FieldSpec | { type: 'object'; description: string }): Re
   switch (f.type) {
     case 'string': return { type: 'string', description: f.description, ...('enum' in f && f.enum ? { enum: [...f.enum] } : {}) };
     case 'integer': return { type: 'integer', description: f.description };
+    case 'number': return { type: 'number', description: f.description };
     case 'boolean': return { type: 'boolean', description: f.description };
     case 'string[]': return { type: 'array', items: { type: 'string' }, description: f.description };
     case 'object': return { type: 'object', description: f.description };
@@ -42,7 +43,7 @@ export function auditRecordSchema(): Record<string, unknown> {
     return {
       if: { properties: { 'event.name': { const: name } }, required: ['event.name'] },
       then: {
-        properties: { 'event.outcome': { const: spec.outcome }, severity: { const: spec.severity }, ...own },
+        properties: { ...(spec.varies ? {} : { 'event.outcome': { const: spec.outcome }, severity: { const: spec.severity } }), ...own },
         propertyNames: { enum: [...Object.keys(head), ...Object.keys(common), ...Object.keys(own)] },
         // A record whose call missed a field is still written, and says so in audit.problems.
         ...(required.length > 0 ? { anyOf: [{ required }, { required: ['audit.problems'] }] } : {}),

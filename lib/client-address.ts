@@ -1,0 +1,112 @@
+import { isIP } from 'node:net';
+import type { Trust } from './trust';
+
+/**
+ * Normalises one hop as written in a header or seen on a socket: strips brackets, ports and IPv6
+ * zones, maps IPv4-mapped IPv6 to IPv4, and refuses anything that is not an IP address (so an
+ * obfuscated `Forwarded` identifier or garbage never becomes a "client address").
+ */
+export function normaliseAddress(raw: string | undefined): string | undefined {
+  if (!raw) return undefined;
+  let a = raw.trim();
+  if (a.length === 0 || a.length > 64) return undefined;
+  if (a.startsWith('"') && a.endsWith('"') && a.length >= 2) a = a.slice(1, -1);
+  if (a.startsWith('[')) {
+    const end = a.indexOf(']');
+    if (end < 0) return undefined;
+    a = a.slice(1, end);
+  } else if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a)) {
+    a = a.slice(0, a.lastIndexOf(':'));
+  }
+  const zone = a.indexOf('%');
+  if (zone >= 0) a = a.slice(0, zone);
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(a);
+  if (mapped) a = mapped[1]!;
+  const kind = isIP(a);
+  if (kind === 0) return undefined;
+  return kind === 6 ? a.toLowerCase() : a;
+}
+
+/** `X-Forwarded-For` hops, nearest proxy first. */
+export function xffHops(header: string | string[] | undefined): string[] {
+  if (header === undefined) return [];
+  const text = Array.isArray(header) ? header.join(',') : header;
+  return text.split(',').map((s) => s.trim()).filter(Boolean).reverse();
+}
+
+/** RFC 7239 `Forwarded: for=` hops, nearest proxy first. Tolerant: a broken element yields a
+ * hop that is not an address, which stops the walk there. */
+export function forwardedHops(header: string | string[] | undefined): string[] {
+  if (header === undefined) return [];
+  const text = Array.isArray(header) ? header.join(',') : header;
+  const hops: string[] = [];
+  for (const element of splitOutsideQuotes(text, ',')) {
+    let forValue = '';
+    for (const pair of splitOutsideQuotes(element, ';')) {
+      const eq = pair.indexOf('=');
+      if (eq > 0 && pair.slice(0, eq).trim().toLowerCase() === 'for') forValue = pair.slice(eq + 1).trim();
+    }
+    hops.push(forValue);
+  }
+  return hops.reverse();
+}
+
+function splitOutsideQuotes(s: string, sep: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s[i]!;
+    if (c === '"') quoted = !quoted;
+    if (c === sep && !quoted) {
+      out.push(cur);
+      cur = '';
+    } else {
+      cur += c;
+    }
+  }
+  out.push(cur);
+  return out;
+}
+
+export interface ClientResolution {
+  /** The original client: the nearest hop that is not a trusted proxy. */
+  clientAddress: string | undefined;
+  /** The socket peer (or what PROXY protocol reported, see below). */
+  peerAddress: string | undefined;
+  /** Whether the socket peer is trusted: only then are its headers believed at all. */
+  peerTrusted: boolean;
+}
+
+/**
+ * The proxy-addr walk: start at the socket peer; while the current hop is a trusted proxy, step to
+ * the address it says it received the request from (PROXY protocol source, then `Forwarded` or
+ * `X-Forwarded-For`, right to left). The first untrusted hop is the client. Headers from an
+ * untrusted peer are never read, so a client cannot choose its own address.
+ */
+export function resolveClientAddress(input: {
+  socketAddress: string | undefined;
+  /** Source address from a PROXY protocol header, already accepted only from a trusted peer. */
+  proxySource?: string | undefined;
+  xForwardedFor?: string | string[] | undefined;
+  forwarded?: string | string[] | undefined;
+  trust: Trust;
+  /** Walks stop after this many hops; longer chains are cut (the last trusted hop is reported). */
+  maxHops?: number;
+}): ClientResolution {
+  const peer = normaliseAddress(input.socketAddress);
+  const peerTrusted = peer !== undefined && input.trust(peer);
+  if (!peer || !peerTrusted) return { clientAddress: peer, peerAddress: peer, peerTrusted: false };
+  // RFC 7239 is the standard; when a trusted proxy sends it, it is preferred over the de-facto XFF.
+  const headerHops = input.forwarded !== undefined ? forwardedHops(input.forwarded) : xffHops(input.xForwardedFor);
+  const hops = [...(input.proxySource ? [input.proxySource] : []), ...headerHops];
+  const maxHops = input.maxHops ?? 32;
+  let current = peer;
+  for (let i = 0; i < hops.length && i < maxHops; i++) {
+    if (!input.trust(current)) break;
+    const next = normaliseAddress(hops[i]);
+    if (!next) break; // garbage, `unknown` or an obfuscated id: the last good hop stays the answer
+    current = next;
+  }
+  return { clientAddress: current, peerAddress: peer, peerTrusted: true };
+}

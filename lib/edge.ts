@@ -1,0 +1,248 @@
+import { context, propagation, trace, ROOT_CONTEXT } from '@opentelemetry/api';
+import type { Context, Span, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
+import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
+import { isIP } from 'node:net';
+import { getAuditor } from './audit/auditor';
+import { resolveClientAddress } from './client-address';
+import type { EdgeConfig } from './config';
+import { requestFromContext, setRequestContext } from './request-context';
+import type { RequestContext } from './request-context';
+import { decideRequestId } from './request-id';
+import { compileTrust } from './trust';
+import type { Trust } from './trust';
+
+/**
+ * Edge policy: nothing that arrives from outside is believed by default. For each incoming HTTP
+ * request we decide once — from the socket peer and the trusted-proxy list — the real client
+ * address, the request id and whether the caller's trace context may be continued. The decision
+ * reaches the handler through the OTel context (our propagator's `extract`), the server span
+ * through the http instrumentation's hooks, and the next service through `inject`.
+ */
+interface Decision {
+  request: RequestContext & { authFailureRecorded?: boolean };
+  peerTrusted: boolean;
+  untrustedRequestId?: string | undefined;
+  requestIdReplaced?: string | undefined;
+  untrustedParent?: import('@opentelemetry/api').SpanContext | undefined;
+  startNs: bigint;
+  bytesRead0: number;
+  bytesWritten0: number;
+}
+
+// Keyed by the request's headers object: it is the carrier the http instrumentation hands to
+// `propagation.extract`, and it lives exactly as long as the request.
+const decisions = new WeakMap<object, Decision>();
+
+const USER_AGENT_MAX = 256;
+
+export class Edge {
+  readonly trust: Trust;
+  private readonly proxySourceOf: (socket: object) => { address: string } | undefined;
+
+  constructor(readonly config: Readonly<EdgeConfig>, proxySourceOf?: (socket: object) => { address: string } | undefined) {
+    this.trust = compileTrust(config.trustedProxies);
+    this.proxySourceOf = proxySourceOf ?? (() => undefined);
+  }
+
+  /** Runs before the server span starts (instrumentation-http's startIncomingSpanHook). */
+  decide(req: IncomingMessage): Decision {
+    const existing = decisions.get(req.headers);
+    if (existing) return existing;
+    const socket = req.socket ?? {};
+    const resolution = resolveClientAddress({
+      socketAddress: (socket as { remoteAddress?: string }).remoteAddress,
+      proxySource: this.proxySourceOf(socket)?.address,
+      xForwardedFor: req.headers['x-forwarded-for'],
+      forwarded: req.headers.forwarded,
+      trust: this.trust,
+    });
+    const id = decideRequestId(req.headers[this.config.requestIdHeader], resolution.peerTrusted);
+    const decision: Decision = {
+      request: {
+        requestId: id.requestId,
+        ...(resolution.clientAddress ? { clientAddress: resolution.clientAddress } : {}),
+        ...(resolution.peerAddress ? { peerAddress: resolution.peerAddress } : {}),
+      },
+      peerTrusted: resolution.peerTrusted,
+      untrustedRequestId: id.untrusted,
+      requestIdReplaced: id.replaced,
+      startNs: process.hrtime.bigint(),
+      bytesRead0: (socket as { bytesRead?: number }).bytesRead ?? 0,
+      bytesWritten0: (socket as { bytesWritten?: number }).bytesWritten ?? 0,
+    };
+    decisions.set(req.headers, decision);
+    return decision;
+  }
+
+  /** Attributes for the server span, set at its start so a sampler sees them too. */
+  spanAttributes(req: IncomingMessage): Record<string, string> {
+    const d = this.decide(req);
+    const attrs: Record<string, string> = { 'request.id': d.request.requestId };
+    if (d.request.clientAddress) attrs['client.address'] = d.request.clientAddress;
+    if (d.request.peerAddress) attrs['network.peer.address'] = d.request.peerAddress;
+    if (d.untrustedRequestId !== undefined) attrs['request.id.untrusted'] = d.untrustedRequestId;
+    if (d.requestIdReplaced) attrs['request.id.replaced'] = d.requestIdReplaced;
+    // Query values can carry tokens and personal data: keep the keys, never the values.
+    const q = (req.url ?? '').indexOf('?');
+    if (q >= 0) attrs['url.query'] = redactQuery((req.url ?? '').slice(q + 1));
+    return attrs;
+  }
+
+  /** Inside the server span's context (instrumentation-http's requestHook). */
+  onServerSpan(span: Span, req: IncomingMessage): void {
+    const d = decisions.get(req.headers);
+    if (d?.untrustedParent) span.addLink({ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } });
+  }
+
+  /** Inside the server span's context (instrumentation-http's responseHook). */
+  onServerResponse(res: ServerResponse): void {
+    const req = res.req;
+    const d = req ? decisions.get(req.headers) : undefined;
+    if (!req || !d) return;
+    if (this.config.requestIdResponseHeader && !res.headersSent) res.setHeader(this.config.requestIdHeader, d.request.requestId);
+    if (!this.config.accessRecords) return;
+    const ctx = context.active();
+    const rpc = require('@opentelemetry/core').getRPCMetadata(ctx) as { route?: string } | undefined;
+    res.once('close', () => context.with(ctx, () => this.recordRequest(req, res, d, rpc?.route)));
+  }
+
+  private recordRequest(req: IncomingMessage, res: ServerResponse, d: Decision, route: string | undefined): void {
+    const auditor = getAuditor();
+    const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
+    const path = pathOnly(req.url);
+    const socket = req.socket as { bytesRead?: number; bytesWritten?: number } | undefined;
+    const ua = req.headers['user-agent'];
+    const fields: Record<string, unknown> = {
+      'http.request.method': String(req.method ?? 'GET').slice(0, 32),
+      'url.path': path,
+      'http.server.request.duration': Number(process.hrtime.bigint() - d.startNs) / 1e9,
+      'network.peer.address': d.request.peerAddress ?? 'unknown',
+    };
+    const fullRoute = route ?? expressRoute(req);
+    if (fullRoute) fields['http.route'] = fullRoute;
+    if (status !== undefined) fields['http.response.status_code'] = status;
+    if (socket?.bytesRead !== undefined) fields['http.request.body.size'] = Math.max(0, socket.bytesRead - d.bytesRead0);
+    if (socket?.bytesWritten !== undefined) fields['http.response.body.size'] = Math.max(0, socket.bytesWritten - d.bytesWritten0);
+    if (typeof ua === 'string') fields['user_agent.original'] = ua.slice(0, USER_AGENT_MAX);
+    if (d.untrustedRequestId !== undefined) fields['request.id.untrusted'] = d.untrustedRequestId;
+    if (d.requestIdReplaced) fields['request.id.replaced'] = d.requestIdReplaced;
+    if (d.untrustedParent) fields['trace.untrusted_parent'] = d.untrustedParent.traceId;
+    if (status === undefined) fields['error.type'] = 'client_aborted';
+    const failed = status === undefined || status >= 400;
+    auditor.emit('http_request', fields, {
+      outcome: failed ? 'failure' : 'success',
+      severity: status !== undefined && status >= 500 ? 'ERROR' : failed ? 'WARN' : 'INFO',
+    });
+    if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
+      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(fullRoute ? { 'http.route': fullRoute } : {}) });
+      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${fullRoute ?? path}`, reason: 'http_403' });
+    }
+  }
+
+  /** The propagator that applies the decision: wraps the configured one (or none). */
+  propagator(inner: TextMapPropagator | undefined): TextMapPropagator {
+    return new EdgePropagator(inner, this);
+  }
+
+  /** Outgoing request: whether the original client address may travel to this destination. */
+  mayForwardClientTo(host: string | undefined): boolean {
+    switch (this.config.forwardClientAddress) {
+      case 'always': return true;
+      case 'never': return false;
+      case 'internal': return isInternalHost(host);
+    }
+  }
+
+  decisionFor(carrier: unknown): Decision | undefined {
+    return carrier !== null && typeof carrier === 'object' ? decisions.get(carrier) : undefined;
+  }
+}
+
+class EdgePropagator implements TextMapPropagator {
+  constructor(private readonly inner: TextMapPropagator | undefined, private readonly edge: Edge) {}
+
+  inject(ctx: Context, carrier: unknown, setter: TextMapSetter): void {
+    this.inner?.inject(ctx, carrier, setter);
+    const request = requestOf(ctx);
+    if (request) setter.set(carrier, this.edge.config.requestIdHeader, request.requestId);
+  }
+
+  extract(ctx: Context, carrier: unknown, getter: TextMapGetter): Context {
+    const d = this.edge.decisionFor(carrier);
+    if (!d) return this.inner ? this.inner.extract(ctx, carrier, getter) : ctx;
+    let out = ctx;
+    if (d.peerTrusted) {
+      if (this.inner) out = this.inner.extract(ctx, carrier, getter);
+    } else if (this.inner) {
+      // Not continued: a new root trace starts. The caller's context is kept only as a link, so
+      // a forged trace id cannot join or flood a real trace, and sampled=00 cannot hide a request.
+      const remote = trace.getSpanContext(this.inner.extract(ROOT_CONTEXT, carrier, getter));
+      if (remote) d.untrustedParent = remote;
+    }
+    return setRequestContext(out, d.request);
+  }
+
+  fields(): string[] {
+    return [...(this.inner?.fields() ?? []), this.edge.config.requestIdHeader];
+  }
+}
+
+const requestOf = requestFromContext;
+
+function pathOnly(url: string | undefined): string {
+  const u = url ?? '/';
+  const q = u.indexOf('?');
+  return (q >= 0 ? u.slice(0, q) : u).slice(0, 2048);
+}
+
+function redactQuery(query: string): string {
+  return query.split('&').filter(Boolean).map((p) => {
+    const eq = p.indexOf('=');
+    return eq >= 0 ? `${p.slice(0, eq)}=REDACTED` : p;
+  }).join('&').slice(0, 1024);
+}
+
+/** Express keeps the matched route on the request after routing. */
+function expressRoute(req: IncomingMessage): string | undefined {
+  const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: unknown };
+  if (typeof r.route?.path !== 'string') return undefined;
+  return `${typeof r.baseUrl === 'string' ? r.baseUrl : ''}${r.route.path}`;
+}
+
+const INTERNAL_SUFFIXES = ['.svc', '.svc.cluster.local', '.cluster.local', '.internal', '.local', '.localhost'];
+const internalTrust = compileTrust(['loopback', 'private', 'linklocal']);
+
+export function isInternalHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  if (isIP(h)) return internalTrust(h);
+  if (h === 'localhost' || !h.includes('.')) return true;
+  return INTERNAL_SUFFIXES.some((s) => h.endsWith(s));
+}
+
+/** Outgoing `http`/`https`: the client address travels as X-Forwarded-For to internal services. */
+export function onOutgoingHttpRequest(edge: Edge, req: ClientRequest): void {
+  const request = requestOf(context.active());
+  if (!request?.clientAddress || req.headersSent) return;
+  if (!edge.mayForwardClientTo(req.host)) return;
+  req.setHeader('x-forwarded-for', request.clientAddress);
+}
+
+/** Outgoing `fetch`/undici: same rule. */
+export function onOutgoingUndiciRequest(edge: Edge, request: { origin?: string | URL; addHeader?: (k: string, v: string) => unknown }): void {
+  const rc = requestOf(context.active());
+  if (!rc?.clientAddress || typeof request.addHeader !== 'function') return;
+  let host: string | undefined;
+  try {
+    host = new URL(String(request.origin)).hostname;
+  } catch {
+    return;
+  }
+  if (edge.mayForwardClientTo(host)) request.addHeader('x-forwarded-for', rc.clientAddress);
+}
+
+
+/** Installs the propagator; the instrumentation hooks are wired in sdk.ts. */
+export function installEdgePropagator(edge: Edge, inner: TextMapPropagator | undefined): void {
+  propagation.setGlobalPropagator(edge.propagator(inner));
+}
