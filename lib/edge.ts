@@ -134,8 +134,8 @@ export class Edge {
       severity: status !== undefined && status >= 500 ? 'ERROR' : failed ? 'WARN' : 'INFO',
     });
     if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
-      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(fullRoute ? { 'http.route': fullRoute } : {}) });
-      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${fullRoute ?? path}`, reason: 'http_403' });
+      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(fullRoute ? { 'http.route': fullRoute } : {}) }, {});
+      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${fullRoute ?? path}`, reason: 'http_403' }, {});
     }
   }
 

@@ -8,6 +8,8 @@ import { createConsoleExporter, createOtlpExporter, watchExports } from './expor
 import { loadInstrumentations, selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
 import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest } from './edge';
+import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
+import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { currentRequest } from './request-context';
 import { version } from './version';
@@ -137,6 +139,19 @@ class LossCounters {
   }
 }
 
+/** The edge policy; with AUDITRACE_PROXY_PROTOCOL, servers first read the load balancer's PROXY header. */
+export function createEdge(config: Readonly<Config>): Edge {
+  if (!config.edge.proxyProtocol) return new Edge(config.edge);
+  const pp = require('./proxy-protocol') as typeof import('./proxy-protocol');
+  const edge = new Edge(config.edge, pp.proxySourceOf);
+  const warnings = new RateLimitedWarnings(EXPORT_WARNING_INTERVAL_MS);
+  pp.enableProxyProtocol({
+    trust: edge.trust,
+    onRejected: (peer, reason) => warnings.warn('proxy-protocol', `refused a connection from trusted peer ${JSON.stringify(peer ?? 'unknown')}: ${reason}`),
+  });
+  return edge;
+}
+
 /** Exporters per signal, with failed exports warned about and counted. */
 export class Pipelines {
   private readonly warnings = new RateLimitedWarnings(EXPORT_WARNING_INTERVAL_MS);
@@ -221,10 +236,14 @@ function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<st
       startIncomingSpanHook: (req: IncomingMessage) => edge.spanAttributes(req),
       requestHook: (span: Span, req: IncomingMessage | ClientRequest) => {
         if (isServerRequest(req)) edge.onServerSpan(span, req);
-        else onOutgoingHttpRequest(edge, req as ClientRequest);
+        else {
+          onOutgoingHttpRequest(edge, req as ClientRequest);
+          if (config.edge.backendCallRecords) watchHttpCall(req as ClientRequest); // backend_call_fail records
+        }
       },
       responseHook: (_span: Span, res: IncomingMessage | ServerResponse) => {
         if (isServerResponse(res)) edge.onServerResponse(res);
+        else if (config.edge.backendCallRecords) watchHttpResponse(res as IncomingMessage); // backend_call_fail records
       },
     },
     undici: {
@@ -256,7 +275,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
 
   const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  const edge = new Edge(config.edge);
+  const edge = createEdge(config);
   // Always installed, even with OTEL_PROPAGATORS=none: the request id must travel regardless.
   propagation.setGlobalPropagator(edge.propagator(buildPropagator(config)));
 
@@ -296,6 +315,10 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     ...(meterProvider ? { meterProvider } : {}),
     ...(loggerProvider ? { loggerProvider } : {}),
   });
+  // --- audit records of failed TLS handshakes and failed outgoing calls (tls-audit.ts, backend-calls.ts)
+  auditTlsFailures();
+  if (config.edge.backendCallRecords) auditFetchCalls();
+  // ---
 
   const providers = [tracerProvider, loggerProvider, meterProvider].filter(<T>(p: T | undefined): p is T => p !== undefined);
   let stopping: Promise<boolean> | undefined;

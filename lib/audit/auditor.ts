@@ -90,7 +90,8 @@ export class Auditor {
   }
 
   /** Writes one record; returns its `audit.id` ('' only if auditrace itself failed). Never throws. */
-  emit(eventName: string, fields: unknown, own?: { outcome: Outcome; severity: Severity }): string {
+  /** `own` is set only by auditrace's own records (access, TLS): the application's calls never pass it. */
+  emit(eventName: string, fields: unknown, own?: { outcome?: Outcome; severity?: Severity }): string {
     try {
       if (!this.sink) this.init();
       const span = trace.getActiveSpan();
@@ -107,6 +108,7 @@ export class Auditor {
         identity: this.identity,
         outcome: own?.outcome,
         severity: own?.severity,
+        internal: own !== undefined,
       }, this.isRedacted);
       if (request && record['event.outcome'] === 'failure'
         && (String(record['event.name']).startsWith('authn_') || record['event.name'] === 'authz_fail')) {
@@ -184,6 +186,7 @@ export const audit: Audit = (() => {
     flush: () => getAuditor().flush(),
   };
   for (const name of Object.keys(catalogue) as EventName[]) {
+    if ((catalogue as Record<string, { internal?: boolean }>)[name]!.internal) continue;
     api[functionName(name)] = (fields: unknown) => getAuditor().emit(name, fields);
   }
   return Object.freeze(api) as Audit;

@@ -29,6 +29,8 @@ export interface EventSpec {
   source: 'owasp' | 'auditrace';
   /** Written by auditrace itself with an outcome and severity per record (the access record). */
   varies?: boolean;
+  /** Written only by auditrace itself: no `audit.*()` function, refused from `audit.event()`. */
+  internal?: boolean;
   fields: Readonly<Record<string, FieldSpec>>;
 }
 
@@ -185,7 +187,7 @@ export const catalogue = {
   },
   http_request: {
     description: 'An incoming HTTP request and its response (written by auditrace for every request; failure with WARN for 4xx, ERROR for 5xx).',
-    outcome: 'success', severity: 'INFO', source: 'auditrace', varies: true,
+    outcome: 'success', severity: 'INFO', source: 'auditrace', varies: true, internal: true,
     fields: {
       'user.id': actor(false),
       'http.request.method': { type: 'string', required: true, description: 'Request method.' },
@@ -204,12 +206,12 @@ export const catalogue = {
   },
   authn_fail: {
     description: 'A request was refused for missing or invalid authentication (HTTP 401) and the application recorded no authentication event for it.',
-    outcome: 'failure', severity: 'WARN', source: 'auditrace',
+    outcome: 'failure', severity: 'WARN', source: 'auditrace', internal: true,
     fields: { 'user.id': actor(false), 'http.route': { type: 'string', description: 'Route template.' }, 'url.path': { type: 'string', required: true, description: 'Path, without the query string.' } },
   },
   tls_handshake_fail: {
     description: 'A TLS handshake with a client failed, including a missing or rejected client certificate (mTLS).',
-    outcome: 'failure', severity: 'WARN', source: 'auditrace',
+    outcome: 'failure', severity: 'WARN', source: 'auditrace', internal: true,
     fields: {
       'network.peer.address': { type: 'string', required: true, description: 'The peer that attempted the handshake.' },
       'tls.failure': { type: 'string', required: true, description: 'Error code, e.g. `ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE`.' },
@@ -245,7 +247,8 @@ export type AuditFields<E extends EventName> =
 type Camel<S extends string> = S extends `${infer H}_${infer T}` ? `${H}${Capitalize<Camel<T>>}` : S;
 
 /** `audit.sensitiveRead({...})` for `sensitive_read`, and so on; each returns the record's `audit.id`. */
-export type AuditFunctions = { [E in EventName as Camel<E>]: (fields: AuditFields<E>) => string };
+type PublicEvent = { [E in EventName]: (typeof catalogue)[E] extends { internal: true } ? never : E }[EventName];
+export type AuditFunctions = { [E in PublicEvent as Camel<E>]: (fields: AuditFields<E>) => string };
 
 export function functionName(event: string): string {
   return event.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());

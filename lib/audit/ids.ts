@@ -52,6 +52,7 @@ export function uuidv7(nowMs: number = Date.now()): string {
 
 let cachedSecond = -1;
 let cachedPrefix = '';
+let lastMicros = 0;
 
 /**
  * RFC 3339 UTC with microseconds, e.g. `2026-11-22T05:12:51.123456Z`. The wall clock gives the
@@ -59,12 +60,17 @@ let cachedPrefix = '';
  * The date part is formatted once per second.
  */
 export function rfc3339Now(): string {
-  const ms = Date.now();
+  // The monotonic clock's sub-millisecond digits are not aligned with the wall clock's
+  // milliseconds, so a naive sum can step back; records of one process never go back in time.
+  let total = Date.now() * 1000 + (Math.floor(performance.now() * 1000) % 1000);
+  if (total < lastMicros) total = lastMicros;
+  lastMicros = total;
+  const ms = Math.floor(total / 1000);
   const sec = Math.floor(ms / 1000);
   if (sec !== cachedSecond) {
     cachedSecond = sec;
     cachedPrefix = new Date(sec * 1000).toISOString().slice(0, 19);
   }
-  const micros = (ms - sec * 1000) * 1000 + (Math.floor(performance.now() * 1000) % 1000);
+  const micros = total - sec * 1_000_000;
   return `${cachedPrefix}.${micros < 10 ? '00000' : micros < 100 ? '0000' : micros < 1000 ? '000' : micros < 10000 ? '00' : micros < 100000 ? '0' : ''}${micros}Z`;
 }

@@ -11,6 +11,8 @@ export interface Ambient {
   clientAddress?: string | undefined;
   /** auditrace's own records (the access record) decide these per call; applications cannot. */
   outcome?: Outcome | undefined;
+  /** Set when auditrace itself writes the record: only then are internal events accepted. */
+  internal?: boolean | undefined;
   severity?: Severity | undefined;
   identity: {
     'service.name': string;
@@ -50,9 +52,34 @@ function typeProblem(name: string, value: unknown, spec: FieldSpec | { type: 'ob
     case 'boolean':
       return typeof value === 'boolean' ? undefined : `${name}: expected a boolean`;
     case 'string[]':
-      return Array.isArray(value) && value.every((v) => typeof v === 'string') ? undefined : `${name}: expected an array of strings`;
+      return isStringArray(value) ? undefined : `${name}: expected an array of strings`;
     case 'object':
-      return value !== null && typeof value === 'object' && !Array.isArray(value) ? undefined : `${name}: expected an object`;
+      return isPlainObject(value) ? undefined : `${name}: expected a plain object`;
+  }
+}
+
+/** A dense array of strings; a hostile array (throwing getters, revoked Proxy, holes) is not. */
+function isStringArray(v: unknown): boolean {
+  try {
+    if (!Array.isArray(v)) return false;
+    for (let i = 0; i < v.length; i++) {
+      if (!Object.hasOwn(v, i) || typeof v[i] !== 'string') return false;
+    }
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Only `{...}` objects: boxed primitives, Dates, Sets, Buffers and class instances would not
+ * serialise as the object the schema promises. */
+function isPlainObject(v: unknown): boolean {
+  try {
+    if (v === null || typeof v !== 'object' || Array.isArray(v)) return false;
+    const proto = Object.getPrototypeOf(v);
+    return proto === Object.prototype || proto === null;
+  } catch {
+    return false;
   }
 }
 
@@ -60,7 +87,15 @@ function isScalarOrStrings(v: unknown): boolean {
   const t = typeof v;
   if (t === 'string' || t === 'boolean') return true;
   if (t === 'number') return Number.isFinite(v);
-  return Array.isArray(v) && v.every((x) => typeof x === 'string');
+  return isStringArray(v);
+}
+
+function describeName(name: unknown): string {
+  try {
+    return JSON.stringify(String(name).slice(0, 64));
+  } catch {
+    return 'an unprintable value';
+  }
 }
 
 const UNREADABLE = Symbol('unreadable');
@@ -96,12 +131,20 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   const problems: string[] = [];
   let name = eventName;
   if (typeof name !== 'string' || !EVENT_NAME.test(name) || name.length > 64) {
-    problems.push(`event.name: ${JSON.stringify(String(name).slice(0, 64))} is not lower_snake_case of at most 64 characters`);
+    problems.push(`event.name: ${describeName(name)} is not lower_snake_case of at most 64 characters`);
     name = 'invalid_event';
   }
-  const spec: EventSpec | undefined = (catalogue as Record<string, EventSpec>)[name];
-  const own: Record<string, unknown> = {};
-  const rest: Record<string, unknown> = {};
+  // Own properties only: `constructor` or `toString` must not find Object.prototype's.
+  let spec: EventSpec | undefined = Object.hasOwn(catalogue, name) ? (catalogue as Record<string, EventSpec>)[name] : undefined;
+  if (spec?.internal && !ambient.internal) {
+    // An application must not be able to forge auditrace's own access or TLS records.
+    problems.push(`event.name: ${name} is written by auditrace itself`);
+    name = 'invalid_event';
+    spec = undefined;
+  }
+  // Null-prototype maps: an own `__proto__` key (as JSON.parse makes) is then just a key.
+  const own: Record<string, unknown> = Object.create(null);
+  const rest: Record<string, unknown> = Object.create(null);
   let outcome: unknown = ambient.outcome ?? spec?.outcome ?? 'success';
   let severity: unknown = ambient.severity ?? spec?.severity ?? 'INFO';
 
@@ -111,7 +154,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       problems.push(`${key.slice(0, 64)}: could not be read (its getter threw)`);
       continue;
     }
-    if (key in commonFields) {
+    if (Object.hasOwn(commonFields, key)) {
       const p = typeProblem(key, value, commonFields[key as keyof typeof commonFields]);
       if (p) problems.push(p);
       else rest[key] = value;
@@ -128,7 +171,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       continue;
     }
     if (spec) {
-      const fieldSpec = spec.fields[key];
+      const fieldSpec = Object.hasOwn(spec.fields, key) ? spec.fields[key] : undefined;
       if (!fieldSpec) {
         problems.push(`${key.slice(0, 64)}: not a field of ${name}`);
         continue;

@@ -1,0 +1,121 @@
+import { context, ROOT_CONTEXT } from '@opentelemetry/api';
+import { getAuditor } from './audit/auditor';
+import { normaliseAddress } from './client-address';
+
+/**
+ * Failed TLS handshakes with clients — a missing or rejected client certificate (mTLS), plain HTTP
+ * sent to a TLS port, a protocol or cipher mismatch — become `tls_handshake_fail` audit records.
+ *
+ * Node reports them as a `tlsClientError` event on the `tls.Server` (https and http2 secure servers
+ * are `tls.Server`s). We observe that event by wrapping `tls.Server.prototype.emit`: the original
+ * `emit` is called with the same arguments and its value returned, so listeners, the return value
+ * and what Node does without a listener (it destroys the socket) are unchanged.
+ *
+ * The peer address: when `tlsClientError` fires the TLS socket is often already destroyed, and a
+ * destroyed socket only knows its peer if it was asked before. So the address of every raw
+ * connection is read when the server's `connection` event passes (one getpeername, cached by Node
+ * on the socket) and found again through the TLS socket's `_parent` (the raw socket it wraps).
+ *
+ * A client certificate that fails verification on a server with `rejectUnauthorized: true` does
+ * not produce a handshake error: OpenSSL completes the handshake, Node sees `authorizationError`,
+ * destroys the socket and then reports a synthetic `ECONNRESET` "socket hang up". For that case the
+ * record's `tls.failure` is the verification code (e.g. `UNABLE_TO_VERIFY_LEAF_SIGNATURE`), which is
+ * what an investigator needs, not the synthetic reset.
+ */
+
+const MARK = Symbol.for('auditrace.tls-audit');
+const FAILURE_MAX = 64;
+
+type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) => boolean;
+type Wrapped = Emit & { [MARK]?: true };
+
+interface SocketLike {
+  remoteAddress?: unknown;
+  authorizationError?: unknown;
+  _parent?: unknown;
+}
+
+let installed: { undo: () => void } | undefined;
+
+/**
+ * Starts recording failed TLS handshakes on every `tls.Server` of the process (idempotent).
+ * Returns an undo that restores `tls.Server.prototype.emit` (or, when something wrapped it after
+ * us, turns our wrapper into a plain pass-through).
+ */
+export function auditTlsFailures(): () => void {
+  if (installed) return installed.undo;
+  const tls = require('node:tls') as typeof import('node:tls');
+  const proto = tls.Server.prototype as unknown as { emit: Wrapped };
+  if (proto.emit[MARK]) return () => undefined; // another copy of auditrace already records
+  const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
+  const original = proto.emit;
+  const peers = new WeakMap<object, string>();
+  let active = true;
+
+  const wrapped: Wrapped = function emit(this: unknown, event: string | symbol, ...args: unknown[]): boolean {
+    if (active) {
+      if (event === 'connection') rememberPeer(peers, args[0]);
+      else if (event === 'tlsClientError') record(peers, args[0], args[1]);
+    }
+    return Reflect.apply(original, this, [event, ...args]) as boolean;
+  };
+  wrapped[MARK] = true;
+  proto.emit = wrapped;
+
+  const undo = () => {
+    active = false;
+    if (proto.emit === wrapped) {
+      if (hadOwn) proto.emit = original;
+      else delete (proto as { emit?: Wrapped }).emit;
+    }
+    if (installed?.undo === undo) installed = undefined;
+  };
+  installed = { undo };
+  return undo;
+}
+
+function rememberPeer(peers: WeakMap<object, string>, socket: unknown): void {
+  try {
+    if (socket === null || typeof socket !== 'object') return;
+    const address = (socket as SocketLike).remoteAddress;
+    if (typeof address === 'string' && address) peers.set(socket, address);
+  } catch {
+    // an exotic stream handed to emit('connection'): no address then
+  }
+}
+
+function peerOf(peers: WeakMap<object, string>, socket: SocketLike | undefined): string {
+  if (!socket) return 'unknown';
+  const direct = normaliseAddress(typeof socket.remoteAddress === 'string' ? socket.remoteAddress : undefined);
+  if (direct) return direct;
+  const parent = socket._parent;
+  if (parent !== null && typeof parent === 'object') {
+    const remembered = normaliseAddress(peers.get(parent));
+    if (remembered) return remembered;
+    const raw = (parent as SocketLike).remoteAddress;
+    const fromParent = normaliseAddress(typeof raw === 'string' ? raw : undefined);
+    if (fromParent) return fromParent;
+  }
+  return 'unknown';
+}
+
+function record(peers: WeakMap<object, string>, error: unknown, socket: unknown): void {
+  try {
+    const s = socket !== null && typeof socket === 'object' ? socket as SocketLike : undefined;
+    const err = error !== null && typeof error === 'object' ? error as { code?: unknown; message?: unknown } : undefined;
+    const rejected = typeof s?.authorizationError === 'string' && s.authorizationError ? s.authorizationError : undefined;
+    const code = typeof err?.code === 'string' && err.code ? err.code : undefined;
+    const message = typeof err?.message === 'string' ? err.message.trim() : undefined;
+    const fields: Record<string, unknown> = {
+      'network.peer.address': peerOf(peers, s),
+      'tls.failure': (rejected ?? code ?? 'tls_error').slice(0, FAILURE_MAX),
+    };
+    if (rejected) fields['error.message'] = `client certificate rejected: ${rejected}`;
+    else if (message) fields['error.message'] = message;
+    // Outside whatever request context the server happened to be created in.
+    // `own` marks the record as auditrace's (the application cannot write this event).
+    context.with(ROOT_CONTEXT, () => getAuditor().emit('tls_handshake_fail', fields, { outcome: 'failure', severity: 'WARN' }));
+  } catch {
+    // never let auditing change what the server does
+  }
+}
