@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import ipaddr from 'ipaddr.js';
 import type { Trust } from './trust';
 
 /**
@@ -14,17 +15,21 @@ export function normaliseAddress(raw: string | undefined): string | undefined {
   if (a.startsWith('[')) {
     const end = a.indexOf(']');
     if (end < 0) return undefined;
+    const after = a.slice(end + 1);
+    if (after !== '' && !/^:\d{1,5}$/.test(after)) return undefined;
     a = a.slice(1, end);
   } else if (/^\d{1,3}(\.\d{1,3}){3}:\d+$/.test(a)) {
     a = a.slice(0, a.lastIndexOf(':'));
   }
   const zone = a.indexOf('%');
   if (zone >= 0) a = a.slice(0, zone);
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(a);
-  if (mapped) a = mapped[1]!;
-  const kind = isIP(a);
-  if (kind === 0) return undefined;
-  return kind === 6 ? a.toLowerCase() : a;
+  if (isIP(a) === 0) return undefined;
+  // One spelling per address: IPv4-mapped IPv6 in any notation becomes IPv4, IPv6 is canonical.
+  try {
+    return ipaddr.process(a).toString();
+  } catch {
+    return undefined;
+  }
 }
 
 /** `X-Forwarded-For` hops, nearest proxy first. */
@@ -93,12 +98,14 @@ export function resolveClientAddress(input: {
   trust: Trust;
   /** Walks stop after this many hops; longer chains are cut (the last trusted hop is reported). */
   maxHops?: number;
+  /** Which forwarding header the trusted proxies append: reading the other would let a client
+   * choose its own address through a proxy that passes it on untouched. */
+  header?: 'x-forwarded-for' | 'forwarded';
 }): ClientResolution {
   const peer = normaliseAddress(input.socketAddress);
   const peerTrusted = peer !== undefined && input.trust(peer);
   if (!peer || !peerTrusted) return { clientAddress: peer, peerAddress: peer, peerTrusted: false };
-  // RFC 7239 is the standard; when a trusted proxy sends it, it is preferred over the de-facto XFF.
-  const headerHops = input.forwarded !== undefined ? forwardedHops(input.forwarded) : xffHops(input.xForwardedFor);
+  const headerHops = input.header === 'forwarded' ? forwardedHops(input.forwarded) : xffHops(input.xForwardedFor);
   const hops = [...(input.proxySource ? [input.proxySource] : []), ...headerHops];
   const maxHops = input.maxHops ?? 32;
   let current = peer;

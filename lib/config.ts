@@ -62,6 +62,7 @@ export interface Config {
 
 export interface EdgeConfig {
   trustedProxies: readonly string[];
+  forwardedHeader: 'x-forwarded-for' | 'forwarded';
   proxyProtocol: boolean;
   requestIdHeader: string;
   requestIdResponseHeader: boolean;
@@ -152,6 +153,7 @@ export const variables: readonly VariableDoc[] = Object.freeze([
   { name: 'AUDITRACE_QUIET', default: false, meaning: '`true`: no start-up line (warnings and errors are still printed).' },
   { name: 'AUDITRACE_SHUTDOWN_TIMEOUT_MS', default: 5000, meaning: 'On SIGTERM/SIGINT, `beforeExit` and `shutdown()`: time allowed to flush telemetry, milliseconds.' },
   { name: 'AUDITRACE_TRUSTED_PROXIES', default: '', defaultText: 'none', meaning: 'Peers whose forwarding headers are believed: CIDRs, addresses and the names `loopback`, `linklocal`, `uniquelocal`, `private` (comma-separated). From any other peer, `X-Forwarded-For`, `Forwarded`, the request id header and trace context are not believed.' },
+  { name: 'AUDITRACE_FORWARDED_HEADER', default: 'x-forwarded-for', meaning: 'The header your trusted proxies append the client address to: `x-forwarded-for` or `forwarded` (RFC 7239). Only that one is read: a proxy passes the other through untouched, so a client could write it.' },
   { name: 'AUDITRACE_PROXY_PROTOCOL', default: false, meaning: '`true`: read a PROXY protocol v1/v2 header at the start of every connection from a trusted peer (servers behind an L4 load balancer); a trusted peer that sends none is disconnected.' },
   { name: 'AUDITRACE_REQUEST_ID_HEADER', default: 'x-request-id', meaning: 'Header that carries the request id in and out.' },
   { name: 'AUDITRACE_REQUEST_ID_RESPONSE_HEADER', default: false, meaning: '`true`: echo the request id in every response.' },
@@ -362,6 +364,7 @@ function edgeConfig(r: Reader): EdgeConfig {
   }
   return {
     trustedProxies,
+    forwardedHeader: r.oneOf('AUDITRACE_FORWARDED_HEADER', ['x-forwarded-for', 'forwarded'] as const)!,
     proxyProtocol: r.bool('AUDITRACE_PROXY_PROTOCOL'),
     requestIdHeader: header,
     requestIdResponseHeader: r.bool('AUDITRACE_REQUEST_ID_RESPONSE_HEADER'),

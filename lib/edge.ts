@@ -25,8 +25,8 @@ interface Decision {
   requestIdReplaced?: string | undefined;
   untrustedParent?: import('@opentelemetry/api').SpanContext | undefined;
   startNs: bigint;
-  bytesRead0: number;
-  bytesWritten0: number;
+  /** Taken before any router rewrites req.url (Express strips mount paths). */
+  path: string;
 }
 
 // Keyed by the request's headers object: it is the carrier the http instrumentation hands to
@@ -54,6 +54,7 @@ export class Edge {
       proxySource: this.proxySourceOf(socket)?.address,
       xForwardedFor: req.headers['x-forwarded-for'],
       forwarded: req.headers.forwarded,
+      header: this.config.forwardedHeader,
       trust: this.trust,
     });
     const id = decideRequestId(req.headers[this.config.requestIdHeader], resolution.peerTrusted);
@@ -67,8 +68,7 @@ export class Edge {
       untrustedRequestId: id.untrusted,
       requestIdReplaced: id.replaced,
       startNs: process.hrtime.bigint(),
-      bytesRead0: (socket as { bytesRead?: number }).bytesRead ?? 0,
-      bytesWritten0: (socket as { bytesWritten?: number }).bytesWritten ?? 0,
+      path: pathOnly(req.url),
     };
     decisions.set(req.headers, decision);
     return decision;
@@ -109,8 +109,7 @@ export class Edge {
   private recordRequest(req: IncomingMessage, res: ServerResponse, d: Decision, route: string | undefined): void {
     const auditor = getAuditor();
     const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
-    const path = pathOnly(req.url);
-    const socket = req.socket as { bytesRead?: number; bytesWritten?: number } | undefined;
+    const path = d.path;
     const ua = req.headers['user-agent'];
     const fields: Record<string, unknown> = {
       'http.request.method': String(req.method ?? 'GET').slice(0, 32),
@@ -121,8 +120,10 @@ export class Edge {
     const fullRoute = route ?? expressRoute(req);
     if (fullRoute) fields['http.route'] = fullRoute;
     if (status !== undefined) fields['http.response.status_code'] = status;
-    if (socket?.bytesRead !== undefined) fields['http.request.body.size'] = Math.max(0, socket.bytesRead - d.bytesRead0);
-    if (socket?.bytesWritten !== undefined) fields['http.response.body.size'] = Math.max(0, socket.bytesWritten - d.bytesWritten0);
+    const reqSize = contentLength(req.headers['content-length']);
+    if (reqSize !== undefined) fields['http.request.body.size'] = reqSize;
+    const resSize = contentLength(res.getHeader('content-length'));
+    if (resSize !== undefined) fields['http.response.body.size'] = resSize;
     if (typeof ua === 'string') fields['user_agent.original'] = ua.slice(0, USER_AGENT_MAX);
     if (d.untrustedRequestId !== undefined) fields['request.id.untrusted'] = d.untrustedRequestId;
     if (d.requestIdReplaced) fields['request.id.replaced'] = d.requestIdReplaced;
@@ -195,6 +196,11 @@ function pathOnly(url: string | undefined): string {
   return (q >= 0 ? u.slice(0, q) : u).slice(0, 2048);
 }
 
+function contentLength(v: unknown): number | undefined {
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,15}$/.test(v) ? Number(v) : undefined;
+  return n !== undefined && Number.isSafeInteger(n) ? n : undefined;
+}
+
 function redactQuery(query: string): string {
   return query.split('&').filter(Boolean).map((p) => {
     const eq = p.indexOf('=');
@@ -216,6 +222,8 @@ export function isInternalHost(host: string | undefined): boolean {
   if (!host) return false;
   const h = host.replace(/^\[|\]$/g, '').toLowerCase();
   if (isIP(h)) return internalTrust(h);
+  // A dotless all-number (or hex) host is an IPv4 address in disguise (`134744072` is 8.8.8.8).
+  if (/^(0x[0-9a-f]+|\d+)$/.test(h)) return false;
   if (h === 'localhost' || !h.includes('.')) return true;
   return INTERNAL_SUFFIXES.some((s) => h.endsWith(s));
 }

@@ -21,6 +21,10 @@ import { normaliseAddress } from './client-address';
  * destroys the socket and then reports a synthetic `ECONNRESET` "socket hang up". For that case the
  * record's `tls.failure` is the verification code (e.g. `UNABLE_TO_VERIFY_LEAF_SIGNATURE`), which is
  * what an investigator needs, not the synthetic reset.
+ *
+ * A connection closed or reset before the client sent a single byte is not recorded: Node reports it
+ * as a `tlsClientError` (ECONNRESET) too, but no handshake was attempted — it is what TCP health
+ * checks and port probes do, and would otherwise write a record per probe.
  */
 
 const MARK = Symbol.for('auditrace.tls-audit');
@@ -99,12 +103,24 @@ function peerOf(peers: WeakMap<object, string>, socket: SocketLike | undefined):
   return 'unknown';
 }
 
+/** Bytes the client sent on the raw connection (the TLS socket itself counts decrypted bytes). */
+function bytesReadOf(socket: SocketLike | undefined): number | undefined {
+  const parent = socket?._parent;
+  if (parent === null || typeof parent !== 'object') return undefined;
+  const n = (parent as { bytesRead?: unknown }).bytesRead;
+  return typeof n === 'number' ? n : undefined;
+}
+
 function record(peers: WeakMap<object, string>, error: unknown, socket: unknown): void {
   try {
     const s = socket !== null && typeof socket === 'object' ? socket as SocketLike : undefined;
     const err = error !== null && typeof error === 'object' ? error as { code?: unknown; message?: unknown } : undefined;
     const rejected = typeof s?.authorizationError === 'string' && s.authorizationError ? s.authorizationError : undefined;
     const code = typeof err?.code === 'string' && err.code ? err.code : undefined;
+    // Closed or reset before the client sent a byte: no handshake was attempted (a TCP port check,
+    // a load balancer's health check). A client that sends nothing until the handshake times out
+    // is still recorded.
+    if (!rejected && code === 'ECONNRESET' && bytesReadOf(s) === 0) return;
     const message = typeof err?.message === 'string' ? err.message.trim() : undefined;
     const fields: Record<string, unknown> = {
       'network.peer.address': peerOf(peers, s),
