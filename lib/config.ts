@@ -83,6 +83,9 @@ export interface AuditConfig {
   maxRecordBytes: number;
   redactKeys: readonly string[];
   otlp: boolean;
+  /** Never printed: it keys the hash chain. */
+  hmacKey: Buffer | undefined;
+  checkpointIntervalMs: number;
 }
 
 export interface ConfigError {
@@ -169,6 +172,8 @@ export const variables: readonly VariableDoc[] = Object.freeze([
   { name: 'AUDITRACE_AUDIT_MAX_FIELD_BYTES', default: 4096, meaning: 'Longest string value in a record, UTF-8 bytes; longer values are truncated with a marker.' },
   { name: 'AUDITRACE_AUDIT_MAX_RECORD_BYTES', default: 16384, meaning: 'Longest record; beyond it the free-form `context` is dropped (marked) first.' },
   { name: 'AUDITRACE_REDACT_KEYS', default: '', meaning: 'Extra key names (comma-separated) whose values are replaced by `[REDACTED]` anywhere in `context`, added to the built-in deny-list (password, secret, token, authorization, cookie, api key, session id, ssn, card number, …).' },
+  { name: 'AUDITRACE_AUDIT_HMAC_KEY', default: undefined, defaultText: 'unset (plain SHA-256)', meaning: 'Secret key (at least 16 characters) for the audit hash chain: each record\'s `audit.prev` becomes an HMAC-SHA256, so someone who can edit the file cannot recompute the chain. Never printed. Give `auditrace verify` the same key.' },
+  { name: 'AUDITRACE_AUDIT_CHECKPOINT_INTERVAL_MS', default: 60000, meaning: 'Interval of `audit_checkpoint` records (written even when nothing else happens, signed with the HMAC key when set), so a deleted tail or a silent instance shows; `0` turns them off.' },
   { name: 'AUDITRACE_AUDIT_OTLP', default: false, meaning: '`true`: also emit every audit record as an OpenTelemetry log record (EventName = the event) over the logs pipeline.' },
 ] satisfies VariableDoc[]);
 
@@ -394,7 +399,20 @@ function auditConfig(r: Reader): AuditConfig {
     maxRecordBytes,
     redactKeys: redact ? redact.split(',').map((k) => k.trim()).filter(Boolean) : [],
     otlp: r.bool('AUDITRACE_AUDIT_OTLP'),
+    hmacKey: hmacKey(r),
+    checkpointIntervalMs: r.int('AUDITRACE_AUDIT_CHECKPOINT_INTERVAL_MS', { min: 0 })!,
   };
+}
+
+function hmacKey(r: Reader): Buffer | undefined {
+  const v = r.raw('AUDITRACE_AUDIT_HMAC_KEY');
+  if (v === undefined) return undefined;
+  if (v.length < 16) {
+    // The value is a secret: the error names its length, never its content.
+    r.fail('AUDITRACE_AUDIT_HMAC_KEY', `[${v.length} characters]`, 'a secret of at least 16 characters', 'no key (plain SHA-256 chain)');
+    return undefined;
+  }
+  return Buffer.from(v, 'utf8');
 }
 
 const CLOUD_DETECTORS = ['aws', 'gcp', 'azure', 'alibaba'] as const;

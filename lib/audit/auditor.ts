@@ -1,4 +1,4 @@
-import { logs, metrics, SeverityNumber, trace } from '@opentelemetry/api';
+import { context, logs, metrics, ROOT_CONTEXT, SeverityNumber, trace } from '@opentelemetry/api';
 import type { Attributes, Span } from '@opentelemetry/api';
 import { formatConfigError, parseConfig } from '../config';
 import type { Config } from '../config';
@@ -14,6 +14,7 @@ import { buildRecord } from './record';
 import { openSink } from './sink';
 import type { AuditSink } from './sink';
 import { createRedactor, toJsonLine } from './serialize';
+import { HashChain, readPreviousChain } from './chain';
 import type { SerializeLimits } from './serialize';
 
 const SEVERITY_NUMBER: Record<string, SeverityNumber> = {
@@ -36,6 +37,7 @@ export class Auditor {
   private identity!: { 'service.name': string; 'service.instance.id': string; 'k8s.pod.name'?: string };
   private readonly warnings = new RateLimitedWarnings(60_000);
   private internalErrors = 0;
+  private chain: HashChain | undefined;
 
   private init(): void {
     const started = current();
@@ -68,8 +70,34 @@ export class Auditor {
       onRecovered: (m) => writeLine(`auditrace: ${m}`),
     });
     this.registerMetrics();
-    // Synchronous, so it runs on every exit path that runs JS at all: a final fsync.
-    process.once('exit', () => this.sink?.close());
+    this.startChain();
+    // Synchronous, so it runs on every exit path that runs JS at all: the chain's end, a final fsync.
+    process.once('exit', () => {
+      this.emit('audit_chain_end', { 'audit.checkpoint.records': this.chain?.nextSeq ?? 0 }, {});
+      this.sink?.close();
+    });
+  }
+
+  /** Chain records belong to the process, not to whichever request happened to call first. */
+  private startChain(): void {
+    context.with(ROOT_CONTEXT, () => this.writeChainStart());
+  }
+
+  private writeChainStart(): void {
+    const a = this.config.audit;
+    const previous = a.destination === 'stdout' ? undefined : readPreviousChain(a.destination, a.hmacKey);
+    this.chain = new HashChain(uuidv7(), a.hmacKey, previous);
+    this.emit('audit_chain_start', {
+      'audit.chain.alg': this.chain.alg,
+      'process.pid': process.pid,
+      ...(previous ? { 'audit.chain.previous': previous.chain, 'audit.chain.previous_seq': previous.seq } : {}),
+    }, {});
+    if (a.checkpointIntervalMs > 0) {
+      setInterval(() => this.emit('audit_checkpoint', {
+        'audit.checkpoint.records': this.chain?.nextSeq ?? 0,
+        'audit.checkpoint.interval_ms': a.checkpointIntervalMs,
+      }, {}), a.checkpointIntervalMs).unref();
+    }
   }
 
   private registerMetrics(): void {
@@ -114,7 +142,19 @@ export class Auditor {
         && (String(record['event.name']).startsWith('authn_') || record['event.name'] === 'authz_fail')) {
         request.authFailureRecorded = true;
       }
-      this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, ['context']));
+      const chain = this.chain;
+      if (chain) {
+        chain.stamp(record);
+        if (eventName === 'audit_checkpoint' || eventName === 'audit_chain_end') {
+          const mac = chain.mac(record);
+          if (mac) record['audit.checkpoint.mac'] = mac;
+        }
+      }
+      const line = toJsonLine(record, this.limits, this.isRedacted, ['context']);
+      // The chain hashes the record as written (after sanitising and truncation), which is what
+      // a verifier will read back from the file or the archive.
+      if (chain) chain.commit(JSON.parse(line));
+      this.sink!.write(line);
       if (problems.length > 0) {
         this.warnings.warn(`problems:${record['event.name']}`,
           `audit ${String(record['event.name'])}: ${problems.join('; ')} (the record was written with audit.problems)`);

@@ -217,6 +217,33 @@ export const catalogue = {
       'tls.failure': { type: 'string', required: true, description: 'Error code, e.g. `ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE`.' },
     },
   },
+  audit_chain_start: {
+    description: 'A process began a new hash chain; names the previous chain found in the same file.',
+    outcome: 'success', severity: 'INFO', source: 'auditrace', internal: true,
+    fields: {
+      'audit.chain.alg': { type: 'string', required: true, enum: ['sha256', 'hmac-sha256'], description: 'How `audit.prev` is computed.' },
+      'audit.chain.previous': { type: 'string', description: 'Chain id of the last record already in the file.' },
+      'audit.chain.previous_seq': { type: 'integer', description: 'Its sequence number; `audit.prev` of this record is its hash.' },
+      'process.pid': { type: 'integer', description: 'The process that writes this chain.' },
+    },
+  },
+  audit_checkpoint: {
+    description: 'Periodic checkpoint of the hash chain, written even when idle (signed with the HMAC key when set).',
+    outcome: 'success', severity: 'INFO', source: 'auditrace', internal: true,
+    fields: {
+      'audit.checkpoint.records': { type: 'integer', required: true, description: 'Records in this chain before this checkpoint.' },
+      'audit.checkpoint.interval_ms': { type: 'integer', required: true, description: 'Interval at which checkpoints are written.' },
+      'audit.checkpoint.mac': { type: 'string', description: 'HMAC-SHA256 of this record without this field.' },
+    },
+  },
+  audit_chain_end: {
+    description: 'The process ended its hash chain cleanly (a chain without it ended by a crash, or lost its tail).',
+    outcome: 'success', severity: 'INFO', source: 'auditrace', internal: true,
+    fields: {
+      'audit.checkpoint.records': { type: 'integer', required: true, description: 'Records in this chain before this one.' },
+      'audit.checkpoint.mac': { type: 'string', description: 'HMAC-SHA256 of this record without this field.' },
+    },
+  },
   input_validation_fail: {
     description: 'Input failed validation.', outcome: 'failure', severity: 'WARN', source: 'owasp',
     fields: { 'user.id': actor(false), fields: { ...fieldNames, required: true, description: 'Names of the fields that failed (never their values).' } },

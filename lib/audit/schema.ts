@@ -28,6 +28,9 @@ const head: Record<string, Record<string, unknown>> = {
   'service.name': { type: 'string', description: 'Service that wrote the record.' },
   'service.instance.id': { type: 'string', description: 'Instance that wrote the record.' },
   'k8s.pod.name': { type: 'string', description: 'Pod that wrote the record, on Kubernetes.' },
+  'audit.chain': { type: 'string', description: 'Hash chain of the writing process (one per process start).' },
+  'audit.seq': { type: 'integer', minimum: 0, description: 'Position in the chain, from 0.' },
+  'audit.prev': { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'SHA-256 (or HMAC-SHA256) of the previous record\'s RFC 8785 canonical form.' },
   'audit.problems': { type: 'array', items: { type: 'string' }, description: 'Fields the application passed that broke the catalogue\'s rules (left out of the record).' },
   'audit.truncated': { type: 'boolean', description: 'Some value was truncated or dropped to respect the size limits.' },
 };

@@ -1,0 +1,115 @@
+import { createHash, createHmac } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+
+/**
+ * Tamper evidence: every record of a process carries its chain id, a sequence number and the hash
+ * of the previous record's canonical form (RFC 8785), keyed with HMAC-SHA256 when a key is set so
+ * that someone who can edit the file cannot recompute the chain. `auditrace verify` recomputes it.
+ */
+
+export type ChainAlgorithm = 'sha256' | 'hmac-sha256';
+
+/** RFC 8785 JSON Canonicalization: sorted keys (UTF-16 order), ECMAScript number and string form. */
+export function canonicalize(value: unknown): string {
+  if (value === null || typeof value !== 'object') {
+    if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('JCS: non-finite number');
+    return JSON.stringify(value) ?? 'null';
+  }
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalize(v)).join(',')}]`;
+  const keys = Object.keys(value).sort();
+  let out = '{';
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    const v = (value as Record<string, unknown>)[k];
+    if (v === undefined) continue;
+    if (out.length > 1) out += ',';
+    out += `${JSON.stringify(k)}:${canonicalize(v)}`;
+  }
+  return `${out}}`;
+}
+
+/** The hash of one record as the chain sees it. */
+export function recordHash(record: unknown, key: Buffer | undefined): string {
+  const canonical = canonicalize(record);
+  return (key ? createHmac('sha256', key) : createHash('sha256')).update(canonical).digest('hex');
+}
+
+/** Fields a checkpoint's own MAC covers: the checkpoint record without its `audit.checkpoint.mac`. */
+export function checkpointMac(record: Record<string, unknown>, key: Buffer): string {
+  const { 'audit.checkpoint.mac': _omit, ...rest } = record;
+  return createHmac('sha256', key).update(canonicalize(rest)).digest('hex');
+}
+
+export interface PreviousChain {
+  chain: string;
+  seq: number;
+  hash: string;
+}
+
+/**
+ * The last complete record of an existing audit file, read from its tail: the next process's chain
+ * start names it, so a tail deleted between two runs is detectable.
+ */
+export function readPreviousChain(path: string, key: Buffer | undefined): PreviousChain | undefined {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const size = fstatSync(fd).size;
+    if (size === 0) return undefined;
+    const len = Math.min(size, 256 * 1024);
+    const buf = Buffer.allocUnsafe(len);
+    readSync(fd, buf, 0, len, size - len);
+    const lines = buf.toString('utf8').split('\n');
+    // A last line without its newline was torn by a crash: the record before it is the last whole one.
+    for (let i = lines.length - 2; i >= 0 && i >= lines.length - 64; i--) {
+      try {
+        const r = JSON.parse(lines[i]!) as Record<string, unknown>;
+        if (typeof r['audit.chain'] === 'string' && typeof r['audit.seq'] === 'number') {
+          return { chain: r['audit.chain'], seq: r['audit.seq'], hash: recordHash(r, key) };
+        }
+      } catch {
+        // not a record (or cut by the 256 KiB window): look one line further back
+      }
+    }
+    return undefined;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) {
+      try { closeSync(fd); } catch { /* nothing to do */ }
+    }
+  }
+}
+
+/** The writer's side of the chain: stamps each record, then remembers its hash. */
+export class HashChain {
+  readonly alg: ChainAlgorithm;
+  private seq = 0;
+  private prev: string | undefined;
+
+  constructor(readonly id: string, private readonly key: Buffer | undefined, previous?: PreviousChain) {
+    this.alg = key ? 'hmac-sha256' : 'sha256';
+    this.prev = previous?.hash;
+  }
+
+  /** Adds `audit.chain`, `audit.seq` and `audit.prev` to a record about to be written. */
+  stamp(record: Record<string, unknown>): void {
+    record['audit.chain'] = this.id;
+    record['audit.seq'] = this.seq;
+    if (this.prev !== undefined) record['audit.prev'] = this.prev;
+  }
+
+  /** Called with the record exactly as written (parsed back from its line). */
+  commit(written: unknown): void {
+    this.prev = recordHash(written, this.key);
+    this.seq++;
+  }
+
+  get nextSeq(): number {
+    return this.seq;
+  }
+
+  mac(record: Record<string, unknown>): string | undefined {
+    return this.key ? checkpointMac(record, this.key) : undefined;
+  }
+}
