@@ -3,6 +3,7 @@ import type { Context } from '@opentelemetry/api';
 import { errorMonitor } from 'node:events';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { getAuditor } from './audit/auditor';
+import { opensslReason } from './tls-audit';
 
 /**
  * Failed outgoing calls become `backend_call_fail` audit records: a network error (refused, reset,
@@ -148,7 +149,7 @@ function describe(failure: unknown): Failure {
     port = first?.port;
   }
   const code = typeof e.code === 'string' && e.code ? e.code : typeof e.name === 'string' && e.name ? e.name : 'Error';
-  return { type: code.slice(0, 64), message: message || undefined, port };
+  return { type: code.slice(0, 64), message: message ? opensslReason(message) : undefined, port };
 }
 
 function withPort(call: Call, port: number | undefined): void {

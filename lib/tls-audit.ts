@@ -103,6 +103,19 @@ function peerOf(peers: WeakMap<object, string>, socket: SocketLike | undefined):
   return 'unknown';
 }
 
+/**
+ * OpenSSL's error text without its per-thread prefix and source location:
+ * `40CD8AEC967F0000:error:0A0000C7:SSL routines:tls_process_client_certificate:peer did not return
+ * a certificate:../deps/openssl/.../statem_srvr.c:3764:` → `SSL routines:tls_process_client_certificate:
+ * peer did not return a certificate`. Any other text is returned as it is.
+ */
+export function opensslReason(message: string): string {
+  const m = /^[0-9A-Fa-f]+:error:[0-9A-Fa-f]+:([^:]*):([^:]*):([^:]*):[^:]*:\d+:([\s\S]*)$/.exec(message.trim());
+  if (!m) return message.trim();
+  const extra = m[4]!.trim();
+  return `${m[1]}:${m[2]}:${m[3]}${extra ? ` (${extra})` : ''}`;
+}
+
 /** Bytes the client sent on the raw connection (the TLS socket itself counts decrypted bytes). */
 function bytesReadOf(socket: SocketLike | undefined): number | undefined {
   const parent = socket?._parent;
@@ -127,7 +140,7 @@ function record(peers: WeakMap<object, string>, error: unknown, socket: unknown)
       'tls.failure': (rejected ?? code ?? 'tls_error').slice(0, FAILURE_MAX),
     };
     if (rejected) fields['error.message'] = `client certificate rejected: ${rejected}`;
-    else if (message) fields['error.message'] = message;
+    else if (message) fields['error.message'] = opensslReason(message);
     // Outside whatever request context the server happened to be created in.
     // `own` marks the record as auditrace's (the application cannot write this event).
     context.with(ROOT_CONTEXT, () => getAuditor().emit('tls_handshake_fail', fields, { outcome: 'failure', severity: 'WARN' }));

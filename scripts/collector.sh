@@ -4,7 +4,7 @@
 # build caches are Go's own, so a rebuild is incremental), and validates every shipped config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BUILDER_VERSION=v0.163.0
+BUILDER_VERSION=v0.159.0
 BIN=collector-build/auditrace-collector
 MIN_GO=1.25
 

@@ -69,6 +69,7 @@ if (require.main === module) {
       console.log(`${path.basename(file)} updated`);
     }
   }
+  if (!require('./k8s.js').run(process.argv.includes('--check'))) stale = true;
   if (stale) process.exit(1);
 }
 

@@ -17,6 +17,9 @@ import { createRedactor, toJsonLine } from './serialize';
 import { HashChain, readPreviousChain } from './chain';
 import type { SerializeLimits } from './serialize';
 
+/** Distinct client addresses one process labels failure metrics with. */
+const MAX_ADDRESSES = 1000;
+
 const SEVERITY_NUMBER: Record<string, SeverityNumber> = {
   INFO: SeverityNumber.INFO, WARN: SeverityNumber.WARN, ERROR: SeverityNumber.ERROR, CRITICAL: SeverityNumber.FATAL,
 };
@@ -38,6 +41,8 @@ export class Auditor {
   private readonly warnings = new RateLimitedWarnings(60_000);
   private internalErrors = 0;
   private chain: HashChain | undefined;
+  private events: import('@opentelemetry/api').Counter | undefined;
+  private readonly addresses = new Set<string>();
 
   private init(): void {
     const started = current();
@@ -103,6 +108,11 @@ export class Auditor {
   private registerMetrics(): void {
     const meter = metrics.getMeter('auditrace', version);
     const sink = () => this.sink?.stats();
+    this.events = meter.createCounter('auditrace.audit.events', {
+      description: 'Audit events by name and outcome; failures also by client address (at most '
+        + `${MAX_ADDRESSES} distinct addresses per process, the rest as "other")`,
+      unit: '{event}',
+    });
     meter.createObservableCounter('auditrace.audit.records', {
       description: 'Audit records written to the durable destination', unit: '{record}',
     }).addCallback((r) => { const s = sink(); if (s) r.observe(s.written); });
@@ -159,6 +169,7 @@ export class Auditor {
         this.warnings.warn(`problems:${record['event.name']}`,
           `audit ${String(record['event.name'])}: ${problems.join('; ')} (the record was written with audit.problems)`);
       }
+      this.count(record);
       if (span?.isRecording()) this.linkToSpan(span, record);
       if (this.config.audit.otlp) this.emitLog(record);
       return record['audit.id'] as string;
@@ -167,6 +178,33 @@ export class Auditor {
       this.warnings.warn('internal', `audit record could not be written (${err instanceof Error ? err.message : String(err)}); ${this.internalErrors} so far`);
       return '';
     }
+  }
+
+  /**
+   * The security metric alerting runs on. Client addresses are labels only on failures (that is
+   * where scanning and credential attacks show), and only for the first MAX_ADDRESSES distinct
+   * ones, which bounds the series a process can create.
+   */
+  private count(record: Record<string, unknown>): void {
+    if (!this.events) return;
+    const name = record['event.name'] as string;
+    if (name.startsWith('audit_c')) return;
+    const attrs: Record<string, string> = { 'event.name': name, 'event.outcome': record['event.outcome'] as string };
+    const addr = record['client.address'];
+    if (record['event.outcome'] === 'failure' && typeof addr === 'string') {
+      if (this.addresses.has(addr) || this.addresses.size < MAX_ADDRESSES) {
+        this.addresses.add(addr);
+        attrs['client.address'] = addr;
+      } else {
+        attrs['client.address'] = 'other';
+      }
+    }
+    const route = record['http.route'];
+    if (typeof route === 'string' && route.length <= 128) attrs['http.route'] = route;
+    else if (name === 'http_request' && record['http.response.status_code'] === 404) attrs['http.route'] = 'unmatched';
+    if (typeof record['http.response.status_code'] === 'number') attrs['http.response.status_code'] = String(record['http.response.status_code']);
+    if (typeof record['token.failure'] === 'string') attrs['token.failure'] = record['token.failure'];
+    this.events.add(1, attrs);
   }
 
   private linkToSpan(span: Span, record: Record<string, unknown>): void {
