@@ -18,6 +18,11 @@ function cleanEnv() {
   return env;
 }
 
+let auditFiles = 0;
+function defaultAuditFile() {
+  return path.join(require('node:os').tmpdir(), `auditrace-test-${process.pid}-${++auditFiles}.jsonl`);
+}
+
 /**
  * @param {string} app path relative to test/fixtures, or absolute
  * @param {{ preload?: 'require'|'import'|'none', env?: object, args?: string[], cwd?: string, nodeArgs?: string[] }} opts
@@ -28,7 +33,8 @@ function startApp(app, opts = {}) {
   const file = path.isAbsolute(app) ? app : path.join(FIXTURES, app);
   const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), ...flags, file, ...(opts.args ?? [])], {
     cwd: opts.cwd ?? path.dirname(file),
-    env: { ...cleanEnv(), ...(opts.env ?? {}) },
+    // Apps that audit without naming a file would otherwise leave one in the fixtures folder.
+    env: { ...cleanEnv(), AUDITRACE_AUDIT_FILE: defaultAuditFile(), ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stdout = '';
