@@ -33,7 +33,7 @@ async function main() {
   const common = { OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '200', OTEL_METRICS_EXPORTER: 'none' };
   console.log(`OTLP receiver (standing in for a collector) at ${rx.url}\n`);
   const users = startApp(path.join(EXAMPLES, 'users.js'), {
-    env: { ...common, OTEL_SERVICE_NAME: 'users', K8S_NAMESPACE_NAME: 'shop', K8S_POD_NAME: 'users-5c9d-7kq2p', K8S_CONTAINER_NAME: 'users' },
+    env: { ...common, OTEL_SERVICE_NAME: 'users', AUDITRACE_TRUSTED_PROXIES: 'loopback', K8S_NAMESPACE_NAME: 'shop', K8S_POD_NAME: 'users-5c9d-7kq2p', K8S_CONTAINER_NAME: 'users' },
   });
   const [, usersPort] = await users.waitForOutput(/listening (\d+)/);
   const edge = startApp(path.join(EXAMPLES, 'edge.js'), {

@@ -12,11 +12,12 @@ const indent = (text, n) => text.trimEnd().split('\n').map((l) => (l ? ' '.repea
 /** agent.yaml with the gateway tier reached through the loadbalancing exporter (trace-id affinity). */
 function agentForKubernetes() {
   const agent = read('agent.yaml');
+  // Added before the plain OTLP/HTTP exporter, which stays for metrics (the load balancer routes
+  // metrics only by service or resource, not by trace id).
   const start = agent.indexOf('  otlp_http/gateway:');
-  const end = agent.indexOf('\nservice:');
   const lb = `  # Kubernetes: one exporter per gateway replica, found through the headless Service; every record
   # and span of one trace goes to the same replica. The queue in front of it is on disk.
-  loadbalancing/gateway:
+  load_balancing/gateway:
     routing_key: traceID
     sending_queue:
       enabled: true
@@ -42,7 +43,9 @@ function agentForKubernetes() {
 `;
   const header = '# Generated from collector-config/agent.yaml by scripts/k8s.js (npm run docs): the agent for\n'
     + '# Kubernetes, exporting through the loadbalancing exporter. Do not edit by hand.\n';
-  return header + (agent.slice(0, start) + lb + agent.slice(end)).replace(/exporters: \[otlp_http\/gateway\]/g, 'exporters: [loadbalancing/gateway]');
+  const withLb = agent.slice(0, start) + lb + agent.slice(start);
+  // Logs and traces through the load balancer; metrics keep the gateway Service.
+  return header + withLb.replace(/(\n    (?:logs\/audit|logs|traces):\n(?:      .*\n)*?      exporters: )\[otlp_http\/gateway\]/g, '$1[load_balancing/gateway]');
 }
 
 const DOWNWARD_API = `            # Instance identity from the downward API (see README "Kubernetes identity").
