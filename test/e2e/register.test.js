@@ -237,7 +237,8 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
 
   describe('context propagation between two services', () => {
     it('makes the backend\'s SERVER span a child of the frontend\'s CLIENT span, in one trace', async () => {
-      const backend = await launch('svc-backend.js', { env: { OTEL_SERVICE_NAME: 'backend' } });
+      // Trace context is continued only from trusted peers: the frontend calls from loopback.
+      const backend = await launch('svc-backend.js', { env: { OTEL_SERVICE_NAME: 'backend', AUDITRACE_TRUSTED_PROXIES: 'loopback' } });
       const frontend = await launch('svc-frontend.js', {
         env: { OTEL_SERVICE_NAME: 'frontend', BACKEND_URL: `http://127.0.0.1:${backend.port}` },
       });
