@@ -4,6 +4,31 @@ import { writeLine } from './diagnostics';
 type Stop = () => Promise<boolean>;
 type Flush = () => Promise<unknown>;
 
+const finalizers: (() => void)[] = [];
+
+/**
+ * Synchronous work that must happen on every way out: 'exit' (process.exit, natural end) and right
+ * before we re-raise a signal, where 'exit' never fires. Runs once.
+ */
+export function onFinalExit(fn: () => void): void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    try {
+      fn();
+    } catch {
+      // the last act of a dying process must not throw
+    }
+  };
+  finalizers.push(once);
+  process.once('exit', once);
+}
+
+function runFinalizers(): void {
+  for (const f of finalizers) f();
+}
+
 /**
  * Flushes on SIGTERM/SIGINT and then lets the process end as it would have without us: when no
  * other handler listens, our handler removes itself and re-raises the signal, so the process dies
@@ -25,7 +50,10 @@ export function installShutdownHooks(stop: Stop, flush: Flush, quiet: boolean): 
       process.removeListener(signal, handler);
       stop().finally(() => {
         if (!quiet) writeLine(`auditrace: telemetry flushed after ${signal}`);
-        if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+        if (process.listenerCount(signal) === 0) {
+          runFinalizers();
+          process.kill(process.pid, signal);
+        }
       });
     };
     handlers.set(signal, handler);

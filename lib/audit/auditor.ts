@@ -6,6 +6,7 @@ import { RateLimitedWarnings, writeLine } from '../diagnostics';
 import { processIdentity } from '../identity';
 import { currentRequest } from '../request-context';
 import { current } from '../start';
+import { onFinalExit } from '../shutdown';
 import { version } from '../version';
 import { catalogue, functionName } from './catalogue';
 import type { AuditFunctions, EventName, Outcome, Severity } from './catalogue';
@@ -76,9 +77,10 @@ export class Auditor {
     });
     this.registerMetrics();
     this.startChain();
-    // Synchronous, so it runs on every exit path that runs JS at all: the chain's end, a final fsync.
-    process.once('exit', () => {
-      this.emit('audit_chain_end', { 'audit.checkpoint.records': this.chain?.nextSeq ?? 0 }, {});
+    // On every way out that runs JS at all (exit, or our re-raised SIGTERM): the chain's end and a
+    // final fsync. A SIGKILL leaves the chain open, which `auditrace verify` reports as such.
+    onFinalExit(() => {
+      context.with(ROOT_CONTEXT, () => this.emit('audit_chain_end', { 'audit.checkpoint.records': this.chain?.nextSeq ?? 0 }, {}));
       this.sink?.close();
     });
   }

@@ -1,0 +1,199 @@
+/**
+ * OTLP/JSON (as the collector's file exporter writes it) back to what auditrace wrote.
+ *
+ * An audit record tailed by the agent arrives as a log record whose attributes are the original
+ * record's fields (the agent's `json_parser` parses the line into attributes and keeps every field,
+ * `time`, `severity`, `trace_id`, `span_id` included); the collector adds `log.file.*`, which is not
+ * part of the record. Converting the attributes back gives an object whose RFC 8785 form is the
+ * original line's, so the hash chain verifies from the archive as from the file: integers that
+ * arrive as doubles (200.0) are the same JavaScript number, and canonical form prints numbers the
+ * ECMAScript way.
+ */
+
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+interface AnyValue {
+  stringValue?: string;
+  boolValue?: boolean;
+  intValue?: string | number;
+  doubleValue?: number | string;
+  arrayValue?: { values?: AnyValue[] };
+  kvlistValue?: { values?: KeyValue[] };
+  bytesValue?: string;
+}
+interface KeyValue { key: string; value?: AnyValue }
+
+/** A plain object without prototype: a `__proto__` key stays an ordinary key, as JSON.parse makes it. */
+function record(): Record<string, Json> {
+  return Object.create(null) as Record<string, Json>;
+}
+
+export function anyValue(v: AnyValue | undefined | null): Json {
+  if (v === undefined || v === null || typeof v !== 'object') return null;
+  if (v.stringValue !== undefined) return v.stringValue;
+  if (v.boolValue !== undefined) return v.boolValue;
+  if (v.intValue !== undefined) return Number(v.intValue);
+  if (v.doubleValue !== undefined) return Number(v.doubleValue);
+  if (v.arrayValue !== undefined) return (v.arrayValue?.values ?? []).map((x) => anyValue(x));
+  if (v.kvlistValue !== undefined) return kvlist(v.kvlistValue?.values);
+  if (v.bytesValue !== undefined) return v.bytesValue;
+  return null;
+}
+
+export function kvlist(values: KeyValue[] | undefined, skip?: (key: string) => boolean): Record<string, Json> {
+  const out = record();
+  if (!Array.isArray(values)) return out;
+  for (const kv of values) {
+    if (!kv || typeof kv.key !== 'string') continue;
+    if (skip && skip(kv.key)) continue;
+    out[kv.key] = anyValue(kv.value);
+  }
+  return out;
+}
+
+const notRecordField = (key: string): boolean => key.startsWith('log.file.');
+
+export interface OtlpLogRecord {
+  timeUnixNano?: string | number;
+  observedTimeUnixNano?: string | number;
+  severityText?: string;
+  attributes?: KeyValue[];
+  traceId?: string;
+  spanId?: string;
+  eventName?: string;
+}
+
+export interface ArchivedRecord {
+  record: Record<string, Json>;
+  /** Index of the log record within the export request (across resources and scopes). */
+  index: number;
+  /**
+   * The record as tailed from an audit file (`log.file.*` present, or not emitted by auditrace's
+   * own OTLP logger): the chain's bytes. A copy emitted over OTLP (`AUDITRACE_AUDIT_OTLP=true`)
+   * lacks `time`/`trace_id`/`span_id` and is not hashed; trail still uses it.
+   */
+  tailed: boolean;
+}
+
+/** RFC 3339 with microseconds, as auditrace writes `time`, from Unix nanoseconds. */
+export function timeFromNanos(nanos: string | number): string | undefined {
+  const s = String(nanos);
+  if (!/^\d{10,}$/.test(s)) return undefined;
+  const micros = Number(s.slice(0, -3));
+  const ms = Math.floor(micros / 1000);
+  const d = new Date(ms);
+  if (Number.isNaN(d.getTime())) return undefined;
+  return `${d.toISOString().slice(0, 19)}.${String(micros % 1_000_000).padStart(6, '0')}Z`;
+}
+
+/** The audit records of one logs export request. */
+export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
+  const out: ArchivedRecord[] = [];
+  const resourceLogs = (req as { resourceLogs?: unknown[] })?.resourceLogs;
+  if (!Array.isArray(resourceLogs)) return out;
+  let index = 0;
+  for (const rl of resourceLogs as { scopeLogs?: { scope?: { name?: string }; logRecords?: OtlpLogRecord[] }[] }[]) {
+    for (const sl of rl?.scopeLogs ?? []) {
+      const otlpCopy = sl?.scope?.name === 'auditrace.audit';
+      for (const lr of sl?.logRecords ?? []) {
+        const attrs = lr?.attributes ?? [];
+        const tailed = !otlpCopy || attrs.some((kv) => typeof kv?.key === 'string' && kv.key.startsWith('log.file.'));
+        const rec = kvlist(attrs, notRecordField);
+        if (!tailed) {
+          // auditrace's own OTLP copy: what the log record carries outside its attributes.
+          if (rec.time === undefined && lr.timeUnixNano !== undefined) {
+            const t = timeFromNanos(lr.timeUnixNano);
+            if (t) rec.time = t;
+          }
+          if (rec.trace_id === undefined && lr.traceId) rec.trace_id = lr.traceId;
+          if (rec.span_id === undefined && lr.spanId) rec.span_id = lr.spanId;
+        }
+        out.push({ record: rec, index, tailed });
+        index++;
+      }
+    }
+  }
+  return out;
+}
+
+export const SPAN_KINDS = ['UNSPECIFIED', 'INTERNAL', 'SERVER', 'CLIENT', 'PRODUCER', 'CONSUMER'] as const;
+
+export interface SpanInfo {
+  traceId: string;
+  spanId: string;
+  parentSpanId: string;
+  name: string;
+  kind: string;
+  /** Microseconds since the epoch. */
+  start: number;
+  end: number;
+  status: { code: 'UNSET' | 'OK' | 'ERROR'; message?: string };
+  attributes: Record<string, Json>;
+  resource: Record<string, Json>;
+  links: { traceId: string; spanId: string }[];
+  /** Where it was read. */
+  where: string;
+}
+
+function micros(nanos: unknown): number {
+  const s = String(nanos ?? '');
+  return /^\d{4,}$/.test(s) ? Number(s.slice(0, -3)) : 0;
+}
+
+function spanKind(k: unknown): string {
+  if (typeof k === 'number') return SPAN_KINDS[k] ?? 'UNSPECIFIED';
+  if (typeof k === 'string') return k.replace(/^SPAN_KIND_/, '');
+  return 'UNSPECIFIED';
+}
+
+function statusCode(c: unknown): 'UNSET' | 'OK' | 'ERROR' {
+  if (c === 1 || c === 'STATUS_CODE_OK') return 'OK';
+  if (c === 2 || c === 'STATUS_CODE_ERROR') return 'ERROR';
+  return 'UNSET';
+}
+
+interface OtlpSpan {
+  traceId?: string; spanId?: string; parentSpanId?: string; name?: string; kind?: number | string;
+  startTimeUnixNano?: string | number; endTimeUnixNano?: string | number; attributes?: KeyValue[];
+  status?: { code?: number | string; message?: string }; links?: { traceId?: string; spanId?: string }[];
+}
+
+/** The spans of one traces export request that `want` accepts (decided before anything is copied). */
+export function spansOfTracesRequest(req: unknown, where: string, want: (traceId: string, attrs: KeyValue[]) => boolean): SpanInfo[] {
+  const out: SpanInfo[] = [];
+  const resourceSpans = (req as { resourceSpans?: unknown[] })?.resourceSpans;
+  if (!Array.isArray(resourceSpans)) return out;
+  let index = 0;
+  for (const rs of resourceSpans as { resource?: { attributes?: KeyValue[] }; scopeSpans?: { spans?: OtlpSpan[] }[] }[]) {
+    let resource: Record<string, Json> | undefined;
+    for (const ss of rs?.scopeSpans ?? []) {
+      for (const s of ss?.spans ?? []) {
+        const i = index++;
+        if (!s || typeof s.traceId !== 'string' || !want(s.traceId, s.attributes ?? [])) continue;
+        resource ??= kvlist(rs.resource?.attributes);
+        const status = statusCode(s.status?.code);
+        out.push({
+          traceId: s.traceId,
+          spanId: String(s.spanId ?? ''),
+          parentSpanId: String(s.parentSpanId ?? ''),
+          name: String(s.name ?? ''),
+          kind: spanKind(s.kind),
+          start: micros(s.startTimeUnixNano),
+          end: micros(s.endTimeUnixNano),
+          status: s.status?.message ? { code: status, message: s.status.message } : { code: status },
+          attributes: kvlist(s.attributes),
+          resource,
+          links: (s.links ?? []).map((l) => ({ traceId: String(l?.traceId ?? ''), spanId: String(l?.spanId ?? '') })),
+          where: `${where}#${i}`,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** A string attribute's value without converting the whole list. */
+export function stringAttr(attrs: KeyValue[], key: string): string | undefined {
+  for (const kv of attrs) if (kv?.key === key) return kv.value?.stringValue;
+  return undefined;
+}

@@ -1,0 +1,317 @@
+import { createHash } from 'node:crypto';
+import type { Hash } from 'node:crypto';
+import { canonicalize, checkpointMac } from '../audit/chain';
+import { recordsOfLogsRequest } from './otlp';
+
+/**
+ * The per-line work of `auditrace verify`, free of shared state so that worker threads can do it:
+ * parse each line once, canonicalise the record (RFC 8785, `canonicalize` of lib/audit/chain.ts),
+ * hash it (SHA-256, and HMAC-SHA256 when a key is given), verify checkpoint MACs, and hand back
+ * compact typed arrays. Everything that needs the whole input (order, gaps, duplicates, links) is
+ * decided by the caller from these results (verify.ts).
+ */
+
+export type BlockKind = 'local' | 'archive';
+
+export interface Special {
+  /** Index of the record in the block result. */
+  i: number;
+  event: string;
+  time: string;
+  alg?: string;
+  previous?: string;
+  previousSeq?: number;
+  /** `audit.checkpoint.records`. */
+  records?: number;
+  intervalMs?: number;
+  /** MAC of a checkpoint/chain end: verified with the key, not verifiable (no key), or absent. */
+  mac?: 'ok' | 'bad' | 'missing' | 'unchecked';
+}
+
+export interface ChainMeta {
+  chain: string;
+  service?: string;
+  instance?: string;
+  pod?: string;
+  firstTime?: string;
+  lastTime?: string;
+  /** Highest seq in the block, and its hashes both ways when a key is given (for the next chain's start). */
+  maxSeq: number;
+  tailK?: Uint8Array;
+  tailU?: Uint8Array;
+}
+
+export type ProblemKind = 'not-json' | 'torn' | 'no-chain' | 'bad-chain-field' | 'not-otlp';
+
+export interface BlockProblem {
+  /** Line offset within the block (0-based). */
+  line: number;
+  batch: number;
+  kind: ProblemKind;
+  message: string;
+}
+
+export interface BlockResult {
+  id: number;
+  lines: number;
+  /** Records with chain fields. */
+  n: number;
+  /** All records seen (with or without chain fields). */
+  records: number;
+  otlpCopies: number;
+  chains: ChainMeta[];
+  chainIdx: Uint32Array;
+  seq: Float64Array;
+  line: Uint32Array;
+  batch: Int32Array;
+  /** Bit 1: keyed hash present, bit 2: plain hash present. */
+  has: Uint8Array;
+  hashK: Uint8Array;
+  hashU: Uint8Array;
+  prev: Uint8Array;
+  /** 0: no `audit.prev`, 1: read, 2: not 64 hex digits. */
+  prevState: Uint8Array;
+  specials: Special[];
+  problems: BlockProblem[];
+}
+
+export const HAS_K = 1;
+export const HAS_U = 2;
+
+/** HMAC-SHA256 with the key's pads hashed once: RFC 2104 on `createHash` states that are copied per record. */
+export class Hasher {
+  private readonly inner: Hash | undefined;
+  private readonly outer: Hash | undefined;
+
+  constructor(readonly key: Buffer | undefined) {
+    if (!key) return;
+    let k = key;
+    if (k.length > 64) k = createHash('sha256').update(k).digest();
+    const ipad = Buffer.alloc(64, 0x36);
+    const opad = Buffer.alloc(64, 0x5c);
+    for (let i = 0; i < k.length; i++) {
+      ipad[i]! ^= k[i]!;
+      opad[i]! ^= k[i]!;
+    }
+    this.inner = createHash('sha256').update(ipad);
+    this.outer = createHash('sha256').update(opad);
+  }
+
+  plain(canonical: string): Buffer {
+    return createHash('sha256').update(canonical).digest();
+  }
+
+  keyed(canonical: string): Buffer {
+    return this.outer!.copy().update(this.inner!.copy().update(canonical).digest()).digest();
+  }
+}
+
+const CHAIN_EVENTS = new Set(['audit_chain_start', 'audit_checkpoint', 'audit_chain_end']);
+
+class Growable {
+  n = 0;
+  cap: number;
+  chainIdx: Uint32Array; seq: Float64Array; line: Uint32Array; batch: Int32Array; has: Uint8Array;
+  hashK: Uint8Array; hashU: Uint8Array; prev: Uint8Array; prevState: Uint8Array;
+
+  constructor(cap: number) {
+    this.cap = cap;
+    this.chainIdx = new Uint32Array(cap); this.seq = new Float64Array(cap); this.line = new Uint32Array(cap);
+    this.batch = new Int32Array(cap); this.has = new Uint8Array(cap); this.hashK = new Uint8Array(cap * 32);
+    this.hashU = new Uint8Array(cap * 32); this.prev = new Uint8Array(cap * 32); this.prevState = new Uint8Array(cap);
+  }
+
+  grow(): void {
+    const cap = this.cap * 2;
+    const g = <T extends Uint8Array | Uint32Array | Int32Array | Float64Array>(a: T, per = 1): T => {
+      const b = new (a.constructor as new (n: number) => T)(cap * per);
+      b.set(a);
+      return b;
+    };
+    this.chainIdx = g(this.chainIdx); this.seq = g(this.seq); this.line = g(this.line); this.batch = g(this.batch);
+    this.has = g(this.has); this.hashK = g(this.hashK, 32); this.hashU = g(this.hashU, 32); this.prev = g(this.prev, 32);
+    this.prevState = g(this.prevState);
+    this.cap = cap;
+  }
+
+  private prevView: Buffer | undefined;
+
+  /** `prev` as a Buffer, for hex writes without a copy. */
+  prevBytes(): Buffer {
+    if (!this.prevView || this.prevView.buffer !== this.prev.buffer) this.prevView = Buffer.from(this.prev.buffer, this.prev.byteOffset, this.prev.byteLength);
+    return this.prevView;
+  }
+
+  trimmed<T extends Uint8Array | Uint32Array | Int32Array | Float64Array>(a: T, per = 1): T {
+    return a.slice(0, this.n * per) as T;
+  }
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/**
+ * Processes one block. `knownAlg` is the caller's (worker's) knowledge of each chain's algorithm,
+ * learnt from chain starts: with a key, a record of a chain of unknown algorithm is hashed both
+ * ways; once known, only the one way.
+ */
+export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn: boolean, hasher: Hasher,
+  knownAlg: Map<string, string>): BlockResult {
+  const text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8');
+  const key = hasher.key;
+  const out = new Growable(Math.max(64, Math.ceil(text.length / 400)));
+  const chains: ChainMeta[] = [];
+  const chainIndex = new Map<string, number>();
+  const tailCanonical: (string | undefined)[] = [];
+  const specials: Special[] = [];
+  const problems: BlockProblem[] = [];
+  let records = 0;
+  let otlpCopies = 0;
+
+  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number): void => {
+    records++;
+    const chain = rec['audit.chain'];
+    const seq = rec['audit.seq'];
+    if (typeof chain !== 'string' || seq === undefined) {
+      problems.push({ line: lineNo, batch, kind: 'no-chain', message: rec['audit.id'] === undefined
+        ? 'not an audit record (no audit.id, audit.chain, audit.seq)'
+        : `record ${String(rec['audit.id'])} has no audit.chain/audit.seq: not written by auditrace's hash chain (inserted?)` });
+      return;
+    }
+    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) {
+      problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `audit.seq ${JSON.stringify(seq)} is not a non-negative integer (modified record)` });
+      return;
+    }
+    let c = chainIndex.get(chain);
+    if (c === undefined) {
+      c = chains.length;
+      chainIndex.set(chain, c);
+      chains.push({ chain, maxSeq: -1 });
+      tailCanonical.push(undefined);
+    }
+    const meta = chains[c]!;
+    const time = typeof rec.time === 'string' ? rec.time : undefined;
+    if (meta.service === undefined && typeof rec['service.name'] === 'string') meta.service = rec['service.name'];
+    if (meta.instance === undefined && typeof rec['service.instance.id'] === 'string') meta.instance = rec['service.instance.id'];
+    if (meta.pod === undefined && typeof rec['k8s.pod.name'] === 'string') meta.pod = rec['k8s.pod.name'];
+    if (time !== undefined) {
+      if (meta.firstTime === undefined || time < meta.firstTime) meta.firstTime = time;
+      if (meta.lastTime === undefined || time > meta.lastTime) meta.lastTime = time;
+    }
+    const event = rec['event.name'];
+    if (event === 'audit_chain_start' && typeof rec['audit.chain.alg'] === 'string' && !knownAlg.has(chain)) {
+      knownAlg.set(chain, rec['audit.chain.alg']);
+    }
+    let canon: string;
+    try {
+      canon = canonicalize(rec);
+    } catch (err) {
+      problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `cannot be canonicalised (${(err as Error).message})` });
+      return;
+    }
+    if (out.n === out.cap) out.grow();
+    const i = out.n++;
+    out.chainIdx[i] = c;
+    out.seq[i] = seq;
+    out.line[i] = lineNo;
+    out.batch[i] = batch;
+    const alg = knownAlg.get(chain);
+    let has = 0;
+    if (key && alg !== 'sha256') {
+      out.hashK.set(hasher.keyed(canon), i * 32);
+      has |= HAS_K;
+    }
+    if (!key || alg !== 'hmac-sha256') {
+      out.hashU.set(hasher.plain(canon), i * 32);
+      has |= HAS_U;
+    }
+    out.has[i] = has;
+    const prev = rec['audit.prev'];
+    if (prev === undefined) {
+      out.prevState[i] = 0;
+    } else if (typeof prev === 'string' && prev.length === 64 && out.prevBytes().write(prev, i * 32, 32, 'hex') === 32 && HEX64.test(prev)) {
+      out.prevState[i] = 1;
+    } else {
+      out.prevState[i] = 2;
+    }
+    if (seq > meta.maxSeq) {
+      meta.maxSeq = seq;
+      tailCanonical[c] = canon;
+    }
+    if (seq === 0 || (typeof event === 'string' && CHAIN_EVENTS.has(event))) {
+      const s: Special = { i, event: String(event), time: time ?? '' };
+      if (event === 'audit_chain_start') {
+        if (typeof rec['audit.chain.alg'] === 'string') s.alg = rec['audit.chain.alg'];
+        if (typeof rec['audit.chain.previous'] === 'string') s.previous = rec['audit.chain.previous'];
+        if (typeof rec['audit.chain.previous_seq'] === 'number') s.previousSeq = rec['audit.chain.previous_seq'];
+      } else if (event === 'audit_checkpoint' || event === 'audit_chain_end') {
+        if (typeof rec['audit.checkpoint.records'] === 'number') s.records = rec['audit.checkpoint.records'];
+        if (typeof rec['audit.checkpoint.interval_ms'] === 'number') s.intervalMs = rec['audit.checkpoint.interval_ms'];
+        const mac = rec['audit.checkpoint.mac'];
+        if (typeof mac !== 'string') s.mac = 'missing';
+        else if (!key) s.mac = 'unchecked';
+        else s.mac = checkpointMac(rec, key) === mac ? 'ok' : 'bad';
+      }
+      specials.push(s);
+    }
+  };
+
+  let lineNo = 0;
+  let pos = 0;
+  const len = text.length;
+  while (pos < len) {
+    let nl = text.indexOf('\n', pos);
+    if (nl < 0) nl = len;
+    const line = text.slice(pos, nl);
+    pos = nl + 1;
+    const ln = lineNo++;
+    if (line.length === 0 || (line.length === 1 && line === '\r')) continue;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      problems.push(torn
+        ? { line: ln, batch: -1, kind: 'torn', message: kind === 'local'
+          ? `torn last line (${Buffer.byteLength(line)} bytes without newline: a crash mid-write?) (skipped)`
+          : `incomplete line (${Buffer.byteLength(line)} bytes) cut by damage to the zstd stream (skipped)` }
+        : { line: ln, batch: -1, kind: 'not-json', message: 'not JSON (skipped)' });
+      continue;
+    }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      problems.push({ line: ln, batch: -1, kind: 'not-json', message: 'not a JSON object (skipped)' });
+      continue;
+    }
+    if (kind === 'local') {
+      addRecord(parsed as Record<string, unknown>, ln, -1);
+      continue;
+    }
+    const obj = parsed as Record<string, unknown>;
+    if (obj.resourceLogs !== undefined) {
+      for (const r of recordsOfLogsRequest(obj)) {
+        if (!r.tailed) { otlpCopies++; continue; }
+        addRecord(r.record, ln, r.index);
+      }
+    } else if (obj.resourceSpans === undefined && obj.resourceMetrics === undefined) {
+      problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: 'not an OTLP/JSON export request (skipped)' });
+    }
+  }
+
+  for (let c = 0; c < chains.length; c++) {
+    const canon = tailCanonical[c];
+    if (canon !== undefined && key) {
+      chains[c]!.tailK = hasher.keyed(canon);
+      chains[c]!.tailU = hasher.plain(canon);
+    }
+  }
+  return {
+    id, lines: lineNo, n: out.n, records, otlpCopies, chains,
+    chainIdx: out.trimmed(out.chainIdx), seq: out.trimmed(out.seq), line: out.trimmed(out.line), batch: out.trimmed(out.batch),
+    has: out.trimmed(out.has), hashK: key ? out.trimmed(out.hashK, 32) : new Uint8Array(0), hashU: out.trimmed(out.hashU, 32),
+    prev: out.trimmed(out.prev, 32), prevState: out.trimmed(out.prevState), specials, problems,
+  };
+}
+
+/** The ArrayBuffers of a result, for a zero-copy postMessage. */
+export function transferList(r: BlockResult): ArrayBuffer[] {
+  return [r.chainIdx, r.seq, r.line, r.batch, r.has, r.hashK, r.hashU, r.prev, r.prevState]
+    .map((a) => a.buffer as ArrayBuffer);
+}
