@@ -29,7 +29,7 @@ describe('npm run demo', function () {
     assert.match(trail, /client 127\.0\.0\.2 \(original external address\)/);
     assert.match(trail, /sensitive_read/);
     assert.match(trail, /request\.id\.untrusted=totally-legit-0001/);
-    assert.ok(trail.indexOf('edge ') < trail.indexOf('orders ') && trail.indexOf('orders ') < trail.indexOf('users '));
+    assert.match(trail, /^edge {2}instance [\s\S]*^\S+ orders {2}instance [\s\S]*^\S+ +\S+ users {2}instance /m, 'users nested under orders under edge');
   });
 
   it('finds every hash chain intact', () => {
