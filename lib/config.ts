@@ -505,6 +505,8 @@ export function formatConfigError(e: ConfigError): string {
 }
 
 function deepFreeze<T>(o: T): T {
+  // Buffers (the HMAC key) cannot be frozen; they are never exposed outside the config anyway.
+  if (ArrayBuffer.isView(o)) return o;
   if (o && typeof o === 'object' && !Object.isFrozen(o)) {
     Object.freeze(o);
     for (const v of Object.values(o as object)) deepFreeze(v);

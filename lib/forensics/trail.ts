@@ -54,7 +54,7 @@ export function uuidv7Millis(id: string): number | undefined {
 
 /** The up-to-five request ids whose records are nearest to a reference time. */
 class Nearest {
-  private readonly best = new Map<string, { d: number; time: string; service: string }>();
+  private readonly best = new Map<string, { d: number; time: string | number; service: string }>();
   private worst = Infinity;
 
   constructor(private readonly target: number | undefined, private readonly size = 5) {}
@@ -69,7 +69,8 @@ class Nearest {
     return this.best.size < this.size || d < this.worst;
   }
 
-  offer(requestId: string, d: number, time: string, service: string): void {
+  /** `time`: as written, or microseconds (formatted only for the five kept). */
+  offer(requestId: string, d: number, time: string | number, service: string): void {
     const cur = this.best.get(requestId);
     if (cur) {
       if (d < cur.d) this.best.set(requestId, { d, time, service });
@@ -84,12 +85,14 @@ class Nearest {
         this.best.delete(worstKey);
       }
     }
-    this.worst = this.best.size < this.size ? Infinity : Math.max(...[...this.best.values()].map((v) => v.d));
+    let worst = -Infinity;
+    for (const v of this.best.values()) if (v.d > worst) worst = v.d;
+    this.worst = this.best.size < this.size ? Infinity : worst;
   }
 
   list(): Suggestion[] {
     return [...this.best.entries()].sort((a, b) => a[1].d - b[1].d)
-      .map(([requestId, v]) => ({ requestId, time: v.time, service: v.service }));
+      .map(([requestId, v]) => ({ requestId, time: typeof v.time === 'number' ? isoMicros(v.time) : v.time, service: v.service }));
   }
 }
 
@@ -132,32 +135,26 @@ function indexBlock(block: Block, nearest: Nearest): void {
     return;
   }
   if (block.input.signal === 'traces') return;
-  // Archive: each log record starts with its timeUnixNano; its request id and service name are
-  // attributes after it. Forward scans only: a batch line holds thousands of records.
-  let lineStart = 0;
-  while (lineStart < buf.length) {
-    let lineEnd = buf.indexOf(NL, lineStart);
-    if (lineEnd < 0) lineEnd = buf.length;
-    let t = buf.indexOf(OTLP_TIME, lineStart);
-    while (t >= 0 && t < lineEnd) {
-      let next = buf.indexOf(OTLP_TIME, t + OTLP_TIME.length);
-      if (next < 0 || next > lineEnd) next = -1;
-      const recEnd = next < 0 ? lineEnd : next;
-      const p = buf.indexOf(OTLP_REQ, t);
-      if (p >= 0 && p < recEnd) {
-        const nanos = stringAt(buf, t + OTLP_TIME.length, recEnd);
-        const micros = nanos && nanos.length > 3 ? Number(nanos.slice(0, -3)) : NaN;
-        const d = nearest.distance(micros);
-        if (Number.isFinite(d) && nearest.wants(d)) {
-          const rid = stringAt(buf, p + OTLP_REQ.length, recEnd);
-          const s = buf.indexOf(OTLP_SERVICE, t);
-          const service = s >= 0 && s < recEnd ? stringAt(buf, s + OTLP_SERVICE.length, recEnd) ?? '' : '';
-          if (rid) nearest.offer(rid, d, isoMicros(micros), service);
-        }
-      }
-      t = next;
-    }
-    lineStart = lineEnd + 1;
+  // Archive: each request id attribute, with the timeUnixNano that opens its log record (a short
+  // scan back) and, only for a candidate, the service name after it. Never a scan back to the start
+  // of a line: a batch line holds thousands of records.
+  let prevReq = -1;
+  for (let p = buf.indexOf(OTLP_REQ); p >= 0; p = buf.indexOf(OTLP_REQ, p + OTLP_REQ.length)) {
+    const t = buf.lastIndexOf(OTLP_TIME, p);
+    const floor = prevReq;
+    prevReq = p;
+    if (t < 0 || t < floor) continue; // a record without timeUnixNano: no time to rank it by
+    const nanos = stringAt(buf, t + OTLP_TIME.length, p);
+    const micros = nanos && nanos.length > 3 ? Number(nanos.slice(0, -3)) : NaN;
+    const d = nearest.distance(micros);
+    if (!Number.isFinite(d) || !nearest.wants(d)) continue;
+    const rid = stringAt(buf, p + OTLP_REQ.length, buf.length);
+    if (!rid) continue;
+    let next = buf.indexOf(OTLP_TIME, p);
+    if (next < 0) next = buf.length;
+    const s = buf.indexOf(OTLP_SERVICE, t);
+    const service = s >= 0 && s < next ? stringAt(buf, s + OTLP_SERVICE.length, next) ?? '' : '';
+    nearest.offer(rid, d, micros, service);
   }
 }
 

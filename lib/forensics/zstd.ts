@@ -22,12 +22,12 @@ import { promisify } from 'node:util';
 export const ZSTD_MAGIC = 0xfd2fb528;
 const MAGIC_BYTES = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 const MAX_BLOCK = 128 * 1024;
-const WINDOW = 8 * 1024 * 1024;
+const WINDOW = 2 * 1024 * 1024;
 /** Frames up to this size (compressed) and with a known or small output are decoded in one call. */
 const ONE_SHOT_MAX = 4 * 1024 * 1024;
 const ONE_SHOT_OUTPUT_MAX = 64 * 1024 * 1024;
 /** Tiny frames are decoded synchronously: a thread-pool round trip costs more than the work. */
-const SYNC_MAX = 64 * 1024;
+const SYNC_MAX = Number(process.env.FX_SYNC_MAX ?? 64 * 1024);
 
 /** Output is produced in chunks of this size: Node's 16 KiB default costs a round trip per 16 KiB. */
 const CHUNK = 1024 * 1024;
@@ -44,6 +44,7 @@ export interface ZstdEvents {
 /** A sliding read window over a file. */
 class Window {
   private buf = Buffer.alloc(0);
+  private spare = Buffer.alloc(0);
   private start = 0;
 
   constructor(private readonly fh: FileHandle, readonly size: number) {}
@@ -52,8 +53,10 @@ class Window {
   async ensure(pos: number, len: number): Promise<number> {
     const end = Math.min(pos + len, this.size);
     if (pos >= this.start && end <= this.start + this.buf.length) return end - pos;
-    const want = Math.min(Math.max(len, WINDOW), this.size - pos);
-    const buf = Buffer.allocUnsafe(Math.max(want, 0));
+    const want = Math.max(0, Math.min(Math.max(len, WINDOW), this.size - pos));
+    // The window's memory is reused: what was handed out of it has been consumed or copied.
+    if (this.spare.length < want) this.spare = Buffer.allocUnsafe(Math.max(want, WINDOW));
+    const buf = this.spare;
     let got = 0;
     while (got < want) {
       const { bytesRead } = await this.fh.read(buf, got, want - got, pos + got);
@@ -163,9 +166,42 @@ async function* streamFrame(path: string, frame: Frame, events: ZstdEvents): Asy
   }
 }
 
+/** Frames decoded at once on the thread pool, ahead of the one being consumed. */
+const AHEAD = 2;
+
+type Pending =
+  | { kind: 'data'; offset: number; length: number; out: Promise<Buffer | Error> }
+  | { kind: 'corrupt'; offset: number; message: string; progress: number };
+
+/** Output in one chunk when the frame states its size: no concatenation of 1 MiB pieces. */
+function chunkFor(frame: Frame): number {
+  return Math.min(Math.max(frame.contentSize !== undefined ? frame.contentSize + 1 : CHUNK, 16 * 1024), ONE_SHOT_OUTPUT_MAX);
+}
+
 /** Yields the decompressed content of every frame of a zstd file, in order. */
 export async function* zstdFile(path: string, events: ZstdEvents): AsyncGenerator<Buffer> {
   const fh = await open(path, 'r');
+  const queue: Pending[] = [];
+  // Hands back queued items in order: data, or damage found while scanning ahead.
+  async function* drain(keep: number): AsyncGenerator<Buffer> {
+    while (queue.length > keep) {
+      const item = queue.shift()!;
+      if (item.kind === 'corrupt') {
+        events.corrupt(item.offset, item.message);
+        events.progress(item.progress);
+        continue;
+      }
+      const out = await item.out;
+      events.progress(item.length);
+      if (out instanceof Error) {
+        const e = out as NodeJS.ErrnoException;
+        if (e.code === 'ERR_BUFFER_TOO_LARGE') yield* streamFrame(path, { offset: item.offset, length: item.length, contentSize: undefined, truncated: false }, events);
+        else events.corrupt(item.offset, `corrupt zstd frame of ${item.length} bytes (${e.message}); skipped`);
+      } else {
+        yield out;
+      }
+    }
+  }
   try {
     const size = (await fh.stat()).size;
     const w = new Window(fh, size);
@@ -180,39 +216,41 @@ export async function* zstdFile(path: string, events: ZstdEvents): AsyncGenerato
         }
         const next = await w.findMagic(pos + Math.max(1, scan.skip));
         const end = next < 0 ? size : next;
-        events.corrupt(pos, `${scan.corrupt}; ${end - pos} byte(s) skipped${next < 0 ? ' to the end of the file' : ` up to the next frame at offset ${next}`}`);
-        events.progress(end - pos);
+        queue.push({ kind: 'corrupt', offset: pos, progress: end - pos,
+          message: `${scan.corrupt}; ${end - pos} byte(s) skipped${next < 0 ? ' to the end of the file' : ` up to the next frame at offset ${next}`}` });
         pos = end;
         continue;
       }
       const frame = scan.frame;
+      pos = frame.offset + frame.length;
+      if (!frame.truncated && frame.length <= ONE_SHOT_MAX && (frame.contentSize ?? 0) <= ONE_SHOT_OUTPUT_MAX
+        && await w.ensure(frame.offset, frame.length) === frame.length) {
+        const opts = { maxOutputLength: ONE_SHOT_OUTPUT_MAX, chunkSize: chunkFor(frame) };
+        let out: Promise<Buffer | Error>;
+        if (frame.length <= SYNC_MAX) {
+          try {
+            out = Promise.resolve(zstdDecompressSync(w.slice(frame.offset, frame.length), opts));
+          } catch (err) {
+            out = Promise.resolve(err as Error);
+          }
+        } else {
+          // A copy: the window moves on while the thread pool works.
+          out = decompressAsync(Buffer.from(w.slice(frame.offset, frame.length)), opts).catch((err: Error) => err);
+        }
+        queue.push({ kind: 'data', offset: frame.offset, length: frame.length, out });
+        yield* drain(AHEAD);
+        continue;
+      }
+      yield* drain(0);
       if (frame.truncated) {
         events.corrupt(frame.offset, `truncated zstd frame: the file ends ${frame.length} byte(s) into it (the writer was interrupted); what it still decodes is kept`);
-        yield* streamFrame(path, frame, events);
-      } else if (frame.length <= ONE_SHOT_MAX && (frame.contentSize ?? 0) <= ONE_SHOT_OUTPUT_MAX
-        && await w.ensure(frame.offset, frame.length) === frame.length) {
-        const bytes = w.slice(frame.offset, frame.length);
-        let out: Buffer | undefined;
-        try {
-          out = frame.length <= SYNC_MAX
-            ? zstdDecompressSync(bytes, { maxOutputLength: ONE_SHOT_OUTPUT_MAX })
-            : await decompressAsync(bytes, { maxOutputLength: ONE_SHOT_OUTPUT_MAX, chunkSize: CHUNK });
-        } catch (err) {
-          const e = err as NodeJS.ErrnoException;
-          if (e.code === 'ERR_BUFFER_TOO_LARGE') {
-            yield* streamFrame(path, frame, events);
-          } else {
-            events.corrupt(frame.offset, `corrupt zstd frame of ${frame.length} bytes (${e.message}); skipped`);
-          }
-        }
-        if (out) yield out;
-      } else {
-        yield* streamFrame(path, frame, events);
       }
+      yield* streamFrame(path, frame, events);
       events.progress(frame.length);
-      pos = frame.offset + frame.length;
     }
+    yield* drain(0);
   } finally {
+    await Promise.all(queue.map((q) => (q.kind === 'data' ? q.out : undefined)));
     await fh.close();
   }
 }

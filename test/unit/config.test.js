@@ -64,6 +64,15 @@ describe('configuration', () => {
       assert.deepEqual(config.propagators, ['tracecontext', 'baggage']);
     });
     it('shuts down within 5 s', () => assert.equal(config.shutdownTimeoutMs, 5000));
+    it('accepts an HMAC key (a Buffer inside the frozen config) and never shows it', () => {
+      const { config, errors } = parseConfig({ AUDITRACE_AUDIT_HMAC_KEY: 'a-long-enough-secret-key' });
+      assert.deepEqual(errors, []);
+      assert.equal(config.audit.hmacKey.toString(), 'a-long-enough-secret-key');
+      const short = parseConfig({ AUDITRACE_AUDIT_HMAC_KEY: 'short' });
+      assert.equal(short.config.audit.hmacKey, undefined);
+      assert.ok(!JSON.stringify(short.errors).includes('short'), 'the rejected key is not echoed');
+    });
+
     it('is frozen, deeply', () => {
       assert.ok(Object.isFrozen(config));
       assert.ok(Object.isFrozen(config.traces.headers));
