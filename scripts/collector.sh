@@ -33,7 +33,7 @@ case "${1:-build}" in
     for cfg in collector-config/*.yaml collector-config/k8s/*.collector.yaml; do
       [ -e "$cfg" ] || continue
       case "$(basename "$cfg")" in builder.yaml) continue ;; esac
-      if "$BIN" validate --feature-gates=exporter.file.nativeCompression --config="$cfg" >/tmp/auditrace-validate.log 2>&1; then
+      if "$BIN" validate --feature-gates=exporter.file.nativeCompression,stanza.synchronousLogEmitter --config="$cfg" >/tmp/auditrace-validate.log 2>&1; then
         echo "valid: $cfg"
       else
         echo "INVALID: $cfg"; cat /tmp/auditrace-validate.log; status=1

@@ -43,7 +43,9 @@ function request(port, method, urlPath, { headers = {}, body, from } = {}) {
 
 async function startCollector(name, config, env) {
   const log = fs.openSync(path.join(OUT, `${name}.log`), 'w');
-  const child = spawn(COLLECTOR, [`--config=${path.join(ROOT, 'collector-config', config)}`, '--feature-gates=exporter.file.nativeCompression'],
+  // nativeCompression: whole zstd frames in the archive; synchronousLogEmitter: file_log offsets move
+  // only after records reached the disk queue (upstream contrib #35456; see collector-config/README.md).
+  const child = spawn(COLLECTOR, [`--config=${path.join(ROOT, 'collector-config', config)}`, '--feature-gates=exporter.file.nativeCompression,stanza.synchronousLogEmitter'],
     { env: { ...cleanEnv(), ...env }, stdio: ['ignore', log, log] });
   children.push({ kill: (sig) => child.kill(sig) });
   const health = env[Object.keys(env).find((k) => k.endsWith('HEALTH_ENDPOINT'))];

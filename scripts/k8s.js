@@ -221,7 +221,7 @@ spec:
       containers:
         - name: agent
           image: auditrace-collector:0.1.0
-          args: ["--config=/etc/auditrace/agent.yaml"]
+          args: ["--config=/etc/auditrace/agent.yaml", "--feature-gates=stanza.synchronousLogEmitter"]
           env:
             - { name: AUDITRACE_AUDIT_FILES, value: "/var/log/auditrace/*.jsonl*" }
             - { name: AUDITRACE_AGENT_STORAGE_DIR, value: /var/lib/auditrace/agent }
@@ -285,7 +285,7 @@ ${DOWNWARD_API}
             - { name: audit-logs, mountPath: /var/log/auditrace }
         - name: auditrace-agent
           image: auditrace-collector:0.1.0
-          args: ["--config=/etc/auditrace/agent.yaml"]
+          args: ["--config=/etc/auditrace/agent.yaml", "--feature-gates=stanza.synchronousLogEmitter"]
           env:
             - { name: AUDITRACE_AUDIT_FILES, value: "/var/log/auditrace/*.jsonl*" }
             - { name: AUDITRACE_AGENT_STORAGE_DIR, value: /var/lib/auditrace/agent }

@@ -1,5 +1,6 @@
 import { resolveInputs, UsageError } from './inputs';
 import type { Input } from './inputs';
+import { enableReclaim } from './memory';
 import { Progress } from './progress';
 import type { ReadEvents } from './read';
 import { formatNotFound, trail } from './trail';
@@ -115,6 +116,15 @@ function readKey(a: Args, env: NodeJS.ProcessEnv): Buffer | undefined {
   return Buffer.from(v, 'utf8');
 }
 
+/**
+ * Text for a terminal: records carry what clients sent (paths, user agents, ids), so control and
+ * bidirectional-override characters are shown escaped, never interpreted by the terminal.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export interface Io {
   stdout: NodeJS.WritableStream;
   stderr: NodeJS.WriteStream;
@@ -144,28 +154,29 @@ export async function main(argv: readonly string[], io: Io = { stdout: process.s
     err(`auditrace: ${(e as Error).message}`);
     return 2;
   }
+  enableReclaim();
   const progress = new Progress(inputs.reduce((s, i) => s + i.size, 0), io.stderr);
   let problems = 0;
   const events: ReadEvents = {
     problem: (_input, message) => {
       problems++;
       progress.clear();
-      if (problems <= 1000) err(message);
+      if (problems <= 1000) err(terminalSafe(message));
       else if (problems === 1001) err('auditrace: more than 1000 input problems; the rest are not printed');
     },
     progress: (n) => progress.advance(n),
-    phase: (name) => progress.phase(name),
+    phase: (name, bytes) => progress.phase(name, bytes),
   };
   try {
     if (args.command === 'trail') {
       const r = await trail({ id: args.id!, inputs, events });
       progress.clear();
-      io.stdout.write(args.json ? `${JSON.stringify(r, null, 2)}\n` : r.found ? formatTrail(r) : formatNotFound(r));
+      io.stdout.write(args.json ? `${JSON.stringify(r, null, 2)}\n` : terminalSafe(r.found ? formatTrail(r) : formatNotFound(r)));
       return r.found ? 0 : 1;
     }
     const r = await verify({ inputs, key, keyEnv: args.keyEnv, live: args.live, workers: args.workers, events });
     progress.clear();
-    io.stdout.write(args.json ? `${JSON.stringify(r, null, 2)}\n` : formatVerify(r));
+    io.stdout.write(args.json ? `${JSON.stringify(r, null, 2)}\n` : terminalSafe(formatVerify(r)));
     return r.ok ? 0 : 1;
   } catch (e) {
     progress.clear();

@@ -73,6 +73,8 @@ export interface ArchivedRecord {
    * lacks `time`/`trace_id`/`span_id` and is not hashed; trail still uses it.
    */
   tailed: boolean;
+  /** The audit file it was tailed from (`log.file.path`, else `log.file.name`), '' if unknown. */
+  source: string;
 }
 
 /** RFC 3339 with microseconds, as auditrace writes `time`, from Unix nanoseconds. */
@@ -108,7 +110,12 @@ export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
           if (rec.trace_id === undefined && lr.traceId) rec.trace_id = lr.traceId;
           if (rec.span_id === undefined && lr.spanId) rec.span_id = lr.spanId;
         }
-        out.push({ record: rec, index, tailed });
+        let source = '';
+        for (const kv of attrs) {
+          if (kv?.key === 'log.file.path' && typeof kv.value?.stringValue === 'string') { source = kv.value.stringValue; break; }
+          if (kv?.key === 'log.file.name' && typeof kv.value?.stringValue === 'string') source = kv.value.stringValue;
+        }
+        out.push({ record: rec, index, tailed, source });
         index++;
       }
     }

@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type { Input } from './inputs';
+import { reclaim } from './memory';
 import { isZstd, zstdFile } from './zstd';
 
 /**
@@ -23,8 +24,8 @@ export interface ReadEvents {
   problem(input: Input, message: string): void;
   /** Bytes of the input (as stored, compressed or not) consumed. */
   progress(bytes: number): void;
-  /** A new pass over (some of) the inputs begins. */
-  phase?(name: string): void;
+  /** A new pass over (some of) the inputs begins: `bytes` in all. */
+  phase?(name: string, bytes: number): void;
 }
 
 export const BLOCK_BYTES = 4 * 1024 * 1024;
@@ -64,6 +65,7 @@ export async function* readBlocks(input: Input, inputIndex: number, events: Read
     return b;
   };
   for await (const chunk of rawChunks(input, events)) {
+    if (chunk !== 'break') reclaim(chunk.length);
     if (chunk === 'break') {
       if (size > 0) {
         const all = take();

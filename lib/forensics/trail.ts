@@ -288,7 +288,7 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
     }
   }
   if (more.requestIds.size > 0 || more.traceIds.size > 0) {
-    events.phase?.('second pass: the records of the request');
+    events.phase?.('second pass: the records of the request', recordInputs.reduce((n, i) => n + i.size, 0));
     await recordPass(more, false);
   }
 
@@ -300,7 +300,7 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
     if (typeof r.record['request.id'] === 'string') requestIds.add(r.record['request.id']);
   }
   const spans = new Map<string, SpanInfo>();
-  if (traceInputs.length > 0) events.phase?.('spans');
+  if (traceInputs.length > 0) events.phase?.('spans', traceInputs.reduce((n, i) => n + i.size, 0));
   const spanNeedles = needlesOf([...traceIds, ...requestIds]);
   for (let f = 0; f < traceInputs.length; f++) {
     const input = traceInputs[f]!;

@@ -64,6 +64,11 @@ export interface BlockResult {
   seq: Float64Array;
   line: Uint32Array;
   batch: Int32Array;
+  /**
+   * Within an archive batch, which audit file the record was tailed from (0, 1, … per line): the
+   * agent reads several files at once, so only records of one file keep their order in a batch.
+   */
+  sub: Uint16Array;
   /** Bit 1: keyed hash present, bit 2: plain hash present. */
   has: Uint8Array;
   hashK: Uint8Array;
@@ -111,24 +116,24 @@ const CHAIN_EVENTS = new Set(['audit_chain_start', 'audit_checkpoint', 'audit_ch
 class Growable {
   n = 0;
   cap: number;
-  chainIdx: Uint32Array; seq: Float64Array; line: Uint32Array; batch: Int32Array; has: Uint8Array;
+  chainIdx: Uint32Array; seq: Float64Array; line: Uint32Array; batch: Int32Array; sub: Uint16Array; has: Uint8Array;
   hashK: Uint8Array; hashU: Uint8Array; prev: Uint8Array; prevState: Uint8Array;
 
   constructor(cap: number) {
     this.cap = cap;
     this.chainIdx = new Uint32Array(cap); this.seq = new Float64Array(cap); this.line = new Uint32Array(cap);
-    this.batch = new Int32Array(cap); this.has = new Uint8Array(cap); this.hashK = new Uint8Array(cap * 32);
+    this.batch = new Int32Array(cap); this.sub = new Uint16Array(cap); this.has = new Uint8Array(cap); this.hashK = new Uint8Array(cap * 32);
     this.hashU = new Uint8Array(cap * 32); this.prev = new Uint8Array(cap * 32); this.prevState = new Uint8Array(cap);
   }
 
   grow(): void {
     const cap = this.cap * 2;
-    const g = <T extends Uint8Array | Uint32Array | Int32Array | Float64Array>(a: T, per = 1): T => {
+    const g = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, per = 1): T => {
       const b = new (a.constructor as new (n: number) => T)(cap * per);
       b.set(a);
       return b;
     };
-    this.chainIdx = g(this.chainIdx); this.seq = g(this.seq); this.line = g(this.line); this.batch = g(this.batch);
+    this.chainIdx = g(this.chainIdx); this.seq = g(this.seq); this.line = g(this.line); this.batch = g(this.batch); this.sub = g(this.sub);
     this.has = g(this.has); this.hashK = g(this.hashK, 32); this.hashU = g(this.hashU, 32); this.prev = g(this.prev, 32);
     this.prevState = g(this.prevState);
     this.cap = cap;
@@ -142,7 +147,7 @@ class Growable {
     return this.prevView;
   }
 
-  trimmed<T extends Uint8Array | Uint32Array | Int32Array | Float64Array>(a: T, per = 1): T {
+  trimmed<T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(a: T, per = 1): T {
     return a.slice(0, this.n * per) as T;
   }
 }
@@ -167,7 +172,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   let records = 0;
   let otlpCopies = 0;
 
-  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number): void => {
+  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0): void => {
     records++;
     const chain = rec['audit.chain'];
     const seq = rec['audit.seq'];
@@ -214,6 +219,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     out.seq[i] = seq;
     out.line[i] = lineNo;
     out.batch[i] = batch;
+    out.sub[i] = sub;
     const alg = knownAlg.get(chain);
     let has = 0;
     if (key && alg !== 'sha256') {
@@ -265,6 +271,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     pos = nl + 1;
     const ln = lineNo++;
     if (line.length === 0 || (line.length === 1 && line === '\r')) continue;
+    if (kind === 'archive' && (line.startsWith('{"resourceSpans"') || line.startsWith('{"resourceMetrics"'))) continue;
     let parsed: unknown;
     try {
       parsed = JSON.parse(line);
@@ -286,9 +293,12 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     }
     const obj = parsed as Record<string, unknown>;
     if (obj.resourceLogs !== undefined) {
+      const sources = new Map<string, number>();
       for (const r of recordsOfLogsRequest(obj)) {
         if (!r.tailed) { otlpCopies++; continue; }
-        addRecord(r.record, ln, r.index);
+        let sub = sources.get(r.source);
+        if (sub === undefined) { sub = Math.min(sources.size, 0xffff); sources.set(r.source, sub); }
+        addRecord(r.record, ln, r.index, sub);
       }
     } else if (obj.resourceSpans === undefined && obj.resourceMetrics === undefined) {
       problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: 'not an OTLP/JSON export request (skipped)' });
@@ -304,7 +314,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   }
   return {
     id, lines: lineNo, n: out.n, records, otlpCopies, chains,
-    chainIdx: out.trimmed(out.chainIdx), seq: out.trimmed(out.seq), line: out.trimmed(out.line), batch: out.trimmed(out.batch),
+    chainIdx: out.trimmed(out.chainIdx), seq: out.trimmed(out.seq), line: out.trimmed(out.line), batch: out.trimmed(out.batch), sub: out.trimmed(out.sub),
     has: out.trimmed(out.has), hashK: key ? out.trimmed(out.hashK, 32) : new Uint8Array(0), hashU: out.trimmed(out.hashU, 32),
     prev: out.trimmed(out.prev, 32), prevState: out.trimmed(out.prevState), specials, problems,
   };
@@ -312,6 +322,6 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
 
 /** The ArrayBuffers of a result, for a zero-copy postMessage. */
 export function transferList(r: BlockResult): ArrayBuffer[] {
-  return [r.chainIdx, r.seq, r.line, r.batch, r.has, r.hashK, r.hashU, r.prev, r.prevState]
+  return [r.chainIdx, r.seq, r.line, r.batch, r.sub, r.has, r.hashK, r.hashU, r.prev, r.prevState]
     .map((a) => a.buffer as ArrayBuffer);
 }

@@ -136,9 +136,25 @@ class ChainState {
     this.meta = { chain: id, maxSeq: -1 };
   }
 
+  /** Hash arrays are allocated for the kinds of hash the records bring (keyed, plain, or both). */
+  private useK = false;
+  private useU = false;
+
+  needK(): void {
+    if (this.useK) return;
+    this.useK = true;
+    this.hashK = new Uint8Array(this.cap * 32);
+  }
+
+  needU(): void {
+    if (this.useU) return;
+    this.useU = true;
+    this.hashU = new Uint8Array(this.cap * 32);
+  }
+
   ensure(seq: number): void {
     if (seq < this.cap) return;
-    const cap = Math.max(seq + 1, this.cap * 2, 1024);
+    const cap = Math.max(seq + 1, Math.ceil(this.cap * 1.5), 1024);
     const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array>(a: T, per = 1): T => {
       const b = new (a.constructor as new (n: number) => T)(cap * per);
       b.set(a);
@@ -146,8 +162,8 @@ class ChainState {
     };
     this.present = grow(this.present);
     this.has = grow(this.has);
-    this.hashK = grow(this.hashK, 32);
-    this.hashU = grow(this.hashU, 32);
+    if (this.useK) this.hashK = grow(this.hashK, 32);
+    if (this.useU) this.hashU = grow(this.hashU, 32);
     this.prev = grow(this.prev, 32);
     this.prevState = grow(this.prevState);
     this.file = grow(this.file);
@@ -281,7 +297,9 @@ class Pool {
 
 export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   const started = process.hrtime.bigint();
-  const { inputs, key } = opts;
+  const { key } = opts;
+  // Spans carry no chain: traces files of the archive are not read.
+  const inputs = opts.inputs.filter((i) => i.kind === 'local' || i.signal !== 'traces');
   const findings = new Findings();
   const chains = new Map<string, ChainState>();
   const inputReports: InputReport[] = inputs.map((i) => ({ path: i.display, kind: i.kind, bytes: i.size, decompressedBytes: 0, lines: 0, records: 0 }));
@@ -385,8 +403,8 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       }
       st.present[seq] = 1;
       st.has[seq] = has;
-      if (has & HAS_K) st.hashK.set(r.hashK.subarray(i * 32, i * 32 + 32), seq * 32);
-      if (has & HAS_U) st.hashU.set(r.hashU.subarray(i * 32, i * 32 + 32), seq * 32);
+      if (has & HAS_K) { st.needK(); st.hashK.set(r.hashK.subarray(i * 32, i * 32 + 32), seq * 32); }
+      if (has & HAS_U) { st.needU(); st.hashU.set(r.hashU.subarray(i * 32, i * 32 + 32), seq * 32); }
       st.prevState[seq] = r.prevState[i]!;
       if (r.prevState[i] === 1) st.prev.set(r.prev.subarray(i * 32, i * 32 + 32), seq * 32);
       st.file[seq] = file;
@@ -395,8 +413,9 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       if (seq > st.maxSeq) st.maxSeq = seq;
       st.count++;
       // Order: within one local file every chain is written in seq order; within one archive
-      // batch too (the agent reads files in order). Across batches, delivery order is free.
-      const source = archive ? `${file}:${line}` : `${file}`;
+      // batch, among the records tailed from one file, too. Across batches, or between files read
+      // at once (a rotated file's tail and its successor's head), delivery order is free.
+      const source = archive ? `${file}:${line}:${r.sub[i]}` : `${file}`;
       if (st.orderSource !== source) {
         st.orderSource = source;
         st.orderLast = seq;
@@ -535,8 +554,8 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         st.prevState[seq] = b.prevState;
         if (b.prev) st.prev.set(b.prev, seq * 32);
         st.has[seq] = (b.k ? HAS_K : 0) | (b.u ? HAS_U : 0);
-        if (b.k) st.hashK.set(b.k, seq * 32);
-        if (b.u) st.hashU.set(b.u, seq * 32);
+        if (b.k) { st.needK(); st.hashK.set(b.k, seq * 32); }
+        if (b.u) { st.needU(); st.hashU.set(b.u, seq * 32); }
         st.file[seq] = b.file;
         st.line[seq] = b.line;
         st.batch[seq] = b.batch;

