@@ -1,4 +1,5 @@
 import { context, propagation, trace, ROOT_CONTEXT } from '@opentelemetry/api';
+import { getRPCMetadata } from '@opentelemetry/core';
 import type { Context, Span, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
 import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
 import { isIP } from 'node:net';
@@ -102,7 +103,7 @@ export class Edge {
     if (this.config.requestIdResponseHeader && !res.headersSent) res.setHeader(this.config.requestIdHeader, d.request.requestId);
     if (!this.config.accessRecords) return;
     const ctx = context.active();
-    const rpc = require('@opentelemetry/core').getRPCMetadata(ctx) as { route?: string } | undefined;
+    const rpc = getRPCMetadata(ctx) as { route?: string } | undefined;
     res.once('close', () => context.with(ctx, () => this.recordRequest(req, res, d, rpc?.route)));
   }
 
