@@ -192,7 +192,8 @@ export class Auditor {
     const name = record['event.name'] as string;
     if (name.startsWith('audit_c')) return;
     const attrs: Record<string, string> = { 'event.name': name, 'event.outcome': record['event.outcome'] as string };
-    const addr = record['client.address'];
+    // A failed TLS handshake has no request yet, so no resolved client: its peer is the address.
+    const addr = record['client.address'] ?? (name === 'tls_handshake_fail' ? record['network.peer.address'] : undefined);
     if (record['event.outcome'] === 'failure' && typeof addr === 'string') {
       if (this.addresses.has(addr) || this.addresses.size < MAX_ADDRESSES) {
         this.addresses.add(addr);
