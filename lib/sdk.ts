@@ -183,19 +183,39 @@ export class Pipelines {
     }));
   }
 
+  /**
+   * The SDK's batch processors drop silently when their queue is full (only a metric counts it):
+   * say so, at most once a minute. Hooks the processor's own buffer method; if a later SDK renames
+   * it, the processor is left as it is.
+   */
+  private warnOnDrops<T extends object>(processor: T, queueField: string, what: string, variable: string): T {
+    const p = processor as unknown as Record<string, unknown> & { _maxQueueSize?: number };
+    const add = p._addToBuffer;
+    if (typeof add !== 'function' || !Array.isArray(p[queueField])) return processor;
+    const warnings = this.warnings;
+    p._addToBuffer = function (this: typeof p, item: unknown) {
+      if ((this[queueField] as unknown[]).length >= (this._maxQueueSize ?? Infinity)) {
+        warnings.warn(`drop:${what}`, `${what} dropped: the export queue is full (${this._maxQueueSize}); `
+          + `raise ${variable} or export faster (counted in otel.sdk.processor.*.processed{error.type=queue_full})`);
+      }
+      return (add as (i: unknown) => unknown).call(this, item);
+    };
+    return processor;
+  }
+
   spanProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor[] {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
     const b = this.config.traces.batch;
     return this.exportersFor('traces', this.config.traces).map(({ name, exporter }) => name === 'console'
       ? new t.SimpleSpanProcessor({ exporter: exporter as never })
-      : new t.BatchSpanProcessor({
+      : this.warnOnDrops(new t.BatchSpanProcessor({
         exporter: exporter as never,
         scheduledDelayMillis: b.scheduleDelayMs,
         exportTimeoutMillis: b.exportTimeoutMs,
         maxQueueSize: b.maxQueueSize,
         maxExportBatchSize: b.maxExportBatchSize,
         ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
-      }));
+      }), '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'));
   }
 
   logRecordProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-logs').LogRecordProcessor[] {
@@ -203,14 +223,14 @@ export class Pipelines {
     const b = this.config.logs.batch;
     return this.exportersFor('logs', this.config.logs).map(({ name, exporter }) => name === 'console'
       ? new l.SimpleLogRecordProcessor({ exporter: exporter as never })
-      : new l.BatchLogRecordProcessor({
+      : this.warnOnDrops(new l.BatchLogRecordProcessor({
         exporter: exporter as never,
         scheduledDelayMillis: b.scheduleDelayMs,
         exportTimeoutMillis: b.exportTimeoutMs,
         maxQueueSize: b.maxQueueSize,
         maxExportBatchSize: b.maxExportBatchSize,
         ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
-      }));
+      }), '_finishedLogRecords', 'log records', 'OTEL_BLRP_MAX_QUEUE_SIZE'));
   }
 }
 

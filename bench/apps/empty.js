@@ -1,0 +1,1 @@
+// An empty script: what a preload costs before the application does anything.

@@ -1,0 +1,88 @@
+'use strict';
+// 4a. Collector outage: the OTLP endpoint is a closed port while the auditrace-instrumented hello
+// server takes 1,000 req/s (autocannon overallRate). RSS growth and p99 event-loop delay (inside
+// the app, perf_hooks.monitorEventLoopDelay at 1 ms resolution), and the durable path: one
+// http_request audit record per request served.
+const fs = require('node:fs');
+const path = require('node:path');
+const c = require('../lib/common');
+
+const RATE = 1000;
+
+async function startServer(ctx, port, auditFile, nodeArgs = []) {
+  const env = c.cleanEnv({
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+    AUDITRACE_AUDIT_FILE: auditFile,
+    PROBE_ELD_RESOLUTION_MS: '1',
+  });
+  const server = c.startIpcChild('app', [...nodeArgs, ...c.PRELOADS.auditrace, path.join(c.APPS, 'hello.js')], { env });
+  server.port = (await server.ready).port;
+  return server;
+}
+
+async function run(ctx) {
+  const seconds = ctx.quick ? 10 : 300;
+  const warmup = ctx.quick ? 2 : 5;
+  const closedPort = await c.freePort(); // bound and released: nothing listens there
+  const auditFile = path.join(ctx.tmp, 'audit-outage.jsonl');
+  const server = await startServer(ctx, closedPort, auditFile);
+  const url = `http://127.0.0.1:${server.port}/`;
+  ctx.log(`  outage: warm-up ${warmup} s at ${RATE} req/s, endpoint http://127.0.0.1:${closedPort} (closed)`);
+  const w = await c.load({ url, connections: 50, duration: warmup, overallRate: RATE });
+  const start = await server.reset();
+  const samples = [{ t: 0, rssMiB: start.rss / 2 ** 20, heapMiB: start.heapUsed / 2 ** 20 }];
+  const t0 = Date.now();
+  const sampler = setInterval(async () => {
+    try {
+      const s = await server.stats();
+      samples.push({ t: (Date.now() - t0) / 1000, rssMiB: s.rss / 2 ** 20, heapMiB: s.heapUsed / 2 ** 20 });
+    } catch { /* the app is stopping */ }
+  }, ctx.quick ? 2000 : 15_000);
+  ctx.log(`  outage: ${seconds} s at ${RATE} req/s`);
+  const res = await c.load({ url, connections: 50, duration: seconds, overallRate: RATE });
+  clearInterval(sampler);
+  await c.sleep(500); // requests accepted before the load ended are handled
+  const end = await server.stats();
+  samples.push({ t: (Date.now() - t0) / 1000, rssMiB: end.rss / 2 ** 20, heapMiB: end.heapUsed / 2 ** 20 });
+  await server.stop(30_000);
+  const served = end.served;
+  const records = c.countInAuditFiles(auditFile);
+  const stderrLines = server.stderr.split('\n').filter((l) => l.trim());
+  const warnings = stderrLines.filter((l) => /could not export|dropped|lost/i.test(l));
+  return {
+    seconds,
+    warmupSeconds: warmup,
+    rate: RATE,
+    achievedRps: res.rps,
+    requests: res.requestsTotal + w.requestsTotal,
+    ok2xx: res.ok2xx + w.ok2xx,
+    errors: res.errors + res.timeouts + res.non2xx,
+    latencyP99: res.latency.p99,
+    rssStartMiB: start.rss / 2 ** 20,
+    rssEndMiB: end.rss / 2 ** 20,
+    rssPeakMiB: end.peakRss / 2 ** 20,
+    rssGrowthMiB: (end.peakRss - start.rss) / 2 ** 20,
+    eld: end.eld,
+    served,
+    auditRecords: records,
+    lostOnDurablePath: Math.max(0, served - records),
+    samples,
+    warnings: warnings.slice(0, 8),
+    warningCount: warnings.length,
+  };
+}
+
+/** --cpu-prof of the same outage, shorter. */
+async function profile(ctx) {
+  const dir = fs.mkdtempSync(path.join(ctx.tmp, 'prof-outage-'));
+  const closedPort = await c.freePort();
+  const server = await startServer(ctx, closedPort, path.join(dir, 'audit.jsonl'), ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
+  const url = `http://127.0.0.1:${server.port}/`;
+  await c.load({ url, connections: 50, duration: 2, overallRate: RATE });
+  const { hrtimeUs } = await server.reset();
+  await c.load({ url, connections: 50, duration: ctx.quick ? 3 : 10, overallRate: RATE });
+  await server.stop(30_000);
+  return { file: require('../lib/cpuprofile').newestProfile(dir), fromUs: hrtimeUs };
+}
+
+module.exports = { run, profile };
