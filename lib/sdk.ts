@@ -2,7 +2,7 @@ import { context, diag, DiagLogLevel, logs, metrics, propagation, trace } from '
 import type { Counter, MeterProvider, Span, TextMapPropagator } from '@opentelemetry/api';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
-import type { Config, ExportConfig, Signal } from './config';
+import type { BatchConfig, Config, ExportConfig, Signal } from './config';
 import { RateLimitedWarnings, redactUrl, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
 import { loadInstrumentations, selectInstrumentations } from './instrumentations';
@@ -205,32 +205,18 @@ export class Pipelines {
 
   spanProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor[] {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
-    const b = this.config.traces.batch;
     return this.exportersFor('traces', this.config.traces).map(({ name, exporter }) => name === 'console'
       ? new t.SimpleSpanProcessor({ exporter: exporter as never })
-      : this.warnOnDrops(new t.BatchSpanProcessor({
-        exporter: exporter as never,
-        scheduledDelayMillis: b.scheduleDelayMs,
-        exportTimeoutMillis: b.exportTimeoutMs,
-        maxQueueSize: b.maxQueueSize,
-        maxExportBatchSize: b.maxExportBatchSize,
-        ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
-      }), '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'));
+      : this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, meterProvider)),
+        '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'));
   }
 
   logRecordProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-logs').LogRecordProcessor[] {
     const l = require('@opentelemetry/sdk-logs') as typeof import('@opentelemetry/sdk-logs');
-    const b = this.config.logs.batch;
     return this.exportersFor('logs', this.config.logs).map(({ name, exporter }) => name === 'console'
       ? new l.SimpleLogRecordProcessor({ exporter: exporter as never })
-      : this.warnOnDrops(new l.BatchLogRecordProcessor({
-        exporter: exporter as never,
-        scheduledDelayMillis: b.scheduleDelayMs,
-        exportTimeoutMillis: b.exportTimeoutMs,
-        maxQueueSize: b.maxQueueSize,
-        maxExportBatchSize: b.maxExportBatchSize,
-        ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
-      }), '_finishedLogRecords', 'log records', 'OTEL_BLRP_MAX_QUEUE_SIZE'));
+      : this.warnOnDrops(new l.BatchLogRecordProcessor(batchOptions(exporter, this.config.logs.batch, meterProvider)),
+        '_finishedLogRecords', 'log records', 'OTEL_BLRP_MAX_QUEUE_SIZE'));
   }
 }
 
@@ -277,6 +263,18 @@ function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<st
         record['service.instance.id'] = instanceId;
       },
     },
+  };
+}
+
+/** The batch processors' options from the OTEL_BSP_* / OTEL_BLRP_* settings (same shape for both). */
+function batchOptions(exporter: unknown, b: BatchConfig, meterProvider: MeterProvider | undefined) {
+  return {
+    exporter: exporter as never,
+    scheduledDelayMillis: b.scheduleDelayMs,
+    exportTimeoutMillis: b.exportTimeoutMs,
+    maxQueueSize: b.maxQueueSize,
+    maxExportBatchSize: b.maxExportBatchSize,
+    ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
   };
 }
 
