@@ -25,6 +25,7 @@ const FIELDS = {
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 /** When the timed loop started, on the clock of --cpu-prof sample times (µs). */
 let startUs = 0;
+let endUs = 0;
 
 /** Calls `one` in batches until durationMs has passed; returns [count, elapsedMs]. */
 function loopSync(one) {
@@ -36,6 +37,7 @@ function loopSync(one) {
     n += 256;
     if (now() - t0 >= durationMs) break;
   }
+  endUs = Number(process.hrtime.bigint() / 1000n);
   return [n, now() - t0];
 }
 
@@ -48,7 +50,7 @@ function countLines(f) {
 
 function report(n, ms, extra = {}) {
   const { lines, bytes } = countLines(file);
-  process.stdout.write(`${JSON.stringify({ contender, records: n, elapsedMs: ms, perSec: (n * 1000) / ms, startUs, lines, bytesPerLine: bytes / lines, ...extra })}\n`);
+  process.stdout.write(`${JSON.stringify({ contender, records: n, elapsedMs: ms, perSec: (n * 1000) / ms, startUs, endUs, lines, bytesPerLine: bytes / lines, ...extra })}\n`);
 }
 
 async function main() {

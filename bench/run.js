@@ -92,7 +92,7 @@ async function main() {
         else if (g === 'startup') p = await require('./scenarios/startup').profile(ctx);
         else if (g === 'audit') p = await require('./scenarios/audit-write').profile(ctx);
         else if (g === 'outage') p = await require('./scenarios/outage').profile(ctx);
-        if (p && p.file) results.profiles[g] = { ...summarize(p.file, 10, { fromUs: p.fromUs }), windowed: p.fromUs !== undefined };
+        if (p && p.file) results.profiles[g] = { ...summarize(p.file, 10, { fromUs: p.fromUs, toUs: p.toUs }), windowed: p.fromUs !== undefined };
       } catch (err) {
         results.errors[`profile ${g}`] = err && err.stack ? err.stack : String(err);
       }

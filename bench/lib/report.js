@@ -100,12 +100,15 @@ function render(results, targets, { notes = {} } = {}) {
       + 'Both instrumented servers export OTLP/HTTP protobuf to the local sink (a separate process that answers 200 and discards), so exporter serialisation is included.');
     for (const [id, a] of Object.entries(s.http.apps)) {
       L.push('', `### ${a.title}`, '');
-      L.push(table(['contender', 'req/s (median)', '× plain', 'p50 ms', 'p99 ms', 'p99 × plain', 'spans exported per round (bytes to sink)', 'errors', 'RSS at end MiB'],
+      L.push(table(['contender', 'req/s (median)', '× plain', 'p50 ms', 'p99 ms', 'p99 × plain', 'bytes of spans exported per round', 'errors', 'RSS at end MiB'],
         ['plain', 'upstream', 'auditrace'].map((k) => {
           const x = a.contenders[k];
           return [LABELS[k], f0(x.rps), f2(x.rpsVsPlain), f1(x.p50), f1(x.p99), f2(x.p99VsPlain), k === 'plain' ? '–' : f0(x.traceBytesPerRound), f0(x.errors), f0(x.rssMiB)];
         })));
       const au = a.contenders.auditrace;
+      const us = (rps) => 1e6 / rps;
+      L.push('', `Time per request at saturation (1 / req/s; the server has one CPU — for plain node the load generator on the other CPU may be the limit, so its figure is an upper bound): plain ${f0(us(a.contenders.plain.rps))} µs, upstream ${f0(us(a.contenders.upstream.rps))} µs, auditrace ${f0(us(au.rps))} µs. `
+        + `The targets correspond to ≤ ${f0(us(2 * a.contenders.upstream.rps))} µs (≥ 2.0× upstream) and ≤ ${f0(us(0.6 * a.contenders.plain.rps))} µs (≥ 0.6× plain) per request.`);
       L.push('', `auditrace ÷ upstream req/s: **${f2(au.rpsVsUpstream)}×**. Audit file: ${f0(au.auditRecords)} \`http_request\` records for ${f0(au.served)} requests served (warm-up included).`);
       L.push('', `Per round (req/s): ${['plain', 'upstream', 'auditrace'].map((k) => `${LABELS[k]} ${a.contenders[k].rounds.map((r) => f0(r.rps)).join(', ')}`).join('; ')}.`);
       const errs = ['upstream', 'auditrace'].flatMap((k) => a.contenders[k].stderr.map((l) => `${k}: ${l}`));
@@ -178,7 +181,8 @@ function render(results, targets, { notes = {} } = {}) {
   if (!fo || !fo.available) {
     L.push('**forensics: not yet available** — `bench/forensics.js` (trail/verify over 1M records, written by another engineer) did not exist when this run was made. `bench/run.js` runs it and includes its output here once it exists.');
   } else {
-    L.push('Written by another engineer (`bench/forensics.js`: `auditrace trail` and `auditrace verify` over generated audit data); run here as part of the suite and reported as it prints it.', '');
+    L.push('Written by another engineer (`bench/forensics.js`: `auditrace trail` and `auditrace verify` over generated audit data); run here as part of the suite, not pinned (verify uses worker threads), and reported as it prints it. '
+      + 'In full mode its 1M records are generated once into a cache directory (`--dir`, about 70 s on this machine) and reused by later runs; the suite\'s 15-minute budget assumes that cache.', '');
     L.push(`\`node bench/forensics.js${fo.args.length ? ` ${fo.args.join(' ')}` : ''}\` (exit ${fo.code ?? fo.signal}, ${f1(fo.seconds)} s):`, '', '```', (fo.report ?? fo.stderr ?? '').trim(), '```');
   }
 
@@ -213,7 +217,8 @@ function render(results, targets, { notes = {} } = {}) {
   h('## How to run');
   L.push('```sh', 'npm run bench          # full suite (~14 min): writes BENCHMARKS.md',
     'npm run bench:quick    # every scenario for a second or two; writes $TMPDIR/auditrace-bench-quick.md',
-    'node bench/run.js --only http,audit --out /tmp/b.md --json /tmp/b.json   # a subset, to other files', '```', '');
+    'node bench/run.js --only http,audit --out /tmp/b.md --json /tmp/b.json   # a subset, to other files',
+    'node bench/run.js --render /tmp/b.json --out /tmp/b.md                    # the report again from saved results', '```', '');
   L.push('Files: `bench/run.js` (orchestrator and report), `bench/scenarios/*.js` (one per scenario), `bench/apps/` (the servers, the empty script, the burst), '
     + '`bench/sink.js` (OTLP sink), `bench/load.js` (autocannon child), `bench/audit-writer.js` (write-path contenders), `bench/notes.md` (analysis of misses, by target id).');
   return `${L.join('\n').replace(/\n{3,}/g, '\n\n')}\n`;

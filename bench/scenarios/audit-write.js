@@ -62,7 +62,8 @@ async function profile(ctx) {
   const dir = fs.mkdtempSync(path.join(ctx.tmp, 'prof-audit-'));
   const file = path.join(dir, 'auditrace.jsonl');
   const r = await c.runNode('app', args('auditrace', ctx.quick ? 500 : 3000, file, '', ['--cpu-prof', `--cpu-prof-dir=${dir}`]), { env: env(ctx, file) });
-  return { file: require('../lib/cpuprofile').newestProfile(dir), fromUs: c.lastJson(r.stdout).startUs };
+  const { startUs, endUs } = c.lastJson(r.stdout);
+  return { file: require('../lib/cpuprofile').newestProfile(dir), fromUs: startUs, toUs: endUs };
 }
 
 module.exports = { run, profile };
