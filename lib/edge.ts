@@ -4,6 +4,8 @@ import type { Context, Span, TextMapGetter, TextMapPropagator, TextMapSetter } f
 import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
 import { isIP } from 'node:net';
 import { getAuditor } from './audit/auditor';
+import { rfc3339Now } from './audit/ids';
+import { RateLimitedWarnings } from './diagnostics';
 import { resolveClientAddress } from './client-address';
 import type { EdgeConfig } from './config';
 import { requestFromContext, setRequestContext } from './request-context';
@@ -11,6 +13,8 @@ import type { RequestContext } from './request-context';
 import { decideRequestId } from './request-id';
 import { compileTrust } from './trust';
 import type { Trust } from './trust';
+
+const accessWarnings = new RateLimitedWarnings(60_000);
 
 /**
  * Edge policy: nothing that arrives from outside is believed by default. For each incoming HTTP
@@ -26,6 +30,9 @@ interface Decision {
   requestIdReplaced?: string | undefined;
   untrustedParent?: import('@opentelemetry/api').SpanContext | undefined;
   startNs: bigint;
+  /** When the app called res.end() (monotonic, and as the record's time). */
+  endNs: bigint | undefined;
+  endTime: string | undefined;
   /** Taken before any router rewrites req.url (Express strips mount paths). */
   path: string;
 }
@@ -69,6 +76,8 @@ export class Edge {
       untrustedRequestId: id.untrusted,
       requestIdReplaced: id.replaced,
       startNs: process.hrtime.bigint(),
+      endNs: undefined,
+      endTime: undefined,
       path: pathOnly(req.url),
     };
     decisions.set(req.headers, decision);
@@ -104,7 +113,31 @@ export class Edge {
     if (!this.config.accessRecords) return;
     const ctx = context.active();
     const rpc = getRPCMetadata(ctx) as { route?: string } | undefined;
-    res.once('close', () => context.with(ctx, () => this.recordRequest(req, res, d, rpc?.route)));
+    // The response's end is when the app calls res.end(), before any byte is handed to the socket:
+    // the caller cannot have its answer earlier, so a callee's interval always lies inside its
+    // caller's, however late either process runs afterwards (a busy machine preempts the writer as
+    // soon as the write wakes the reader). The record itself is written once the bytes are out
+    // ('prefinish'), or at 'close' when the client went away first.
+    const end = res.end;
+    res.end = function endRecorded(this: ServerResponse, ...args: unknown[]) {
+      if (d.endNs === undefined) {
+        d.endNs = process.hrtime.bigint();
+        d.endTime = rfc3339Now();
+      }
+      return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
+    } as ServerResponse['end'];
+    let recorded = false;
+    const record = (): void => {
+      if (recorded) return;
+      recorded = true;
+      try {
+        context.with(ctx, () => this.recordRequest(req, res, d, rpc?.route));
+      } catch (err) {
+        accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
+      }
+    };
+    res.once('prefinish', record);
+    res.once('close', record);
   }
 
   private recordRequest(req: IncomingMessage, res: ServerResponse, d: Decision, route: string | undefined): void {
@@ -115,7 +148,7 @@ export class Edge {
     const fields: Record<string, unknown> = {
       'http.request.method': String(req.method ?? 'GET').slice(0, 32),
       'url.path': path,
-      'http.server.request.duration': Number(process.hrtime.bigint() - d.startNs) / 1e9,
+      'http.server.request.duration': Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e9,
       'network.peer.address': d.request.peerAddress ?? 'unknown',
     };
     const fullRoute = route ?? expressRoute(req);
@@ -134,6 +167,7 @@ export class Edge {
     auditor.emit('http_request', fields, {
       outcome: failed ? 'failure' : 'success',
       severity: status !== undefined && status >= 500 ? 'ERROR' : failed ? 'WARN' : 'INFO',
+      ...(d.endTime !== undefined ? { time: d.endTime } : {}),
     });
     if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
       if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(fullRoute ? { 'http.route': fullRoute } : {}) }, {});

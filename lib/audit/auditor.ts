@@ -131,7 +131,8 @@ export class Auditor {
 
   /** Writes one record; returns its `audit.id` ('' only if auditrace itself failed). Never throws. */
   /** `own` is set only by auditrace's own records (access, TLS): the application's calls never pass it. */
-  emit(eventName: string, fields: unknown, own?: { outcome?: Outcome; severity?: Severity }): string {
+  /** `own.time` is when the event happened, when that was before the record could be written. */
+  emit(eventName: string, fields: unknown, own?: { outcome?: Outcome; severity?: Severity; time?: string }): string {
     try {
       if (!this.sink) this.init();
       const span = trace.getActiveSpan();
@@ -139,7 +140,7 @@ export class Auditor {
       const valid = sc !== undefined && sc.traceId !== '00000000000000000000000000000000';
       const request = currentRequest();
       const { record, problems } = buildRecord(eventName, fields, {
-        time: rfc3339Now(),
+        time: own?.time ?? rfc3339Now(),
         auditId: uuidv7(),
         traceId: valid ? sc.traceId : undefined,
         spanId: valid ? sc.spanId : undefined,

@@ -53,16 +53,28 @@ export function uuidv7(nowMs: number = Date.now()): string {
 let cachedSecond = -1;
 let cachedPrefix = '';
 let lastMicros = 0;
+let clockOffset = performance.timeOrigin;
 
 /**
- * RFC 3339 UTC with microseconds, e.g. `2026-11-22T05:12:51.123456Z`. The wall clock gives the
- * milliseconds (so NTP corrections apply); the monotonic clock gives the microsecond digits.
- * The date part is formatted once per second.
+ * RFC 3339 UTC with microseconds, e.g. `2026-11-22T05:12:51.123456Z`. The monotonic clock, anchored
+ * at the process's time origin, gives the microseconds, so two processes on one host agree to well
+ * under a millisecond (the trail nests services by these times). The wall clock keeps it honest:
+ * whenever the anchored time leaves the wall clock's current millisecond (NTP steps or slews), the
+ * anchor moves by the least amount that brings it back. The date part is formatted once per second.
  */
 export function rfc3339Now(): string {
-  // The monotonic clock's sub-millisecond digits are not aligned with the wall clock's
-  // milliseconds, so a naive sum can step back; records of one process never go back in time.
-  let total = Date.now() * 1000 + (Math.floor(performance.now() * 1000) % 1000);
+  const mono = performance.now();
+  const wall = Date.now();
+  let t = clockOffset + mono;
+  if (t < wall) {
+    clockOffset = wall - mono;
+    t = wall;
+  } else if (t >= wall + 1) {
+    clockOffset = wall + 0.999 - mono;
+    t = clockOffset + mono;
+  }
+  // Records of one process never go back in time, whatever the wall clock does.
+  let total = Math.floor(t * 1000);
   if (total < lastMicros) total = lastMicros;
   lastMicros = total;
   const ms = Math.floor(total / 1000);

@@ -94,4 +94,17 @@ describe('audit ids and time', () => {
     assert.match(t, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
     assert.ok(Math.abs(Date.parse(t) - Date.now()) < 5);
   });
+
+  it('record times never go back and stay inside the wall clock\'s millisecond', () => {
+    let last = '';
+    for (let i = 0; i < 20000; i++) {
+      const before = Date.now();
+      const t = rfc3339Now();
+      const after = Date.now();
+      const ms = Date.parse(t);
+      assert.ok(ms >= before && ms <= after, `${t} outside [${before}, ${after}]`);
+      assert.ok(t >= last, `${t} before ${last}`);
+      last = t;
+    }
+  });
 });
