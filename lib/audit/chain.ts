@@ -1,4 +1,4 @@
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac, hash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 /**
@@ -9,21 +9,67 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 
 export type ChainAlgorithm = 'sha256' | 'hmac-sha256';
 
+/**
+ * How to write an object with a given key order canonically: its keys sorted (UTF-16 order), each
+ * already quoted. Records of one kind share their key order, so the sort and the quoting are done
+ * once per kind, found through a trie of the keys in their original order (no string is built to
+ * look it up). The trie is bounded: input written by someone else cannot grow it without limit.
+ */
+interface Plan {
+  keys: string[];
+  member: string[];
+}
+interface KeyNode {
+  next: Map<string, KeyNode> | undefined;
+  plan: Plan | undefined;
+}
+const PLAN_NODES_MAX = 20_000;
+const plans: KeyNode = { next: undefined, plan: undefined };
+let planNodes = 0;
+
+function makePlan(keys: string[]): Plan {
+  const sorted = keys.slice().sort();
+  return { keys: sorted, member: sorted.map((k) => `${JSON.stringify(k)}:`) };
+}
+
+function planOf(keys: string[]): Plan {
+  let node = plans;
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    let n = node.next?.get(k);
+    if (n === undefined) {
+      if (planNodes >= PLAN_NODES_MAX) return makePlan(keys);
+      n = { next: undefined, plan: undefined };
+      (node.next ??= new Map()).set(k, n);
+      planNodes++;
+    }
+    node = n;
+  }
+  return (node.plan ??= makePlan(keys));
+}
+
 /** RFC 8785 JSON Canonicalization: sorted keys (UTF-16 order), ECMAScript number and string form. */
 export function canonicalize(value: unknown): string {
   if (value === null || typeof value !== 'object') {
     if (typeof value === 'number' && !Number.isFinite(value)) throw new TypeError('JCS: non-finite number');
     return JSON.stringify(value) ?? 'null';
   }
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalize(v)).join(',')}]`;
-  const keys = Object.keys(value).sort();
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i ? ',' : '') + canonicalize(value[i]);
+    return `${out}]`;
+  }
+  const keys = Object.keys(value);
+  if (keys.length === 0) return '{}';
+  const plan = planOf(keys);
   let out = '{';
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i]!;
-    const v = (value as Record<string, unknown>)[k];
+  let written = 0;
+  for (let i = 0; i < plan.keys.length; i++) {
+    const v = (value as Record<string, unknown>)[plan.keys[i]!];
     if (v === undefined) continue;
-    if (out.length > 1) out += ',';
-    out += `${JSON.stringify(k)}:${canonicalize(v)}`;
+    if (written++) out += ',';
+    out += plan.member[i]!;
+    out += typeof v === 'string' ? JSON.stringify(v) : canonicalize(v);
   }
   return `${out}}`;
 }
@@ -31,7 +77,7 @@ export function canonicalize(value: unknown): string {
 /** The hash of one record as the chain sees it. */
 export function recordHash(record: unknown, key: Buffer | undefined): string {
   const canonical = canonicalize(record);
-  return (key ? createHmac('sha256', key) : createHash('sha256')).update(canonical).digest('hex');
+  return key ? createHmac('sha256', key).update(canonical).digest('hex') : hash('sha256', canonical, 'hex');
 }
 
 /** Fields a checkpoint's own MAC covers: the checkpoint record without its `audit.checkpoint.mac`. */

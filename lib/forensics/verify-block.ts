@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, hash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { canonicalize, checkpointMac } from '../audit/chain';
 import { recordsOfLogsRequest } from './otlp';
@@ -103,7 +103,7 @@ export class Hasher {
   }
 
   plain(canonical: string): Buffer {
-    return createHash('sha256').update(canonical).digest();
+    return hash('sha256', canonical, 'buffer');
   }
 
   keyed(canonical: string): Buffer {
