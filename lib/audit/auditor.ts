@@ -14,7 +14,7 @@ import { rfc3339Now, uuidv7 } from './ids';
 import { buildRecord } from './record';
 import { openSink } from './sink';
 import type { AuditSink } from './sink';
-import { createRedactor, toJsonLine } from './serialize';
+import { createRedactor, toJsonLine, toJsonLineCanonical } from './serialize';
 import { HashChain, readPreviousChain } from './chain';
 import type { SerializeLimits } from './serialize';
 
@@ -42,7 +42,7 @@ export class Auditor {
   private readonly warnings = new RateLimitedWarnings(60_000);
   private internalErrors = 0;
   private chain: HashChain | undefined;
-  private events: import('@opentelemetry/api').Counter | undefined;
+  private events: Map<string, { attrs: Record<string, string>; n: number }> | undefined;
   private readonly addresses = new Set<string>();
 
   private init(): void {
@@ -110,11 +110,15 @@ export class Auditor {
   private registerMetrics(): void {
     const meter = metrics.getMeter('auditrace', version);
     const sink = () => this.sink?.stats();
-    this.events = meter.createCounter('auditrace.audit.events', {
+    // Counted here and observed at collection: one Map lookup per record instead of the SDK's
+    // attribute hashing on every add (measured ~1.5 µs of a record's cost).
+    const counts = new Map<string, { attrs: Record<string, string>; n: number }>();
+    this.events = counts;
+    meter.createObservableCounter('auditrace.audit.events', {
       description: 'Audit events by name and outcome; failures also by client address (at most '
         + `${MAX_ADDRESSES} distinct addresses per process, the rest as "other")`,
       unit: '{event}',
-    });
+    }).addCallback((r) => { for (const c of counts.values()) r.observe(c.n, c.attrs); });
     meter.createObservableCounter('auditrace.audit.records', {
       description: 'Audit records written to the durable destination', unit: '{record}',
     }).addCallback((r) => { const s = sink(); if (s) r.observe(s.written); });
@@ -163,10 +167,16 @@ export class Auditor {
           if (mac) record['audit.checkpoint.mac'] = mac;
         }
       }
-      const line = toJsonLine(record, this.limits, this.isRedacted, ['context']);
       // The chain hashes the record as written (after sanitising and truncation), which is what
       // a verifier will read back from the file or the archive.
-      if (chain) chain.commit(JSON.parse(line));
+      let line: string;
+      if (chain) {
+        const written = toJsonLineCanonical(record, this.limits, this.isRedacted, ['context']);
+        line = written.line;
+        chain.commitCanonical(written.canonical);
+      } else {
+        line = toJsonLine(record, this.limits, this.isRedacted, ['context']);
+      }
       this.sink!.write(line);
       if (problems.length > 0) {
         this.warnings.warn(`problems:${record['event.name']}`,
@@ -194,23 +204,37 @@ export class Auditor {
     if (!this.events) return;
     const name = record['event.name'] as string;
     if (name.startsWith('audit_c')) return;
-    const attrs: Record<string, string> = { 'event.name': name, 'event.outcome': record['event.outcome'] as string };
+    const outcome = record['event.outcome'] as string;
     // A failed TLS handshake has no request yet, so no resolved client: its peer is the address.
     const addr = record['client.address'] ?? (name === 'tls_handshake_fail' ? record['network.peer.address'] : undefined);
-    if (record['event.outcome'] === 'failure' && typeof addr === 'string') {
+    let address: string | undefined;
+    if (outcome === 'failure' && typeof addr === 'string') {
       if (this.addresses.has(addr) || this.addresses.size < MAX_ADDRESSES) {
         this.addresses.add(addr);
-        attrs['client.address'] = addr;
+        address = addr;
       } else {
-        attrs['client.address'] = 'other';
+        address = 'other';
       }
     }
-    const route = record['http.route'];
-    if (typeof route === 'string' && route.length <= 128) attrs['http.route'] = route;
-    else if (name === 'http_request' && record['http.response.status_code'] === 404) attrs['http.route'] = 'unmatched';
-    if (typeof record['http.response.status_code'] === 'number') attrs['http.response.status_code'] = String(record['http.response.status_code']);
-    if (typeof record['token.failure'] === 'string') attrs['token.failure'] = record['token.failure'];
-    this.events.add(1, attrs);
+    const r = record['http.route'];
+    const status = record['http.response.status_code'];
+    const route = typeof r === 'string' && r.length <= 128 ? r : name === 'http_request' && status === 404 ? 'unmatched' : undefined;
+    const statusText = typeof status === 'number' ? String(status) : undefined;
+    const tf = record['token.failure'];
+    const tokenFailure = typeof tf === 'string' ? tf : undefined;
+    const opt = (v: string | undefined): string => (v === undefined ? '-' : `+${v}`);
+    const key = `${name}\u0000${outcome}\u0000${opt(address)}\u0000${opt(route)}\u0000${opt(statusText)}\u0000${opt(tokenFailure)}`;
+    const seen = this.events.get(key);
+    if (seen) {
+      seen.n++;
+      return;
+    }
+    const attrs: Record<string, string> = { 'event.name': name, 'event.outcome': outcome };
+    if (address !== undefined) attrs['client.address'] = address;
+    if (route !== undefined) attrs['http.route'] = route;
+    if (statusText !== undefined) attrs['http.response.status_code'] = statusText;
+    if (tokenFailure !== undefined) attrs['token.failure'] = tokenFailure;
+    this.events.set(key, { attrs, n: 1 });
   }
 
   private linkToSpan(span: Span, record: Record<string, unknown>): void {

@@ -18,6 +18,8 @@ export type ChainAlgorithm = 'sha256' | 'hmac-sha256';
 interface Plan {
   keys: string[];
   member: string[];
+  /** For each sorted position, the key's index in the original order. */
+  order: number[];
 }
 interface KeyNode {
   next: Map<string, KeyNode> | undefined;
@@ -27,12 +29,13 @@ const PLAN_NODES_MAX = 20_000;
 const plans: KeyNode = { next: undefined, plan: undefined };
 let planNodes = 0;
 
-function makePlan(keys: string[]): Plan {
-  const sorted = keys.slice().sort();
-  return { keys: sorted, member: sorted.map((k) => `${JSON.stringify(k)}:`) };
+function makePlan(keys: readonly string[]): Plan {
+  const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
+  const sorted = order.map((i) => keys[i]!);
+  return { keys: sorted, member: sorted.map((k) => `${JSON.stringify(k)}:`), order };
 }
 
-function planOf(keys: string[]): Plan {
+function planOf(keys: readonly string[]): Plan {
   let node = plans;
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i]!;
@@ -74,9 +77,28 @@ export function canonicalize(value: unknown): string {
   return `${out}}`;
 }
 
+/**
+ * The canonical form of an object given as its distinct keys and, for each, the canonical text of
+ * its value: what the serialiser produces on its way to the line, so the writer need not parse
+ * the line back.
+ */
+export function canonicalFromMembers(keys: readonly string[], values: readonly string[]): string {
+  if (keys.length === 0) return '{}';
+  const plan = planOf(keys);
+  let out = '{';
+  for (let j = 0; j < plan.order.length; j++) {
+    if (j) out += ',';
+    out += plan.member[j]! + values[plan.order[j]!]!;
+  }
+  return `${out}}`;
+}
+
 /** The hash of one record as the chain sees it. */
 export function recordHash(record: unknown, key: Buffer | undefined): string {
-  const canonical = canonicalize(record);
+  return canonicalHash(canonicalize(record), key);
+}
+
+function canonicalHash(canonical: string, key: Buffer | undefined): string {
   return key ? createHmac('sha256', key).update(canonical).digest('hex') : hash('sha256', canonical, 'hex');
 }
 
@@ -147,7 +169,12 @@ export class HashChain {
 
   /** Called with the record exactly as written (parsed back from its line). */
   commit(written: unknown): void {
-    this.prev = recordHash(written, this.key);
+    this.commitCanonical(canonicalize(written));
+  }
+
+  /** Called with the canonical form of the record exactly as written. */
+  commitCanonical(canonical: string): void {
+    this.prev = canonicalHash(canonical, this.key);
     this.seq++;
   }
 

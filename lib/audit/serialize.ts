@@ -26,6 +26,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { types } from 'node:util';
+import { canonicalFromMembers, canonicalize } from './chain';
 
 export interface SerializeLimits {
   /** Per string value, in UTF-8 bytes; a longer string is cut and ends with `…[truncated N bytes]`. */
@@ -603,6 +604,40 @@ function assemble(kjs: readonly string[], vjs: readonly string[], tail: string |
  * anything was cut or dropped the line ends with `"audit.truncated":true` (replacing any
  * `audit.truncated` the record had). Never throws.
  */
+/**
+ * `toJsonLine`, and the RFC 8785 canonical form of the record the line holds (what the hash chain
+ * hashes): equal to `canonicalize(JSON.parse(line))`, mostly built from the serialiser's own
+ * member texts. A string or number written without any escape is already canonical; anything
+ * else (escapes, objects, arrays) is parsed back and canonicalised on its own.
+ */
+export function toJsonLineCanonical(
+  record: Record<string, unknown>,
+  limits: SerializeLimits,
+  isRedacted: (key: string) => boolean,
+  freeForm?: readonly string[],
+): { line: string; canonical: string } {
+  let text: string;
+  const members: { value?: Members } = {};
+  try {
+    text = line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : [], members);
+  } catch {
+    return { line: FAILED_LINE, canonical: canonicalize(JSON.parse(FAILED_LINE)) };
+  }
+  const m = members.value;
+  if (!m) return { line: text + '\n', canonical: canonicalize(JSON.parse(text)) };
+  const values: string[] = new Array(m.vjs.length);
+  for (let i = 0; i < m.vjs.length; i++) {
+    const v = m.vjs[i]!;
+    const c = v.charCodeAt(0);
+    values[i] = c !== 0x7b && c !== 0x5b && v.indexOf('\\') < 0 ? v : canonicalize(JSON.parse(v));
+  }
+  if (m.tail !== null) {
+    m.names.push(TRUNCATED_FIELD);
+    values.push(canonicalize(JSON.parse(m.tail)));
+  }
+  return { line: text + '\n', canonical: canonicalFromMembers(m.names, values) };
+}
+
 export function toJsonLine(
   record: Record<string, unknown>,
   limits: SerializeLimits,
@@ -616,7 +651,15 @@ export function toJsonLine(
   }
 }
 
-function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, freeForm: readonly string[]): string {
+/** The top-level members of a line as written, for its canonical form (see toJsonLineCanonical). */
+interface Members {
+  names: string[];
+  vjs: string[];
+  tail: string | null;
+}
+
+function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, freeForm: readonly string[],
+  members?: { value?: Members }): string {
   if (record === null || typeof record !== 'object') record = { 'audit.invalid_record': record };
   let keys: string[];
   try {
@@ -628,6 +671,7 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
   const kjs: string[] = [];
   const vjs: string[] = [];
   const ffs: boolean[] = [];
+  const names: string[] | null = members ? [] : null;
   let ownTruncated: string | null = null;
   let seen: Set<string> | null = null;
   const lim = keys.length < TOP_LEVEL_MAX_KEYS ? keys.length : TOP_LEVEL_MAX_KEYS;
@@ -658,6 +702,7 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
     kjs.push(kj);
     vjs.push(w.out);
     ffs.push(freeForm.includes(key));
+    names?.push(key);
   }
   if (keys.length > lim) {
     w.truncated = true;
@@ -665,9 +710,12 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
     vjs.push('"[' + (keys.length - lim) + ' more]"');
     ffs.push(false);
   }
-  const s = assemble(kjs, vjs, w.truncated ? 'true' : ownTruncated);
-  if (fits(s, l.maxRecordBytes)) return s;
-  return shrink(kjs, vjs, ffs, l);
+  const tail = w.truncated ? 'true' : ownTruncated;
+  const s = assemble(kjs, vjs, tail);
+  if (!fits(s, l.maxRecordBytes)) return shrink(kjs, vjs, ffs, l);
+  // Renamed keys (seen) and the "[N more]" entry are rare: those lines are parsed back instead.
+  if (members && names && seen === null && keys.length <= lim) members.value = { names, vjs, tail };
+  return s;
 }
 
 /** The record is over maxRecordBytes: make it fit, dropping free-form data first. */

@@ -47,7 +47,8 @@ function archiveOf(name, lines, { batch = 7, perFrame = 2, seed = 3 } = {}) {
 function twoChains(key, count = 40) {
   const a = gen.chainLines({ count, key, checkpointEvery: 10, service: 'orders' });
   const last = JSON.parse(a.lines.at(-1));
-  const b = gen.chainLines({ count, key, checkpointEvery: 10, service: 'orders', previous: { chain: a.chain, seq: last['audit.seq'], hash: recordHash(last, key) } });
+  // The second process starts after the first ended: its times (and so the report's order) follow.
+  const b = gen.chainLines({ count, key, checkpointEvery: 10, service: 'orders', startMicros: a.nextMicros + 1000, previous: { chain: a.chain, seq: last['audit.seq'], hash: recordHash(last, key) } });
   return { a, b, lines: [...a.lines, ...b.lines] };
 }
 

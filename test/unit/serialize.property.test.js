@@ -1,7 +1,8 @@
 'use strict';
 const assert = require('node:assert/strict');
 const fc = require('fast-check');
-const { defaultLimits, createRedactor, sanitize, toJsonLine } = require('../../dist/lib/audit/serialize.js');
+const { defaultLimits, createRedactor, sanitize, toJsonLine, toJsonLineCanonical } = require('../../dist/lib/audit/serialize.js');
+const { canonicalize } = require('../../dist/lib/audit/chain.js');
 
 const isRedacted = createRedactor([]);
 const RUNS = Number(process.env.SERIALIZE_PROPERTY_RUNS) || 300;
@@ -173,6 +174,23 @@ describe('serialize (properties)', function () {
       record.context = context;
       checkLine(toJsonLine(record, limits, isRedacted, ['context']), limits.maxRecordBytes);
     }), { numRuns: RUNS });
+  });
+
+  it('the canonical form handed to the hash chain is exactly canonicalize(JSON.parse(line)) (any record, any value)', () => {
+    const check = (record, limits) => {
+      const { line, canonical } = toJsonLineCanonical(record, limits, isRedacted, ['context']);
+      checkLine(line, limits.maxRecordBytes);
+      assert.equal(canonical, canonicalize(JSON.parse(line)));
+    };
+    fc.assert(fc.property(recordArb, limitsArb, check), { numRuns: RUNS });
+    fc.assert(fc.property(fc.dictionary(hostileString, fc.oneof(anything, hostile)), anything, limitsArb, (record, context, limits) => {
+      record.context = context;
+      check(record, limits);
+    }), { numRuns: RUNS });
+    // the shapes the auditor writes: plain fields, escapes in values and keys, truncation markers
+    fc.assert(fc.property(fc.dictionary(fc.oneof(hostileString, fc.constantFrom('audit.truncated', 'a', 'time')),
+      fc.oneof(hostileString, fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(hostileString, { maxLength: 3 }))),
+    limitsArb, check), { numRuns: RUNS * 3 });
   });
 
   it('the context written equals sanitize(context), unless dropped for size', () => {
