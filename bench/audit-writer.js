@@ -41,11 +41,18 @@ function loopSync(one) {
   return [n, now() - t0];
 }
 
+/** Lines and bytes of `f` and of its rotated files (`f.1`, `f.2`, … — auditrace rotates at 100 MiB). */
 function countLines(f) {
-  const buf = fs.readFileSync(f);
   let n = 0;
-  for (let i = 0; i < buf.length; i++) if (buf[i] === 0x0a) n++;
-  return { lines: n, bytes: buf.length };
+  let bytes = 0;
+  for (let k = 0; ; k++) {
+    const name = k === 0 ? f : `${f}.${k}`;
+    if (k > 0 && !fs.existsSync(name)) break;
+    const buf = fs.readFileSync(name);
+    for (let i = 0; i < buf.length; i++) if (buf[i] === 0x0a) n++;
+    bytes += buf.length;
+  }
+  return { lines: n, bytes };
 }
 
 function report(n, ms, extra = {}) {

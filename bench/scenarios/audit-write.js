@@ -36,7 +36,7 @@ async function run(ctx) {
       const j = c.lastJson(res.stdout);
       results[k].push(j);
       ctx.log(`  audit write round ${r + 1}/${rounds} ${k}: ${j.perSec.toFixed(0)} records/s (${j.bytesPerLine.toFixed(0)} B/line, ${j.lines} lines for ${j.records} records)`);
-      fs.rmSync(file, { force: true });
+      for (const f of fs.readdirSync(dir)) if (f.startsWith(path.basename(file))) fs.rmSync(path.join(dir, f), { force: true });
     }
   }
   const out = { rounds, durationMs: ms, recordBytes: Buffer.byteLength(template) + 1, template, contenders: {} };
