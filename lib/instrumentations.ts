@@ -1,4 +1,6 @@
-import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { createRequire, isBuiltin } from 'node:module';
+import nodePath_ from 'node:path';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 
 /**
@@ -59,6 +61,83 @@ export const instrumentationNames: readonly string[] = Object.freeze(Object.keys
  * poller rather than an instrumentation.
  */
 export const defaultOffInstrumentations: readonly string[] = Object.freeze(['fs', 'dns', 'net', 'host-metrics']);
+
+/**
+ * The modules each instrumentation patches: the names of its module definitions (a test checks
+ * this table against the packages). `[]`: nothing to look for (diagnostics channels, runtime
+ * metrics, host metrics). Built-in modules are always there.
+ */
+export const instrumentationTargets: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  amqplib: ['amqplib'],
+  'aws-lambda': [],
+  'aws-sdk': ['@aws-sdk/middleware-stack', '@smithy/middleware-stack', '@smithy/core', '@aws-sdk/smithy-client', '@smithy/smithy-client'],
+  bunyan: ['bunyan'],
+  'cassandra-driver': ['cassandra-driver'],
+  connect: ['connect'],
+  cucumber: ['@cucumber/cucumber'],
+  dataloader: ['dataloader'],
+  dns: ['dns'],
+  express: ['express'],
+  fs: ['fs'],
+  'generic-pool': ['generic-pool'],
+  graphql: ['graphql'],
+  grpc: ['@grpc/grpc-js'],
+  hapi: ['@hapi/hapi'],
+  'host-metrics': [],
+  http: ['http', 'https'],
+  ioredis: ['ioredis'],
+  kafkajs: ['kafkajs'],
+  knex: ['knex'],
+  koa: ['koa'],
+  'lru-memoizer': ['lru-memoizer'],
+  memcached: ['memcached'],
+  mongodb: ['mongodb'],
+  mongoose: ['mongoose'],
+  mysql2: ['mysql2'],
+  mysql: ['mysql'],
+  'nestjs-core': ['@nestjs/core'],
+  net: ['net'],
+  openai: ['openai'],
+  oracledb: ['oracledb'],
+  pg: ['pg', 'pg-pool'],
+  pino: ['pino'],
+  redis: ['redis', '@redis/client', '@node-redis/client'],
+  restify: ['restify'],
+  router: ['router'],
+  'runtime-node': [],
+  'socket.io': ['socket.io'],
+  tedious: ['tedious'],
+  undici: [],
+  winston: ['winston'],
+});
+
+/** The `node_modules` directories a require from the app can reach: up from each root, then NODE_PATH. */
+export function nodeModulesDirs(roots: readonly string[], nodePath: string | undefined): string[] {
+  const dirs: string[] = [];
+  for (const root of roots) {
+    for (let dir = nodePath_.resolve(root); ; dir = nodePath_.dirname(dir)) {
+      if (nodePath_.basename(dir) !== 'node_modules') dirs.push(nodePath_.join(dir, 'node_modules'));
+      if (nodePath_.dirname(dir) === dir) break;
+    }
+  }
+  for (const p of (nodePath ?? '').split(nodePath_.delimiter)) if (p) dirs.push(nodePath_.resolve(p));
+  return [...new Set(dirs)];
+}
+
+/**
+ * Of the default set, the instrumentations with something to patch in this app: an instrumentation
+ * whose modules are installed in none of `dirs` would only cost start-up (loading the 37 packages
+ * is about a third of it). Explicitly enabled ones are never filtered (see sdk.ts).
+ */
+export function presentInstrumentations(names: readonly string[], dirs: readonly string[], env: NodeJS.ProcessEnv,
+  exists: (path: string) => boolean = existsSync): string[] {
+  return names.filter((name) => {
+    if (name === 'aws-lambda') return !!(env.LAMBDA_TASK_ROOT && env._HANDLER);
+    const targets = instrumentationTargets[name];
+    if (!targets || targets.length === 0) return true;
+    return targets.some((m) => isBuiltin(m) || dirs.some((d) => exists(nodePath_.join(d, m, 'package.json'))));
+  });
+}
 
 /** Which instrumentations run, given the two environment lists (already validated). */
 export function selectInstrumentations(enabled: readonly string[] | undefined, disabled: readonly string[]): string[] {

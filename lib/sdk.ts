@@ -5,7 +5,9 @@ import type { Resource } from '@opentelemetry/resources';
 import type { BatchConfig, Config, ExportConfig, Signal } from './config';
 import { RateLimitedWarnings, redactUrl, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
-import { loadInstrumentations, selectInstrumentations } from './instrumentations';
+import { realpathSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { loadInstrumentations, nodeModulesDirs, presentInstrumentations, selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
 import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest } from './edge';
 import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
@@ -279,8 +281,27 @@ function batchOptions(exporter: unknown, b: BatchConfig, meterProvider: MeterPro
 }
 
 /** Only the enabled instrumentations are required; one that fails to load is reported and skipped. */
+/** Where the app's modules resolve from: the working directory and the main script's directory. */
+function appModuleDirs(): string[] {
+  const roots = [process.cwd()];
+  const main = process.argv[1];
+  if (main) {
+    try {
+      roots.push(dirname(realpathSync(main)));
+    } catch {
+      // `node -e`, a REPL, or a main module that is not a file: the working directory is all there is
+    }
+  }
+  return nodeModulesDirs(roots, process.env.NODE_PATH);
+}
+
 export function buildInstrumentations(config: Readonly<Config>, edge?: Edge): Instrumentation[] {
-  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  let names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  // The default set shrinks to what the app has installed; a list the user wrote is loaded as written.
+  // Under Yarn Plug'n'Play there is no node_modules to look in: everything is loaded.
+  if (config.instrumentations.enabled === undefined && !process.versions.pnp) {
+    names = presentInstrumentations(names, appModuleDirs(), process.env);
+  }
   const loaded = loadInstrumentations(names, instrumentationConfigs(config, edge ?? new Edge(config.edge)));
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   return loaded.instrumentations;

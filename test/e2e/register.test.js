@@ -464,3 +464,35 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
     }
   });
 });
+
+describe('only the instrumentations the app can use are loaded', function () {
+  this.timeout(30000);
+  const fs = require('node:fs');
+  const path = require('node:path');
+  const { runApp } = require('../helpers/run-app');
+  let dir;
+  before(() => {
+    // An app outside this repository, with one fake package installed next to it.
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-present-app-'));
+    fs.writeFileSync(path.join(dir, 'app.js'), "require('node:http');\n");
+    fs.mkdirSync(path.join(dir, 'node_modules', 'koa'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'node_modules', 'koa', 'package.json'), '{"name":"koa","version":"2.15.0"}');
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const loaded = async (env) => {
+    const r = await runApp(path.join(dir, 'app.js'), { cwd: dir, env: { OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', ...HERMETIC, ...env } });
+    assert.equal(r.code, 0, r.stderr);
+    const m = /instrumentations=(\S+)/.exec(r.stderr);
+    assert.ok(m, r.stderr);
+    return m[1].split(',').sort();
+  };
+
+  it('by default: the built-in and channel-based ones, plus those whose package is installed', async () => {
+    assert.deepEqual(await loaded({}), ['http', 'koa', 'runtime-node', 'undici']);
+  });
+
+  it('a list the user wrote is loaded as written, installed or not', async () => {
+    assert.deepEqual(await loaded({ OTEL_NODE_ENABLED_INSTRUMENTATIONS: 'http,express,pg' }), ['express', 'http', 'pg']);
+  });
+});

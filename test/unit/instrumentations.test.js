@@ -1,6 +1,10 @@
 'use strict';
 const assert = require('node:assert/strict');
-const { instrumentationNames, loadInstrumentations, selectInstrumentations, defaultOffInstrumentations } = require('../../dist/lib/instrumentations.js');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { instrumentationNames, loadInstrumentations, selectInstrumentations, defaultOffInstrumentations, instrumentationTargets,
+  presentInstrumentations, nodeModulesDirs } = require('../../dist/lib/instrumentations.js');
 
 describe('instrumentations', () => {
   it('our table names exactly the instrumentations of auto-instrumentations-node', () => {
@@ -41,5 +45,60 @@ describe('instrumentations', () => {
     const { instrumentations } = loadInstrumentations(['http']);
     for (const i of instrumentations) i.disable();
     assert.deepEqual(instrumentations.map((i) => i.instrumentationName), ['@opentelemetry/instrumentation-http']);
+  });
+
+  it('the table of patched modules names exactly what each instrumentation hooks', () => {
+    const { instrumentations } = loadInstrumentations(instrumentationNames);
+    try {
+      assert.deepEqual(Object.keys(instrumentationTargets).sort(), [...instrumentationNames].sort());
+      for (const i of instrumentations) {
+        const name = i.instrumentationName.replace('@opentelemetry/instrumentation-', '');
+        const hooked = [...new Set(i.getModuleDefinitions().map((d) => d.name.replace(/\/promises$/, '')))].sort();
+        assert.deepEqual([...instrumentationTargets[name]].sort(), hooked, name);
+      }
+    } finally {
+      for (const i of instrumentations) i.disable();
+    }
+  });
+
+  describe('the default set shrinks to what the app has installed', () => {
+    let root;
+    before(() => {
+      root = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-present-'));
+      for (const m of ['express', '@redis/client', 'pg-pool']) {
+        fs.mkdirSync(path.join(root, 'node_modules', m), { recursive: true });
+        fs.writeFileSync(path.join(root, 'node_modules', m, 'package.json'), '{}');
+      }
+      fs.mkdirSync(path.join(root, 'node_modules', 'koa')); // a directory without package.json is no package
+      fs.mkdirSync(path.join(root, 'app', 'src'), { recursive: true });
+    });
+    after(() => fs.rmSync(root, { recursive: true, force: true }));
+
+    it('keeps built-in targets, channel/metric instrumentations and installed packages (any of their modules); drops the rest', () => {
+      const dirs = nodeModulesDirs([path.join(root, 'app', 'src')], undefined);
+      const on = presentInstrumentations(selectInstrumentations(undefined, []), dirs, {});
+      assert.deepEqual(on.sort(), ['express', 'http', 'pg', 'redis', 'runtime-node', 'undici'].sort());
+    });
+
+    it('aws-lambda only inside Lambda; NODE_PATH is searched too', () => {
+      const other = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-present-np-'));
+      try {
+        const dirs = nodeModulesDirs([other], path.join(root, 'node_modules'));
+        assert.ok(presentInstrumentations(['express'], dirs, {}).includes('express'));
+        assert.deepEqual(presentInstrumentations(['aws-lambda'], dirs, { LAMBDA_TASK_ROOT: '/var/task', _HANDLER: 'index.handler' }), ['aws-lambda']);
+        assert.deepEqual(presentInstrumentations(['aws-lambda'], dirs, {}), []);
+      } finally {
+        fs.rmSync(other, { recursive: true, force: true });
+      }
+    });
+
+    it('walks up from each root to the file-system root, skipping node_modules themselves', () => {
+      const dirs = nodeModulesDirs([path.join(root, 'app', 'src'), path.join(root, 'node_modules', 'express')], undefined);
+      assert.equal(dirs[0], path.join(root, 'app', 'src', 'node_modules'));
+      assert.ok(dirs.includes(path.join(root, 'node_modules')));
+      assert.ok(dirs.includes(path.join(path.parse(root).root, 'node_modules')));
+      assert.ok(!dirs.some((d) => d.endsWith(`node_modules${path.sep}node_modules`)));
+      assert.equal(new Set(dirs).size, dirs.length);
+    });
   });
 });
