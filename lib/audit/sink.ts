@@ -266,6 +266,32 @@ export function openSink(opts: SinkOptions): AuditSink {
     }
   };
 
+  /**
+   * A new file's name (and a rotation's renames) live in the directory: without fsyncing it, a
+   * machine crash can lose the whole file although its data was fsynced.
+   */
+  const syncDir = (): void => {
+    if (policy === 'never') return;
+    let dfd: number | null = null;
+    try {
+      dfd = fs.openSync(nodePath.dirname(path), 'r');
+      fs.fsyncSync(dfd);
+    } catch (err) {
+      const code = errorCode(err);
+      if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EROFS' && code !== 'EISDIR' && code !== 'EPERM' && code !== 'EACCES') {
+        notice('dirsync', `audit destination ${label}: fsync of its directory failed (${code}): a machine crash may lose the file's name`);
+      }
+    } finally {
+      if (dfd !== null) {
+        try {
+          fs.closeSync(dfd);
+        } catch {
+          // ignore
+        }
+      }
+    }
+  };
+
   const openFile = (): void => {
     let newFd: number;
     try {
@@ -288,13 +314,15 @@ export function openSink(opts: SinkOptions): AuditSink {
       throw err;
     }
     // A different file than the one a torn line started in: the whole line is written again.
-    if (st.ino !== ino || st.dev !== dev) headWritten = 0;
+    const other = st.ino !== ino || st.dev !== dev;
+    if (other) headWritten = 0;
     fd = newFd;
     ino = st.ino;
     dev = st.dev;
     size = st.size;
     regular = st.isFile();
     lastIdentityCheck = now();
+    if (other && regular) syncDir();
     // A file that does not end in "\n" holds a fragment (a process killed inside a write that
     // crossed a page boundary, a full disk): our first line must not be glued onto it. When the
     // fragment is our own torn line (headWritten > 0), it is completed instead.

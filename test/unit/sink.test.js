@@ -619,9 +619,9 @@ describe('audit sink', function () {
       return { sink, calls, file };
     };
 
-    it("'always' fsyncs after every write", () => {
+    it("'always' fsyncs after every write (and the directory once, for the new file's name)", () => {
       const { calls, file } = run('always');
-      assert.equal(calls.fsyncSync, 10);
+      assert.equal(calls.fsyncSync, 10 + 1);
       assert.equal(calls.fdatasyncSync, 0);
       assert.equal(seqs(file).length, 10);
     });
@@ -636,7 +636,7 @@ describe('audit sink', function () {
       sink.write(record(100));
       sink.close();
       assert.equal(calls.fdatasyncSync, 2, 'on close');
-      assert.equal(calls.fsyncSync, 0);
+      assert.equal(calls.fsyncSync, 1, 'the directory, once');
     });
 
     it("'never' never syncs, not even on flush or close", () => {
@@ -658,9 +658,28 @@ describe('audit sink', function () {
       const { errors, opts } = options(file, { fs: spy, fsync: 'always' });
       const sink = open(opts);
       for (let i = 0; i < 5; i++) sink.write(record(i));
-      assert.equal(errors.length, 1);
-      assert.match(errors[0], /fsync failed \(EIO\)/);
+      assert.equal(errors.length, 2, errors.join('\n'));
+      assert.match(errors[0], /fsync of its directory failed \(EIO\)/);
+      assert.match(errors[1], /: fsync failed \(EIO\)/);
       assert.deepEqual(seqs(file), range(0, 5));
+    });
+
+    it('a new file and each rotation fsync the directory (the names survive a machine crash); never with never', () => {
+      for (const fsync of ['interval', 'never']) {
+        const file = path.join(dir, `rot-${fsync}.jsonl`);
+        const dirFds = new Set();
+        let dirSyncs = 0;
+        const { fs: spy } = spyFs({
+          openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === dir) dirFds.add(fd); return fd; },
+          fsyncSync: (fd) => { if (dirFds.has(fd)) dirSyncs++; return fs.fsyncSync(fd); },
+          closeSync: (fd) => { dirFds.delete(fd); return fs.closeSync(fd); },
+        });
+        const sink = open(options(file, { fs: spy, fsync, maxFileBytes: LEN * 2 }).opts);
+        for (let i = 0; i < 6; i++) sink.write(record(i)); // 2 per file: 2 rotations
+        sink.close();
+        assert.ok(fs.existsSync(`${file}.2`), 'rotated twice');
+        assert.equal(dirSyncs, fsync === 'never' ? 0 : 3, fsync);
+      }
     });
   });
 });
