@@ -12,6 +12,7 @@ import { processIdentity } from './identity';
 import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest } from './edge';
 import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
 import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
+import { auditClientErrors } from './client-errors'; // http_client_error records
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { currentRequest } from './request-context';
 import { version } from './version';
@@ -354,8 +355,10 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     ...(meterProvider ? { meterProvider } : {}),
     ...(loggerProvider ? { loggerProvider } : {}),
   });
-  // --- audit records of failed TLS handshakes and failed outgoing calls (tls-audit.ts, backend-calls.ts)
+  // --- audit records of failed TLS handshakes, unparseable requests and failed outgoing calls
+  //     (tls-audit.ts, client-errors.ts, backend-calls.ts)
   auditTlsFailures();
+  auditClientErrors((peer) => edge.trust(peer));
   if (config.edge.backendCallRecords) auditFetchCalls();
   // ---
 

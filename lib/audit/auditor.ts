@@ -205,8 +205,10 @@ export class Auditor {
     const name = record['event.name'] as string;
     if (name.startsWith('audit_c')) return;
     const outcome = record['event.outcome'] as string;
-    // A failed TLS handshake has no request yet, so no resolved client: its peer is the address.
-    const addr = record['client.address'] ?? (name === 'tls_handshake_fail' ? record['network.peer.address'] : undefined);
+    // A failed TLS handshake or an unparseable request has no request yet, so no resolved client:
+    // its peer is the address.
+    const addr = record['client.address']
+      ?? (name === 'tls_handshake_fail' || name === 'http_client_error' ? record['network.peer.address'] : undefined);
     let address: string | undefined;
     if (outcome === 'failure' && typeof addr === 'string') {
       if (this.addresses.has(addr) || this.addresses.size < MAX_ADDRESSES) {

@@ -217,6 +217,14 @@ export const catalogue = {
       'tls.failure': { type: 'string', required: true, description: 'Error code, e.g. `ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE`.' },
     },
   },
+  http_client_error: {
+    description: 'A connection sent bytes that are not a valid HTTP request (malformed request line or headers, headers too large, headers not complete in time); Node answered it without the application seeing a request. `error.type` is Node\'s error code (e.g. `HPE_INVALID_METHOD`, `HPE_HEADER_OVERFLOW`); `client.address` is the peer unless the peer is a trusted proxy.',
+    outcome: 'failure', severity: 'WARN', source: 'auditrace', internal: true,
+    fields: {
+      'network.peer.address': { type: 'string', required: true, description: 'The connection\'s peer (the client, or a proxy in front of it).' },
+      'http.response.status_code': { type: 'integer', description: 'What Node answered (400, 408 or 431); absent when the application handles `clientError` itself or the connection was no longer writable.' },
+    },
+  },
   audit_chain_start: {
     description: 'A process began a new hash chain; names the previous chain found in the same file.',
     outcome: 'success', severity: 'INFO', source: 'auditrace', internal: true,

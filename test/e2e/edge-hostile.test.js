@@ -394,6 +394,36 @@ describe('edge under hostile input (fixtures/edge/hostile-server.js, with and wi
     }
   });
 
+  it('bytes Node cannot parse as a request: answered like the bare server, one http_client_error record each', async () => {
+    const results = await run([
+      { name: 'a method of garbage', expect: 400, raw: () => 'G\u0001T / HTTP/1.1\r\nHost: x\r\n\r\n', type: /^HPE_/ },
+      { name: 'a header without a colon', expect: 400, raw: (t) => `GET ${t} HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n`, type: /^HPE_/ },
+      { name: 'headers over the limit', expect: 431, raw: (t) => `GET ${t} HTTP/1.1\r\nHost: x\r\nX-Big: ${'b'.repeat(20_000)}\r\n\r\n`, type: /^HPE_HEADER_OVERFLOW$/ },
+      { name: 'not HTTP at all', expect: 400, raw: () => '\u0016\u0003\u0001\u0002\u0000\u0001\u0000\u0001\u00fc\u0003\u0003', type: /^HPE_/ },
+    ]);
+    const deadline = Date.now() + 10_000;
+    const errorsOf = (name) => recordsOf(name).filter((r) => r['event.name'] === 'http_client_error');
+    while (['trusted', 'untrusted'].some((n) => errorsOf(n).length < results.length) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    for (const name of ['trusted', 'untrusted']) {
+      const errs = errorsOf(name);
+      assert.equal(errs.length, results.length, `${name}: ${JSON.stringify(errs)}`);
+      results.forEach((c, i) => {
+        const r = errs[i];
+        assert.match(r['error.type'], c.type, `${name} ${c.name}`);
+        assert.equal(r['http.response.status_code'], c.status, `${name} ${c.name}`);
+        assert.equal(r['event.outcome'], 'failure');
+        assert.match(r['network.peer.address'], /^(127\.0\.0\.1|::1)$/);
+        // behind a trusted proxy the client is unknown; an untrusted peer is its own client
+        assert.equal(r['client.address'], name === 'trusted' ? undefined : r['network.peer.address'], `${name} ${c.name}`);
+        assert.equal(r['request.id'], undefined);
+        assert.ok(validate(r), JSON.stringify(validate.errors));
+      });
+      // (run() checks after each case that the server still serves /health)
+      const access = recordsOf(name).filter((r) => r['event.name'] === 'http_request' && r['url.path'] !== '/health');
+      assert.deepEqual(access, [], `${name}: an access record for a request that never was`);
+    }
+  });
+
   it('property: random printable header values answer like the bare server, with valid records', async () => {
     const printable = fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c));
     const value = fc.oneof(
