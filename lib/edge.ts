@@ -2,6 +2,7 @@ import { context, propagation, trace, ROOT_CONTEXT } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
 import type { Context, Span, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
 import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
+import { subscribe } from 'node:diagnostics_channel';
 import { isIP } from 'node:net';
 import { getAuditor } from './audit/auditor';
 import { rfc3339Now } from './audit/ids';
@@ -30,6 +31,8 @@ interface Decision {
   requestIdReplaced?: string | undefined;
   untrustedParent?: import('@opentelemetry/api').SpanContext | undefined;
   startNs: bigint;
+  /** The route template a framework reported (Fastify's diagnostics channel). */
+  route?: string | undefined;
   /** When the app called res.end() (monotonic, and as the record's time). */
   endNs: bigint | undefined;
   endTime: string | undefined;
@@ -151,7 +154,7 @@ export class Edge {
       'http.server.request.duration': Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e9,
       'network.peer.address': d.request.peerAddress ?? 'unknown',
     };
-    const fullRoute = route ?? expressRoute(req);
+    const fullRoute = route ?? d.route ?? expressRoute(req);
     if (fullRoute) fields['http.route'] = fullRoute;
     if (status !== undefined) fields['http.response.status_code'] = status;
     const reqSize = contentLength(req.headers['content-length']);
@@ -244,6 +247,33 @@ function redactQuery(query: string): string {
 }
 
 /** Express keeps the matched route on the request after routing. */
+let watchingRoutes = false;
+
+/**
+ * Fastify (>= 4.27) publishes each matched route on the `tracing:fastify.request.handler` channel
+ * (there is no Fastify instrumentation among the upstream ones). The template goes where Express's
+ * instrumentation puts its own: the request's RPC metadata, from which instrumentation-http names
+ * the server span and sets its `http.route`, and our access record reads it.
+ */
+export function watchFrameworkRoutes(): void {
+  if (watchingRoutes) return;
+  watchingRoutes = true;
+  subscribe('tracing:fastify.request.handler:start', (message) => {
+    try {
+      const m = message as { request?: { raw?: IncomingMessage }; route?: { url?: unknown } };
+      const url = m.route?.url;
+      if (typeof url !== 'string' || !url) return;
+      const rpc = getRPCMetadata(context.active()) as { route?: string } | undefined;
+      if (rpc && rpc.route === undefined) rpc.route = url;
+      const headers = m.request?.raw?.headers;
+      const d = headers ? decisions.get(headers) : undefined;
+      if (d && d.route === undefined) d.route = url;
+    } catch {
+      // a message of another shape: no route then
+    }
+  });
+}
+
 function expressRoute(req: IncomingMessage): string | undefined {
   const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: unknown };
   if (typeof r.route?.path !== 'string') return undefined;

@@ -9,7 +9,7 @@ import { realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { loadInstrumentations, nodeModulesDirs, presentInstrumentations, selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
-import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest } from './edge';
+import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest, watchFrameworkRoutes } from './edge';
 import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
 import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
 import { auditClientErrors } from './client-errors'; // http_client_error records
@@ -144,6 +144,7 @@ class LossCounters {
 
 /** The edge policy; with AUDITRACE_PROXY_PROTOCOL, servers first read the load balancer's PROXY header. */
 export function createEdge(config: Readonly<Config>): Edge {
+  watchFrameworkRoutes();
   if (!config.edge.proxyProtocol) return new Edge(config.edge);
   const pp = require('./proxy-protocol') as typeof import('./proxy-protocol');
   const edge = new Edge(config.edge, pp.proxySourceOf);
