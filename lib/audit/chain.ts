@@ -64,11 +64,14 @@ export function canonicalize(value: unknown): string {
   }
   const keys = Object.keys(value);
   if (keys.length === 0) return '{}';
+  // One native call for the values, in the keys' order; the plan maps sorted positions to them
+  // (cheaper than a keyed lookup per member).
+  const values = Object.values(value) as unknown[];
   const plan = planOf(keys);
   let out = '{';
   let written = 0;
-  for (let i = 0; i < plan.keys.length; i++) {
-    const v = (value as Record<string, unknown>)[plan.keys[i]!];
+  for (let i = 0; i < plan.order.length; i++) {
+    const v = values[plan.order[i]!];
     if (v === undefined) continue;
     if (written++) out += ',';
     out += plan.member[i]!;
