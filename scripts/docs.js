@@ -26,7 +26,9 @@ function eventTable() {
       .map(([k, f]) => (f.required ? `**\`${k}\`**` : `\`${k}\``) + (f.type === 'string' ? '' : ` (${f.type})`))
       .join(', ');
     const src = e.source === 'owasp' ? 'OWASP' : 'auditrace';
-    return `| \`${name}\` | \`audit.${functionName(name)}()\` | ${e.outcome} | ${e.severity} | ${fields} | ${escapeCell(e.description)} (${src}) |`;
+    // Events auditrace writes itself have no function: the application cannot forge them.
+    const fn = e.internal ? 'none (written by auditrace)' : `\`audit.${functionName(name)}()\``;
+    return `| \`${name}\` | ${fn} | ${e.outcome} | ${e.severity} | ${fields} | ${escapeCell(e.description)} (${src}) |`;
   });
   const common = Object.keys(commonFields).map((k) => `\`${k}\``).join(', ');
   return ['| Event | Function | Outcome | Severity | Fields (**required**) | Meaning |', '|---|---|---|---|---|---|', ...rows,
