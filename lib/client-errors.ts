@@ -1,6 +1,8 @@
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { getAuditor } from './audit/auditor';
 import { normaliseAddress } from './client-address';
+import { observeEmit } from './observe-emit';
+import type { Emit } from './observe-emit';
 import { setRequestContext } from './request-context';
 
 /**
@@ -11,8 +13,7 @@ import { setRequestContext } from './request-context';
  *
  * Node reports them as a `clientError` event on the server, and only answers itself when nobody
  * listens; a listener of ours would change that. So, as for TLS (tls-audit.ts), the event is
- * observed by wrapping `emit` of `http.Server.prototype` and `https.Server.prototype`: the original
- * is called with the same arguments and its value returned.
+ * observed through `emit` of `http.Server.prototype` and `https.Server.prototype` (observe-emit.ts).
  *
  * A connection reset or broken by the client (ECONNRESET, EPIPE) is not a request error, and an
  * error on a connection whose request already reached the application (a client hanging up
@@ -25,9 +26,6 @@ import { setRequestContext } from './request-context';
 const MARK = Symbol.for('auditrace.client-errors');
 const TYPE_MAX = 64;
 const NOT_REQUEST_ERRORS = new Set(['ECONNRESET', 'EPIPE']);
-
-type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) => boolean;
-type Wrapped = Emit & { [MARK]?: true };
 
 /** The status Node writes when no `clientError` listener answers (lib/_http_server.js, socketOnError). */
 export function nodeAnswer(code: string | undefined): number {
@@ -44,33 +42,16 @@ let installed: { undo: () => void } | undefined;
  */
 export function auditClientErrors(trusted: (peer: string) => boolean): () => void {
   if (installed) return installed.undo;
-  const undos = [require('node:http'), require('node:https')].map((m) => wrap((m as typeof import('node:http')).Server.prototype as unknown as { emit: Wrapped }, trusted));
+  const undos = [require('node:http'), require('node:https')].map((m) => observeEmit(
+    (m as typeof import('node:http')).Server.prototype as unknown as { emit: Emit }, MARK,
+    (server, event, args) => { if (event === 'clientError') record(server, args[0], args[1], trusted); },
+  ));
   const undo = (): void => {
     for (const u of undos) u();
     if (installed?.undo === undo) installed = undefined;
   };
   installed = { undo };
   return undo;
-}
-
-function wrap(proto: { emit: Wrapped }, trusted: (peer: string) => boolean): () => void {
-  if (Object.prototype.hasOwnProperty.call(proto, 'emit') && proto.emit[MARK]) return () => undefined;
-  const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
-  const original = proto.emit;
-  let active = true;
-  const wrapped: Wrapped = function emit(this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-    if (active && event === 'clientError') record(this, args[0], args[1], trusted);
-    return Reflect.apply(original, this, [event, ...args]) as boolean;
-  };
-  wrapped[MARK] = true;
-  proto.emit = wrapped;
-  return () => {
-    active = false;
-    if (proto.emit === wrapped) {
-      if (hadOwn) proto.emit = original;
-      else delete (proto as { emit?: Wrapped }).emit;
-    }
-  };
 }
 
 function record(server: unknown, error: unknown, socket: unknown, trusted: (peer: string) => boolean): void {

@@ -1,6 +1,8 @@
 import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import { getAuditor } from './audit/auditor';
 import { normaliseAddress } from './client-address';
+import { observeEmit } from './observe-emit';
+import type { Emit } from './observe-emit';
 
 /**
  * Failed TLS handshakes with clients — a missing or rejected client certificate (mTLS), plain HTTP
@@ -30,9 +32,6 @@ import { normaliseAddress } from './client-address';
 const MARK = Symbol.for('auditrace.tls-audit');
 const FAILURE_MAX = 64;
 
-type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) => boolean;
-type Wrapped = Emit & { [MARK]?: true };
-
 interface SocketLike {
   remoteAddress?: unknown;
   authorizationError?: unknown;
@@ -49,29 +48,13 @@ let installed: { undo: () => void } | undefined;
 export function auditTlsFailures(): () => void {
   if (installed) return installed.undo;
   const tls = require('node:tls') as typeof import('node:tls');
-  const proto = tls.Server.prototype as unknown as { emit: Wrapped };
-  if (proto.emit[MARK]) return () => undefined; // another copy of auditrace already records
-  const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
-  const original = proto.emit;
   const peers = new WeakMap<object, string>();
-  let active = true;
-
-  const wrapped: Wrapped = function emit(this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-    if (active) {
-      if (event === 'connection') rememberPeer(peers, args[0]);
-      else if (event === 'tlsClientError') record(peers, args[0], args[1]);
-    }
-    return Reflect.apply(original, this, [event, ...args]) as boolean;
-  };
-  wrapped[MARK] = true;
-  proto.emit = wrapped;
-
-  const undo = () => {
-    active = false;
-    if (proto.emit === wrapped) {
-      if (hadOwn) proto.emit = original;
-      else delete (proto as { emit?: Wrapped }).emit;
-    }
+  const restore = observeEmit(tls.Server.prototype as unknown as { emit: Emit }, MARK, (_server, event, args) => {
+    if (event === 'connection') rememberPeer(peers, args[0]);
+    else if (event === 'tlsClientError') record(peers, args[0], args[1]);
+  });
+  const undo = (): void => {
+    restore();
     if (installed?.undo === undo) installed = undefined;
   };
   installed = { undo };
