@@ -481,7 +481,7 @@ describe('only the instrumentations the app can use are loaded', function () {
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   const loaded = async (env) => {
-    const r = await runApp(path.join(dir, 'app.js'), { cwd: dir, env: { OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', ...HERMETIC, ...env } });
+    const r = await runApp(path.join(dir, 'app.js'), { cwd: dir, env: { OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', NODE_PATH: '', ...HERMETIC, ...env } });
     assert.equal(r.code, 0, r.stderr);
     const m = /instrumentations=(\S+)/.exec(r.stderr);
     assert.ok(m, r.stderr);
