@@ -4,6 +4,7 @@ const fs = require('node:fs');
 const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
+const { startEdgeChain } = require('../helpers/chain');
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
 const { startApp } = require('../helpers/run-app.js');
 
@@ -33,24 +34,7 @@ describe('edge trust: edge → orders → users', function () {
   const records = (name) => fs.readFileSync(path.join(dir, `${name}.jsonl`), 'utf8').split('\n').filter(Boolean)
     .map((l) => JSON.parse(l)).filter((r) => !CHAIN_EVENTS.has(r['event.name']));
 
-  async function chain(edgeTrust) {
-    const env = (name, extra) => ({
-      env: {
-        SERVICE: name, OTEL_SERVICE_NAME: name, OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100',
-        OTEL_METRICS_EXPORTER: 'none', AUDITRACE_AUDIT_FILE: path.join(dir, `${name}.jsonl`), ...extra,
-      },
-    });
-    const users = startApp('edge/chain.js', env('users', { AUDITRACE_TRUSTED_PROXIES: 'loopback' }));
-    apps.push(users);
-    const [, usersPort] = await users.waitForOutput(/listening (\d+)/);
-    const orders = startApp('edge/chain.js', env('orders', { AUDITRACE_TRUSTED_PROXIES: 'loopback', NEXT_URL: `http://127.0.0.1:${usersPort}` }));
-    apps.push(orders);
-    const [, ordersPort] = await orders.waitForOutput(/listening (\d+)/);
-    const edge = startApp('edge/chain.js', env('edge', { ...(edgeTrust ? { AUDITRACE_TRUSTED_PROXIES: edgeTrust } : {}), NEXT_URL: `http://127.0.0.1:${ordersPort}` }));
-    apps.push(edge);
-    const [, edgePort] = await edge.waitForOutput(/listening (\d+)/);
-    return Number(edgePort);
-  }
+  const chain = (edgeTrust) => startEdgeChain({ apps, otlpUrl: rx.url, auditDir: dir, edgeTrust });
 
   beforeEach(async () => {
     rx = await startOtlpReceiver();

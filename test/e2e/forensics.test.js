@@ -10,8 +10,9 @@ const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
+const { startEdgeChain } = require('../helpers/chain');
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
-const { startApp, ROOT } = require('../helpers/run-app.js');
+const { ROOT } = require('../helpers/run-app.js');
 const gen = require('../fixtures/forensics/gen.js');
 
 const BIN = path.join(ROOT, 'bin', 'auditrace.js');
@@ -69,24 +70,7 @@ const hopsOf = (nodes, out = []) => {
 const recordsUnder = (node) => node.children.flatMap((c) => (c.type === 'record' ? [c] : c.type === 'span' ? recordsUnder(c) : []));
 
 /** Starts users, orders, edge (edge.test.js's chain) writing audit files to `dir`. */
-async function startChain(dir, apps, otlpUrl, auditDir = dir) {
-  const env = (name, extra) => ({
-    env: {
-      SERVICE: name, OTEL_SERVICE_NAME: name, OTEL_EXPORTER_OTLP_ENDPOINT: otlpUrl, OTEL_BSP_SCHEDULE_DELAY: '100',
-      OTEL_METRICS_EXPORTER: 'none', AUDITRACE_AUDIT_FILE: path.join(auditDir, `${name}.jsonl`), ...extra,
-    },
-  });
-  const users = startApp('edge/chain.js', env('users', { AUDITRACE_TRUSTED_PROXIES: 'loopback' }));
-  apps.push(users);
-  const [, usersPort] = await users.waitForOutput(/listening (\d+)/);
-  const orders = startApp('edge/chain.js', env('orders', { AUDITRACE_TRUSTED_PROXIES: 'loopback', NEXT_URL: `http://127.0.0.1:${usersPort}` }));
-  apps.push(orders);
-  const [, ordersPort] = await orders.waitForOutput(/listening (\d+)/);
-  const edge = startApp('edge/chain.js', env('edge', { NEXT_URL: `http://127.0.0.1:${ordersPort}` }));
-  apps.push(edge);
-  const [, edgePort] = await edge.waitForOutput(/listening (\d+)/);
-  return Number(edgePort);
-}
+const startChain = (dir, apps, otlpUrl, auditDir = dir) => startEdgeChain({ apps, otlpUrl, auditDir });
 
 describe('forensics: trail and verify on the three-service scenario', function () {
   this.timeout(120000);
