@@ -4,7 +4,7 @@ import { formatConfigError, parseConfig } from '../config';
 import type { Config } from '../config';
 import { RateLimitedWarnings, writeLine } from '../diagnostics';
 import { processIdentity } from '../identity';
-import { currentRequest } from '../request-context';
+import { requestFromContext } from '../request-context';
 import { current } from '../start';
 import { onFinalExit } from '../shutdown';
 import { version } from '../version';
@@ -139,10 +139,11 @@ export class Auditor {
   emit(eventName: string, fields: unknown, own?: { outcome?: Outcome; severity?: Severity; time?: string }): string {
     try {
       if (!this.sink) this.init();
-      const span = trace.getActiveSpan();
+      const active = context.active();
+      const span = trace.getSpan(active);
       const sc = span?.spanContext();
       const valid = sc !== undefined && sc.traceId !== '00000000000000000000000000000000';
-      const request = currentRequest();
+      const request = requestFromContext(active);
       const { record, problems } = buildRecord(eventName, fields, {
         time: own?.time ?? rfc3339Now(),
         auditId: uuidv7(),
@@ -169,15 +170,22 @@ export class Auditor {
       }
       // The chain hashes the record as written (after sanitising and truncation), which is what
       // a verifier will read back from the file or the archive.
-      let line: string;
       if (chain) {
         const written = toJsonLineCanonical(record, this.limits, this.isRedacted, ['context']);
-        line = written.line;
-        chain.commitCanonical(written.canonical);
+        const line = written.line;
+        if (written.lineIsCanonical) {
+          // The line is its own canonical form: encode it once, hash those bytes (without the
+          // newline) and write the same bytes.
+          const bytes = Buffer.from(line, 'utf8');
+          chain.commitCanonical(bytes.subarray(0, bytes.length - 1));
+          this.sink!.write(line, bytes);
+        } else {
+          chain.commitCanonical(written.canonical);
+          this.sink!.write(line);
+        }
       } else {
-        line = toJsonLine(record, this.limits, this.isRedacted, ['context']);
+        this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, ['context']));
       }
-      this.sink!.write(line);
       if (problems.length > 0) {
         this.warnings.warn(`problems:${record['event.name']}`,
           `audit ${String(record['event.name'])}: ${problems.join('; ')} (the record was written with audit.problems)`);
@@ -224,8 +232,12 @@ export class Auditor {
     const statusText = typeof status === 'number' ? String(status) : undefined;
     const tf = record['token.failure'];
     const tokenFailure = typeof tf === 'string' ? tf : undefined;
-    const opt = (v: string | undefined): string => (v === undefined ? '-' : `+${v}`);
-    const key = `${name}\u0000${outcome}\u0000${opt(address)}\u0000${opt(route)}\u0000${opt(statusText)}\u0000${opt(tokenFailure)}`;
+    // One part per attribute present, tagged: no two attribute sets share a key.
+    let key = name + '\u0000' + outcome;
+    if (address !== undefined) key += '\u0000a' + address;
+    if (route !== undefined) key += '\u0000r' + route;
+    if (statusText !== undefined) key += '\u0000s' + statusText;
+    if (tokenFailure !== undefined) key += '\u0000t' + tokenFailure;
     const seen = this.events.get(key);
     if (seen) {
       seen.n++;

@@ -81,19 +81,12 @@ export function canonicalize(value: unknown): string {
 }
 
 /**
- * The canonical form of an object given as its distinct keys and, for each, the canonical text of
- * its value: what the serialiser produces on its way to the line, so the writer need not parse
- * the line back.
+ * For each position of `keys` sorted in RFC 8785 order (UTF-16 code units), the index of that key
+ * in `keys`: how the serialiser writes an object's members in canonical order. `keys` must be
+ * distinct (an object's or a Map's string keys).
  */
-export function canonicalFromMembers(keys: readonly string[], values: readonly string[]): string {
-  if (keys.length === 0) return '{}';
-  const plan = planOf(keys);
-  let out = '{';
-  for (let j = 0; j < plan.order.length; j++) {
-    if (j) out += ',';
-    out += plan.member[j]! + values[plan.order[j]!]!;
-  }
-  return `${out}}`;
+export function sortedKeyOrder(keys: readonly string[]): readonly number[] {
+  return planOf(keys).order;
 }
 
 /** The hash of one record as the chain sees it. */
@@ -101,7 +94,7 @@ export function recordHash(record: unknown, key: Buffer | undefined): string {
   return canonicalHash(canonicalize(record), key);
 }
 
-function canonicalHash(canonical: string, key: Buffer | undefined): string {
+function canonicalHash(canonical: string | Uint8Array, key: Buffer | undefined): string {
   return key ? createHmac('sha256', key).update(canonical).digest('hex') : hash('sha256', canonical, 'hex');
 }
 
@@ -175,8 +168,8 @@ export class HashChain {
     this.commitCanonical(canonicalize(written));
   }
 
-  /** Called with the canonical form of the record exactly as written. */
-  commitCanonical(canonical: string): void {
+  /** Called with the canonical form of the record exactly as written (text, or its UTF-8 bytes). */
+  commitCanonical(canonical: string | Uint8Array): void {
     this.prev = canonicalHash(canonical, this.key);
     this.seq++;
   }

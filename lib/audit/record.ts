@@ -100,24 +100,41 @@ function describeName(name: unknown): string {
 
 const UNREADABLE = Symbol('unreadable');
 
-/** Own enumerable keys, or none when the object refuses to be read (a hostile Proxy). */
-function safeEntries(fields: unknown): [string, unknown][] {
+/**
+ * Own enumerable keys and their values, flat (key, value, key, value …: one array per record),
+ * each read once; none when the object refuses to be read (a hostile Proxy).
+ */
+function safeEntries(fields: unknown): unknown[] {
   if (fields === null || typeof fields !== 'object') return [];
-  const out: [string, unknown][] = [];
   let keys: string[];
   try {
     keys = Object.keys(fields);
   } catch {
     return [];
   }
-  for (const k of keys) {
+  const out: unknown[] = new Array(keys.length * 2);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i]!;
+    out[2 * i] = k;
     try {
-      out.push([k, (fields as Record<string, unknown>)[k]]);
+      out[2 * i + 1] = (fields as Record<string, unknown>)[k];
     } catch {
-      out.push([k, UNREADABLE]);
+      out[2 * i + 1] = UNREADABLE;
     }
   }
   return out;
+}
+
+/** Per catalogue event, its field names and the required ones (read once, not per record). */
+const specKeys = new WeakMap<EventSpec, { all: string[]; required: string[] }>();
+function keysOf(spec: EventSpec): { all: string[]; required: string[] } {
+  let k = specKeys.get(spec);
+  if (k === undefined) {
+    const all = Object.keys(spec.fields);
+    k = { all, required: all.filter((f) => spec.fields[f]!.required) };
+    specKeys.set(spec, k);
+  }
+  return k;
 }
 
 /**
@@ -148,7 +165,10 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   let outcome: unknown = ambient.outcome ?? spec?.outcome ?? 'success';
   let severity: unknown = ambient.severity ?? spec?.severity ?? 'INFO';
 
-  for (const [key, value] of safeEntries(input)) {
+  const entries = safeEntries(input);
+  for (let e = 0; e < entries.length; e += 2) {
+    const key = entries[e] as string;
+    const value = entries[e + 1];
     if (value === undefined) continue;
     if (value === UNREADABLE) {
       problems.push(`${key.slice(0, 64)}: could not be read (its getter threw)`);
@@ -191,9 +211,10 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       own[key] = value;
     }
   }
-  if (spec) {
-    for (const [key, f] of Object.entries(spec.fields)) {
-      if (f.required && !(key in own)) problems.push(`${key}: required by ${name}, missing`);
+  const specFields = spec ? keysOf(spec) : undefined;
+  if (specFields) {
+    for (const key of specFields.required) {
+      if (!(key in own)) problems.push(`${key}: required by ${name}, missing`);
     }
   }
   if (!OUTCOMES.includes(outcome as Outcome)) {
@@ -222,7 +243,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   record['service.instance.id'] = ambient.identity['service.instance.id'];
   if (ambient.identity['k8s.pod.name']) record['k8s.pod.name'] = ambient.identity['k8s.pod.name'];
   // Catalogue order, not call order: records of one event always have the same shape.
-  for (const k of spec ? Object.keys(spec.fields) : Object.keys(own)) {
+  for (const k of specFields ? specFields.all : Object.keys(own)) {
     if (k !== 'user.id' && k !== 'user.target.id' && own[k] !== undefined) record[k] = own[k];
   }
   if (rest['error.type'] !== undefined) record['error.type'] = rest['error.type'];

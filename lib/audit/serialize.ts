@@ -26,7 +26,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { types } from 'node:util';
-import { canonicalFromMembers, canonicalize } from './chain';
+import { canonicalize, sortedKeyOrder } from './chain';
 
 export interface SerializeLimits {
   /** Per string value, in UTF-8 bytes; a longer string is cut and ends with `…[truncated N bytes]`. */
@@ -149,6 +149,14 @@ function quote(s: string): string {
   if (!needsEscape(s)) return '"' + s + '"';
   const r = JSON.stringify(s); // escapes C0, `"`, `\` and lone surrogates (ES2019 well-formed)
   return EXTRA_ESCAPE.test(r) ? r.replace(EXTRA_ESCAPE_G, escapeChar) : r;
+}
+
+/**
+ * `quote(s)` differs from the RFC 8785 form of `s` (which is `JSON.stringify(s)`) only when it
+ * escaped a character JSON leaves raw; those all lie at or above U+007F.
+ */
+function quotedCanonical(s: string, quoted: string): boolean {
+  return quoted.length === s.length + 2 || quoted === JSON.stringify(s);
 }
 
 const KEY_MAX_BYTES = 256;
@@ -295,6 +303,8 @@ class Walker {
   out = '';
   /** Something was cut: a string, a key, an object/array (maxKeys, budget) or a subtree (maxDepth). */
   truncated = false;
+  /** Something was written other than RFC 8785 would: an escape JSON does not make, a renamed key, unsorted keys. */
+  nonCanonical = false;
   private readonly stack: object[] = [];
   private readonly fastFieldLen: number;
 
@@ -351,7 +361,9 @@ class Walker {
         }
       }
     }
-    this.out += quote(s);
+    const q = quote(s);
+    if (q.length !== s.length + 2 && !quotedCanonical(s, q)) this.nonCanonical = true;
+    this.out += q;
   }
 
   /** `"key":` for a key longer than KEY_FAST_LEN units, or when keys of this object must be deduplicated. */
@@ -436,18 +448,19 @@ class Walker {
     if (!this.enter(v, depth)) return;
     if (types.isNativeError(v) || v instanceof Error) {
       // name and message only: a stack holds paths and data, other properties anything.
+      // (In canonical order: "message" sorts before "name".)
       this.out += '{';
       const name = read(v, 'name');
+      const message = read(v, 'message');
       let sep = '';
-      if (name !== undefined) {
-        this.out += '"name":';
-        this.readValue(name, depth + 1);
+      if (message !== undefined) {
+        this.out += '"message":';
+        this.readValue(message, depth + 1);
         sep = ',';
       }
-      const message = read(v, 'message');
-      if (message !== undefined) {
-        this.out += sep + '"message":';
-        this.readValue(message, depth + 1);
+      if (name !== undefined) {
+        this.out += sep + '"name":';
+        this.readValue(name, depth + 1);
       }
       this.out += '}';
     } else if (types.isMap(v)) {
@@ -485,15 +498,21 @@ class Walker {
     else this.value(val, depth);
   }
 
-  /** An object's entries: `keys` read from `obj`, or paired with `vals` (a Map's). */
+  /**
+   * An object's entries: `keys` read from `obj`, or paired with `vals` (a Map's), written in RFC
+   * 8785 order. Over maxKeys, the first keys in the object's own order are kept, unsorted.
+   */
   private entries(obj: object | null, keys: readonly string[], vals: readonly unknown[] | null, total: number, depth: number): void {
     const lim = keys.length < this.maxKeys ? keys.length : this.maxKeys;
+    const order = total <= lim && lim > 1 ? sortedKeyOrder(keys) : null;
+    if (order === null && lim > 1) this.nonCanonical = true;
     const isRedacted = this.isRedacted;
     let sep = '{';
     let seen: Set<string> | null = null;
-    let i = 0;
-    for (; i < lim; i++) {
+    let j = 0;
+    for (; j < lim; j++) {
       if (this.out.length > this.budget) break;
+      const i = order !== null ? order[j]! : j;
       const key = keys[i]!;
       let redacted = false;
       if (isRedacted !== null) {
@@ -509,9 +528,15 @@ class Walker {
         if (val === undefined) continue;
       }
       let kj: string;
-      if (seen === null && key.length <= KEY_FAST_LEN) kj = keyJson(key);
-      else {
-        if (seen === null) seen = new Set(keys.slice(0, i));
+      if (seen === null && key.length <= KEY_FAST_LEN) {
+        kj = keyJson(key);
+        if (kj.length !== key.length + 3 && kj !== JSON.stringify(key) + ':') this.nonCanonical = true;
+      } else {
+        this.nonCanonical = true;
+        if (seen === null) {
+          seen = new Set<string>();
+          for (let p = 0; p < j; p++) seen.add(keys[order !== null ? order[p]! : p]!);
+        }
         kj = this.slowKey(key, seen);
       }
       this.out += sep + kj;
@@ -519,9 +544,10 @@ class Walker {
       if (redacted) this.out += REDACTED;
       else this.readValue(val, depth);
     }
-    if (total > i) {
+    if (total > j) {
       this.truncated = true;
-      this.out += sep + quote(freeKey(MORE_KEY, seen, keys, lim)) + ':"[' + (total - i) + ' more]"';
+      this.nonCanonical = true;
+      this.out += sep + quote(freeKey(MORE_KEY, seen, keys, lim)) + ':"[' + (total - j) + ' more]"';
       sep = ',';
     }
     this.out += sep === '{' ? '{}' : '}';
@@ -603,41 +629,11 @@ function assemble(kjs: readonly string[], vjs: readonly string[], tail: string |
  * data (e.g. `['context']`), dropped first when the line would exceed `maxRecordBytes`. When
  * anything was cut or dropped the line ends with `"audit.truncated":true` (replacing any
  * `audit.truncated` the record had). Never throws.
+ *
+ * Object members are written in RFC 8785 order (keys sorted by UTF-16 code units), so a line is
+ * normally its own canonical form: the hash chain then hashes the very text written, and anyone
+ * can recompute a record's hash from the bytes on disk.
  */
-/**
- * `toJsonLine`, and the RFC 8785 canonical form of the record the line holds (what the hash chain
- * hashes): equal to `canonicalize(JSON.parse(line))`, mostly built from the serialiser's own
- * member texts. A string or number written without any escape is already canonical; anything
- * else (escapes, objects, arrays) is parsed back and canonicalised on its own.
- */
-export function toJsonLineCanonical(
-  record: Record<string, unknown>,
-  limits: SerializeLimits,
-  isRedacted: (key: string) => boolean,
-  freeForm?: readonly string[],
-): { line: string; canonical: string } {
-  let text: string;
-  const members: { value?: Members } = {};
-  try {
-    text = line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : [], members);
-  } catch {
-    return { line: FAILED_LINE, canonical: canonicalize(JSON.parse(FAILED_LINE)) };
-  }
-  const m = members.value;
-  if (!m) return { line: text + '\n', canonical: canonicalize(JSON.parse(text)) };
-  const values: string[] = new Array(m.vjs.length);
-  for (let i = 0; i < m.vjs.length; i++) {
-    const v = m.vjs[i]!;
-    const c = v.charCodeAt(0);
-    values[i] = c !== 0x7b && c !== 0x5b && v.indexOf('\\') < 0 ? v : canonicalize(JSON.parse(v));
-  }
-  if (m.tail !== null) {
-    m.names.push(TRUNCATED_FIELD);
-    values.push(canonicalize(JSON.parse(m.tail)));
-  }
-  return { line: text + '\n', canonical: canonicalFromMembers(m.names, values) };
-}
-
 export function toJsonLine(
   record: Record<string, unknown>,
   limits: SerializeLimits,
@@ -645,37 +641,61 @@ export function toJsonLine(
   freeForm?: readonly string[],
 ): string {
   try {
-    return line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : []) + '\n';
+    return line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : []).text + '\n';
   } catch {
     return FAILED_LINE;
   }
 }
 
-/** The top-level members of a line as written, for its canonical form (see toJsonLineCanonical). */
-interface Members {
-  names: string[];
-  vjs: string[];
-  tail: string | null;
+/**
+ * `toJsonLine`, and the RFC 8785 canonical form of the record the line holds (what the hash chain
+ * hashes), equal to `canonicalize(JSON.parse(line))`. That is the line itself without its newline
+ * (`lineIsCanonical`) unless the line had to differ from canonical JSON: an escape JSON would not write
+ * (line separators, C1 and bidirectional controls), a renamed or cut key, an `audit.truncated`
+ * member or a `"…"` entry. Only those lines are parsed back and canonicalised.
+ */
+export function toJsonLineCanonical(
+  record: Record<string, unknown>,
+  limits: SerializeLimits,
+  isRedacted: (key: string) => boolean,
+  freeForm?: readonly string[],
+): { line: string; canonical: string; lineIsCanonical: boolean } {
+  let written: Written;
+  try {
+    written = line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : []);
+  } catch {
+    return { line: FAILED_LINE, canonical: canonicalize(JSON.parse(FAILED_LINE)), lineIsCanonical: false };
+  }
+  const text = written.text;
+  if (written.canonical) return { line: text + '\n', canonical: text, lineIsCanonical: true };
+  return { line: text + '\n', canonical: canonicalize(JSON.parse(text)), lineIsCanonical: false };
 }
 
-function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, freeForm: readonly string[],
-  members?: { value?: Members }): string {
+interface Written {
+  text: string;
+  /** `text` is its own RFC 8785 canonical form. */
+  canonical: boolean;
+}
+
+function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, freeForm: readonly string[]): Written {
   if (record === null || typeof record !== 'object') record = { 'audit.invalid_record': record };
   let keys: string[];
   try {
     keys = Object.keys(record as object);
   } catch {
-    return '{"audit.invalid_record":"[Unreadable]","audit.truncated":true}';
+    return { text: '{"audit.invalid_record":"[Unreadable]","audit.truncated":true}', canonical: false };
   }
   const w = new Walker(l.maxFieldBytes, l.maxDepth, l.maxKeys, l.maxRecordBytes, isRedacted, false);
   const kjs: string[] = [];
   const vjs: string[] = [];
   const ffs: boolean[] = [];
-  const names: string[] | null = members ? [] : null;
   let ownTruncated: string | null = null;
   let seen: Set<string> | null = null;
   const lim = keys.length < TOP_LEVEL_MAX_KEYS ? keys.length : TOP_LEVEL_MAX_KEYS;
-  for (let i = 0; i < lim; i++) {
+  // Over the key limit the first `lim` keys are kept in the caller's order (and the line is not canonical).
+  const order = keys.length <= lim ? sortedKeyOrder(keys) : null;
+  for (let j = 0; j < lim; j++) {
+    const i = order !== null ? order[j]! : j;
     const key = keys[i]!;
     const val = read(record as object, key);
     if (val === undefined) continue;
@@ -686,8 +706,11 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
       continue;
     }
     let kj: string;
-    if (seen === null && key.length <= KEY_FAST_LEN) kj = keyJson(key);
-    else {
+    if (seen === null && key.length <= KEY_FAST_LEN) {
+      kj = keyJson(key);
+      if (kj.length !== key.length + 3 && kj !== JSON.stringify(key) + ':') w.nonCanonical = true;
+    } else {
+      w.nonCanonical = true;
       if (seen === null) seen = new Set([...keys.slice(0, i), TRUNCATED_FIELD]);
       let name = key;
       const bytes = Buffer.byteLength(key, 'utf8');
@@ -702,7 +725,6 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
     kjs.push(kj);
     vjs.push(w.out);
     ffs.push(freeForm.includes(key));
-    names?.push(key);
   }
   if (keys.length > lim) {
     w.truncated = true;
@@ -712,10 +734,8 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
   }
   const tail = w.truncated ? 'true' : ownTruncated;
   const s = assemble(kjs, vjs, tail);
-  if (!fits(s, l.maxRecordBytes)) return shrink(kjs, vjs, ffs, l);
-  // Renamed keys (seen) and the "[N more]" entry are rare: those lines are parsed back instead.
-  if (members && names && seen === null && keys.length <= lim) members.value = { names, vjs, tail };
-  return s;
+  if (!fits(s, l.maxRecordBytes)) return { text: shrink(kjs, vjs, ffs, l), canonical: false };
+  return { text: s, canonical: !w.nonCanonical && tail === null && order !== null };
 }
 
 /** The record is over maxRecordBytes: make it fit, dropping free-form data first. */

@@ -71,7 +71,11 @@ export interface SinkStats {
 
 export interface AuditSink {
   /** Appends one line (ending in "\n"; one is added if missing). Never throws. */
-  write(line: string): void;
+  /**
+   * `bytes`, when given, must be `line`'s UTF-8 encoding (ending in `\n`): the auditor encodes a
+   * line once to hash it and hands the same bytes to write(2).
+   */
+  write(line: string, bytes?: Buffer): void;
   /** Retries buffered lines now, then fsyncs unless the policy is `never`. Never throws. */
   flush(): void;
   /** Final flush and fsync, closes the file. A write after close still appends (open, write, close). */
@@ -479,9 +483,9 @@ export function openSink(opts: SinkOptions): AuditSink {
   // ---- appending -------------------------------------------------------------------------
 
   /** One line, one write(2). Throws PartialWrite (or an open error) when it did not all land. */
-  const appendLine = (line: string, budgetMs: number): void => {
+  const appendLine = (line: string, budgetMs: number, bytes?: Buffer): void => {
     ensureOpen(false);
-    const data = Buffer.from(line, 'utf8');
+    const data = bytes ?? Buffer.from(line, 'utf8');
     maybeRotate(data.length + (needNewline ? 1 : 0));
     terminateFragment(budgetMs);
     try {
@@ -703,10 +707,14 @@ export function openSink(opts: SinkOptions): AuditSink {
     closeFd();
   };
 
-  const write = (raw: string): void => {
+  const write = (raw: string, rawBytes?: Buffer): void => {
     try {
       let line = typeof raw === 'string' ? raw : String(raw);
-      if (!line.endsWith('\n')) line += '\n';
+      let bytes = Buffer.isBuffer(rawBytes) ? rawBytes : undefined;
+      if (!line.endsWith('\n')) {
+        line += '\n';
+        bytes = undefined;
+      }
       if (closed) {
         writeAfterClose(line);
         return;
@@ -735,7 +743,7 @@ export function openSink(opts: SinkOptions): AuditSink {
         return;
       }
       try {
-        appendLine(line, EAGAIN_BUDGET_MS);
+        appendLine(line, EAGAIN_BUDGET_MS, bytes);
       } catch (err) {
         lastAttemptAt = now();
         const isNew = failed(err);

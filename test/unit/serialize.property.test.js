@@ -178,9 +178,10 @@ describe('serialize (properties)', function () {
 
   it('the canonical form handed to the hash chain is exactly canonicalize(JSON.parse(line)) (any record, any value)', () => {
     const check = (record, limits) => {
-      const { line, canonical } = toJsonLineCanonical(record, limits, isRedacted, ['context']);
+      const { line, canonical, lineIsCanonical } = toJsonLineCanonical(record, limits, isRedacted, ['context']);
       checkLine(line, limits.maxRecordBytes);
       assert.equal(canonical, canonicalize(JSON.parse(line)));
+      if (lineIsCanonical) assert.equal(canonical, line.slice(0, -1));
     };
     fc.assert(fc.property(recordArb, limitsArb, check), { numRuns: RUNS });
     fc.assert(fc.property(fc.dictionary(hostileString, fc.oneof(anything, hostile)), anything, limitsArb, (record, context, limits) => {
@@ -191,6 +192,27 @@ describe('serialize (properties)', function () {
     fc.assert(fc.property(fc.dictionary(fc.oneof(hostileString, fc.constantFrom('audit.truncated', 'a', 'time')),
       fc.oneof(hostileString, fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(hostileString, { maxLength: 3 }))),
     limitsArb, check), { numRuns: RUNS * 3 });
+  });
+
+  it('a line is its own canonical form unless it needed an escape JSON does not make: the chain hashes the text on disk', () => {
+    // Strings of any Unicode JSON writes raw or with its own escapes (quotes, backslashes, C0),
+    // keys in any order, nested objects and arrays, numbers of every kind.
+    const unit = fc.oneof(fc.constantFrom('"', '\\', '\n', '\t', '\u0000', '\u001f', 'é', '€', '😀', 'Z', 'a', '.', '_'),
+      fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)));
+    const str = fc.string({ unit, maxLength: 24 });
+    const num = fc.oneof(fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constantFrom(1e21, 1e-7, -0, 5e-324));
+    const leaf = fc.oneof(str, num, fc.boolean(), fc.constant(null));
+    const value = fc.oneof(leaf, fc.array(leaf, { maxLength: 4 }), fc.dictionary(str, fc.oneof(leaf, fc.array(leaf, { maxLength: 3 })), { maxKeys: 5 }));
+    fc.assert(fc.property(fc.dictionary(str.filter((k) => k !== 'audit.truncated' && k !== 'context'), value, { maxKeys: 12 }), (record) => {
+      const { line, canonical, lineIsCanonical } = toJsonLineCanonical(record, defaultLimits, () => false, ['context']);
+      assert.ok(lineIsCanonical);
+      assert.equal(canonical, line.slice(0, -1));
+      assert.equal(canonical, canonicalize(JSON.parse(line)));
+    }), { numRuns: RUNS });
+    // and one that needs a line-safe escape (U+2028) is not, but its canonical form is still exact
+    const { line, canonical, lineIsCanonical } = toJsonLineCanonical({ msg: 'a\u2028b', b: 1 }, defaultLimits, () => false, []);
+    assert.ok(line.includes('\\u2028') && !lineIsCanonical);
+    assert.equal(canonical, '{"b":1,"msg":"a\u2028b"}');
   });
 
   it('the context written equals sanitize(context), unless dropped for size', () => {

@@ -108,7 +108,7 @@ describe('serialize', () => {
       const { rec } = ser({ 'audit.id': 'real', msg: frag, context: { [frag]: frag } });
       assert.equal(rec['audit.id'], 'real');
       assert.equal(rec.msg, frag);
-      assert.deepEqual(Object.keys(rec), ['audit.id', 'msg', 'context']);
+      assert.deepEqual(Object.keys(rec), ['audit.id', 'context', 'msg']); // RFC 8785 order
     });
 
     it('writes lone surrogates as \\u escapes (valid UTF-8) and keeps valid pairs raw', () => {
