@@ -159,9 +159,11 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     name = 'invalid_event';
     spec = undefined;
   }
-  // Null-prototype maps: an own `__proto__` key (as JSON.parse makes) is then just a key.
-  const own: Record<string, unknown> = Object.create(null);
-  const rest: Record<string, unknown> = Object.create(null);
+  // A Map: an own `__proto__` key (as JSON.parse makes) is then just a key.
+  const own = new Map<string, unknown>();
+  let errorType: unknown;
+  let errorMessage: unknown;
+  let context: unknown;
   let outcome: unknown = ambient.outcome ?? spec?.outcome ?? 'success';
   let severity: unknown = ambient.severity ?? spec?.severity ?? 'INFO';
 
@@ -177,7 +179,9 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     if (Object.hasOwn(commonFields, key)) {
       const p = typeProblem(key, value, commonFields[key as keyof typeof commonFields]);
       if (p) problems.push(p);
-      else rest[key] = value;
+      else if (key === 'context') context = value;
+      else if (key === 'error.type') errorType = value;
+      else errorMessage = value;
       continue;
     }
     if (!spec && (key === 'event.outcome' || key === 'severity')) {
@@ -198,7 +202,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       }
       const p = typeProblem(key, value, fieldSpec);
       if (p) problems.push(p);
-      else own[key] = value;
+      else own.set(key, value);
     } else if (!FIELD_NAME.test(key) || key.length > 64) {
       problems.push(`${JSON.stringify(key.slice(0, 64))}: not a dotted lower_snake_case field name`);
     } else if (isRedacted(key)) {
@@ -208,13 +212,13 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     } else if (!isScalarOrStrings(value)) {
       problems.push(`${key}: expected a string, number, boolean or array of strings`);
     } else {
-      own[key] = value;
+      own.set(key, value);
     }
   }
   const specFields = spec ? keysOf(spec) : undefined;
   if (specFields) {
     for (const key of specFields.required) {
-      if (!(key in own)) problems.push(`${key}: required by ${name}, missing`);
+      if (!own.has(key)) problems.push(`${key}: required by ${name}, missing`);
     }
   }
   if (!OUTCOMES.includes(outcome as Outcome)) {
@@ -233,8 +237,10 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     'event.outcome': outcome,
     severity,
   };
-  if (own['user.id'] !== undefined) record['user.id'] = own['user.id'];
-  if (own['user.target.id'] !== undefined) record['user.target.id'] = own['user.target.id'];
+  const userId = own.get('user.id');
+  if (userId !== undefined) record['user.id'] = userId;
+  const targetId = own.get('user.target.id');
+  if (targetId !== undefined) record['user.target.id'] = targetId;
   if (ambient.clientAddress) record['client.address'] = ambient.clientAddress;
   if (ambient.requestId) record['request.id'] = ambient.requestId;
   if (ambient.traceId) record.trace_id = ambient.traceId;
@@ -243,12 +249,12 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   record['service.instance.id'] = ambient.identity['service.instance.id'];
   if (ambient.identity['k8s.pod.name']) record['k8s.pod.name'] = ambient.identity['k8s.pod.name'];
   // Catalogue order, not call order: records of one event always have the same shape.
-  for (const k of specFields ? specFields.all : Object.keys(own)) {
-    if (k !== 'user.id' && k !== 'user.target.id' && own[k] !== undefined) record[k] = own[k];
+  for (const [k, v] of own) {
+    if (k !== 'user.id' && k !== 'user.target.id') record[k] = v;
   }
-  if (rest['error.type'] !== undefined) record['error.type'] = rest['error.type'];
-  if (rest['error.message'] !== undefined) record['error.message'] = rest['error.message'];
-  if (rest.context !== undefined) record.context = rest.context;
+  if (errorType !== undefined) record['error.type'] = errorType;
+  if (errorMessage !== undefined) record['error.message'] = errorMessage;
+  if (context !== undefined) record.context = context;
   if (problems.length > 0) record['audit.problems'] = problems;
   return { record, problems };
 }
