@@ -248,7 +248,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   record['service.name'] = ambient.identity['service.name'];
   record['service.instance.id'] = ambient.identity['service.instance.id'];
   if (ambient.identity['k8s.pod.name']) record['k8s.pod.name'] = ambient.identity['k8s.pod.name'];
-  // Catalogue order, not call order: records of one event always have the same shape.
+  // In call order: the serialiser writes every record in RFC 8785 key order, whatever this order.
   for (const [k, v] of own) {
     if (k !== 'user.id' && k !== 'user.target.id') record[k] = v;
   }

@@ -2,6 +2,7 @@
 const assert = require('node:assert/strict');
 const { buildRecord } = require('../../dist/lib/audit/record.js');
 const { uuidv7, rfc3339Now } = require('../../dist/lib/audit/ids.js');
+const { toJsonLine, defaultLimits } = require('../../dist/lib/audit/serialize.js');
 
 const ambient = {
   time: '2026-11-22T05:00:00.000001Z',
@@ -10,14 +11,19 @@ const ambient = {
 };
 
 describe('audit record builder', () => {
-  it('writes the fixed head first, then the event fields, then context', () => {
+  it('holds the fixed head, the event fields and context; the line writes them in RFC 8785 key order', () => {
     const { record, problems } = buildRecord('sensitive_read',
       { context: { why: 'x' }, fields: ['dob'], 'object.type': 'patient', 'user.target.id': 'p1', 'user.id': 'u1' },
       { ...ambient, traceId: 'a'.repeat(32), spanId: 'b'.repeat(16), requestId: 'r1', clientAddress: '203.0.113.9' });
     assert.deepEqual(problems, []);
-    assert.deepEqual(Object.keys(record), ['time', 'audit.id', 'event.name', 'event.outcome', 'severity', 'user.id',
+    const expected = ['time', 'audit.id', 'event.name', 'event.outcome', 'severity', 'user.id',
       'user.target.id', 'client.address', 'request.id', 'trace_id', 'span_id', 'service.name', 'service.instance.id',
-      'object.type', 'fields', 'context']);
+      'object.type', 'fields', 'context'];
+    assert.deepEqual(Object.keys(record).sort(), [...expected].sort());
+    const line = toJsonLine(record, defaultLimits, () => false, ['context']);
+    const written = Object.keys(JSON.parse(line));
+    assert.deepEqual(written, [...expected].sort()); // UTF-16 code-unit order, as RFC 8785
+    assert.ok(line.startsWith('{"audit.id":') && line.endsWith('"user.target.id":"p1"}\n'));
     assert.equal(record['event.outcome'], 'success');
     assert.equal(record.severity, 'WARN');
   });
