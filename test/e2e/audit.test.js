@@ -1,5 +1,6 @@
 'use strict';
 const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -15,7 +16,7 @@ const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'audit-record.schema.j
 const validate = new Ajv2020({ allErrors: true, strict: true, strictRequired: false }).compile(schema);
 
 describe('audit records from a real instrumented service', function () {
-  let rx; let app; let dir; let records; let ids; let serverSpan;
+  let rx; let app; let dir; let records; let lines; let ids; let serverSpan;
 
   before(async () => {
     rx = await startOtlpReceiver();
@@ -31,12 +32,28 @@ describe('audit records from a real instrumented service', function () {
     ids = await (await fetch(`http://127.0.0.1:${port}/do`)).json();
     await rx.waitFor(() => rx.spans().find((s) => s.kind === 2 && s.events.length > 0), { timeoutMs: 15000 });
     serverSpan = rx.spans().find((s) => s.kind === 2);
-    records = fs.readFileSync(path.join(dir, 'nested', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    lines = fs.readFileSync(path.join(dir, 'nested', 'audit.jsonl'), 'utf8').split('\n').filter(Boolean);
+    records = lines.map((l) => JSON.parse(l));
   });
   after(async () => {
     await app?.kill();
     await rx?.close();
     fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('writes each line in RFC 8785 key order, so each audit.prev is the plain SHA-256 of the line before it', () => {
+    assert.ok(lines.length >= 10, `${lines.length} lines`);
+    let links = 0;
+    for (let i = 0; i < lines.length; i++) {
+      const keys = Object.keys(records[i]);
+      assert.deepEqual(keys, [...keys].sort(), `line ${i + 1} keys in order`);
+      const next = records[i + 1];
+      if (next && next['audit.chain'] === records[i]['audit.chain']) {
+        assert.equal(next['audit.prev'], crypto.createHash('sha256').update(lines[i]).digest('hex'), `line ${i + 2} links to line ${i + 1}`);
+        links++;
+      }
+    }
+    assert.equal(links, lines.length - 1);
   });
 
   it('writes one record per call, each returning its audit.id', () => {
