@@ -138,8 +138,9 @@ function keysOf(spec: EventSpec): { all: string[]; required: string[] } {
 }
 
 /**
- * Builds one audit record: the fixed head (time, ids, event, outcome, severity, who, where), then
- * the event's own fields, then `context` and `error.*`. Never throws and never drops the event:
+ * Builds one audit record: the fixed head (time, ids, event, outcome, severity, who, where), the
+ * event's own fields, `context` and `error.*` (the line writes them in RFC 8785 key order, whatever
+ * the order here). Never throws and never drops the event:
  * a field that breaks the catalogue's rules is left out and named in `audit.problems`, so the
  * record of what happened is written even when the call was wrong.
  */

@@ -711,7 +711,11 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
       if (kj.length !== key.length + 3 && kj !== JSON.stringify(key) + ':') w.nonCanonical = true;
     } else {
       w.nonCanonical = true;
-      if (seen === null) seen = new Set([...keys.slice(0, i), TRUNCATED_FIELD]);
+      if (seen === null) {
+        // The names written so far (in written order), which a renamed key must not repeat.
+        seen = new Set<string>([TRUNCATED_FIELD]);
+        for (let p = 0; p < j; p++) seen.add(keys[order !== null ? order[p]! : p]!);
+      }
       let name = key;
       const bytes = Buffer.byteLength(key, 'utf8');
       if (bytes > KEY_MAX_BYTES) {
