@@ -165,6 +165,22 @@ const KEY_FAST_LEN = Math.floor(KEY_MAX_BYTES / 3);
 const KEY_CACHE_MAX = 5_000;
 const keyCache = new Map<string, string>();
 
+/** `kj` (keyJson(key)) is the key as RFC 8785 writes it: no escape, or only JSON's own. */
+function canonicalKeyJson(key: string, kj: string): boolean {
+  return kj.length === key.length + 3 || kj === JSON.stringify(key) + ':';
+}
+
+/**
+ * The keys written before position `j` of `order` (or of `keys` itself), plus `extra`: the names a
+ * renamed key must not repeat.
+ */
+function namesWritten(keys: readonly string[], order: readonly number[] | null, j: number, extra: string | null): Set<string> {
+  const seen = new Set<string>();
+  if (extra !== null) seen.add(extra);
+  for (let p = 0; p < j; p++) seen.add(keys[order !== null ? order[p]! : p]!);
+  return seen;
+}
+
 /** `"key":` for a key of at most KEY_FAST_LEN units (never truncated), cached. */
 function keyJson(key: string): string {
   let kj = keyCache.get(key);
@@ -367,6 +383,21 @@ class Walker {
   }
 
   /** `"key":` for a key longer than KEY_FAST_LEN units, or when keys of this object must be deduplicated. */
+  /**
+   * `"key":` of an object member. `seen` stays null while every key is short (no key can be cut,
+   * so none can collide); from the first long key on it holds the names written, and each later
+   * key is checked against it.
+   */
+  memberKey(key: string, seen: Set<string> | null): string {
+    if (seen === null) {
+      const kj = keyJson(key);
+      if (!canonicalKeyJson(key, kj)) this.nonCanonical = true;
+      return kj;
+    }
+    this.nonCanonical = true;
+    return this.slowKey(key, seen);
+  }
+
   private slowKey(key: string, seen: Set<string>): string {
     let name = key;
     if (key.length > KEY_FAST_LEN) {
@@ -527,18 +558,8 @@ class Walker {
         val = vals !== null ? vals[i] : read(obj!, key);
         if (val === undefined) continue;
       }
-      let kj: string;
-      if (seen === null && key.length <= KEY_FAST_LEN) {
-        kj = keyJson(key);
-        if (kj.length !== key.length + 3 && kj !== JSON.stringify(key) + ':') this.nonCanonical = true;
-      } else {
-        this.nonCanonical = true;
-        if (seen === null) {
-          seen = new Set<string>();
-          for (let p = 0; p < j; p++) seen.add(keys[order !== null ? order[p]! : p]!);
-        }
-        kj = this.slowKey(key, seen);
-      }
+      if (seen === null && key.length > KEY_FAST_LEN) seen = namesWritten(keys, order, j, null);
+      const kj = this.memberKey(key, seen);
       this.out += sep + kj;
       sep = ',';
       if (redacted) this.out += REDACTED;
@@ -705,27 +726,8 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
       ownTruncated = w.out;
       continue;
     }
-    let kj: string;
-    if (seen === null && key.length <= KEY_FAST_LEN) {
-      kj = keyJson(key);
-      if (kj.length !== key.length + 3 && kj !== JSON.stringify(key) + ':') w.nonCanonical = true;
-    } else {
-      w.nonCanonical = true;
-      if (seen === null) {
-        // The names written so far (in written order), which a renamed key must not repeat.
-        seen = new Set<string>([TRUNCATED_FIELD]);
-        for (let p = 0; p < j; p++) seen.add(keys[order !== null ? order[p]! : p]!);
-      }
-      let name = key;
-      const bytes = Buffer.byteLength(key, 'utf8');
-      if (bytes > KEY_MAX_BYTES) {
-        name = cut(key, bytes, KEY_MAX_BYTES, false);
-        w.truncated = true;
-      }
-      name = freeKey(name, seen, [], 0);
-      seen.add(name);
-      kj = quote(name) + ':';
-    }
+    if (seen === null && key.length > KEY_FAST_LEN) seen = namesWritten(keys, order, j, TRUNCATED_FIELD);
+    const kj = w.memberKey(key, seen);
     kjs.push(kj);
     vjs.push(w.out);
     ffs.push(freeForm.includes(key));
