@@ -160,11 +160,16 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     name = 'invalid_event';
     spec = undefined;
   }
-  // A Map: an own `__proto__` key (as JSON.parse makes) is then just a key.
-  const own = new Map<string, unknown>();
-  let errorType: unknown;
-  let errorMessage: unknown;
-  let context: unknown;
+  // The event's fields go straight into the record (the line is written in RFC 8785 key order
+  // whatever the order here). No key reaching it can be `__proto__`: catalogue fields are fixed
+  // names, an application's must match FIELD_NAME, and auditrace's own are in reservedFields.
+  const record: Record<string, unknown> = {
+    time: ambient.time,
+    'audit.id': ambient.auditId,
+    'event.name': name,
+    'event.outcome': undefined,
+    severity: undefined,
+  };
   let outcome: unknown = ambient.outcome ?? spec?.outcome ?? 'success';
   let severity: unknown = ambient.severity ?? spec?.severity ?? 'INFO';
 
@@ -180,9 +185,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     if (Object.hasOwn(commonFields, key)) {
       const p = typeProblem(key, value, commonFields[key as keyof typeof commonFields]);
       if (p) problems.push(p);
-      else if (key === 'context') context = value;
-      else if (key === 'error.type') errorType = value;
-      else errorMessage = value;
+      else record[key] = value;
       continue;
     }
     if (!spec && (key === 'event.outcome' || key === 'severity')) {
@@ -203,7 +206,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       }
       const p = typeProblem(key, value, fieldSpec);
       if (p) problems.push(p);
-      else own.set(key, value);
+      else record[key] = value;
     } else if (!FIELD_NAME.test(key) || key.length > 64) {
       problems.push(`${JSON.stringify(key.slice(0, 64))}: not a dotted lower_snake_case field name`);
     } else if (isRedacted(key)) {
@@ -213,13 +216,13 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     } else if (!isScalarOrStrings(value)) {
       problems.push(`${key}: expected a string, number, boolean or array of strings`);
     } else {
-      own.set(key, value);
+      record[key] = value;
     }
   }
   const specFields = spec ? keysOf(spec) : undefined;
   if (specFields) {
     for (const key of specFields.required) {
-      if (!own.has(key)) problems.push(`${key}: required by ${name}, missing`);
+      if (!Object.hasOwn(record, key)) problems.push(`${key}: required by ${name}, missing`);
     }
   }
   if (!OUTCOMES.includes(outcome as Outcome)) {
@@ -231,17 +234,8 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     severity = 'INFO';
   }
 
-  const record: Record<string, unknown> = {
-    time: ambient.time,
-    'audit.id': ambient.auditId,
-    'event.name': name,
-    'event.outcome': outcome,
-    severity,
-  };
-  const userId = own.get('user.id');
-  if (userId !== undefined) record['user.id'] = userId;
-  const targetId = own.get('user.target.id');
-  if (targetId !== undefined) record['user.target.id'] = targetId;
+  record['event.outcome'] = outcome;
+  record.severity = severity;
   if (ambient.clientAddress) record['client.address'] = ambient.clientAddress;
   if (ambient.requestId) record['request.id'] = ambient.requestId;
   if (ambient.traceId) record.trace_id = ambient.traceId;
@@ -249,13 +243,6 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   record['service.name'] = ambient.identity['service.name'];
   record['service.instance.id'] = ambient.identity['service.instance.id'];
   if (ambient.identity['k8s.pod.name']) record['k8s.pod.name'] = ambient.identity['k8s.pod.name'];
-  // In call order: the serialiser writes every record in RFC 8785 key order, whatever this order.
-  for (const [k, v] of own) {
-    if (k !== 'user.id' && k !== 'user.target.id') record[k] = v;
-  }
-  if (errorType !== undefined) record['error.type'] = errorType;
-  if (errorMessage !== undefined) record['error.message'] = errorMessage;
-  if (context !== undefined) record.context = context;
   if (problems.length > 0) record['audit.problems'] = problems;
   return { record, problems };
 }
