@@ -378,11 +378,10 @@ class Walker {
       }
     }
     const q = quote(s);
-    if (q.length !== s.length + 2 && !quotedCanonical(s, q)) this.nonCanonical = true;
+    if (!quotedCanonical(s, q)) this.nonCanonical = true;
     this.out += q;
   }
 
-  /** `"key":` for a key longer than KEY_FAST_LEN units, or when keys of this object must be deduplicated. */
   /**
    * `"key":` of an object member. `seen` stays null while every key is short (no key can be cut,
    * so none can collide); from the first long key on it holds the names written, and each later
@@ -398,6 +397,7 @@ class Walker {
     return this.slowKey(key, seen);
   }
 
+  /** `"key":` for a key longer than KEY_FAST_LEN units, or when keys of this object must be deduplicated. */
   private slowKey(key: string, seen: Set<string>): string {
     let name = key;
     if (key.length > KEY_FAST_LEN) {
