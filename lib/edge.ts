@@ -170,7 +170,7 @@ export class Edge {
     auditor.emit('http_request', fields, {
       outcome: failed ? 'failure' : 'success',
       severity: status !== undefined && status >= 500 ? 'ERROR' : failed ? 'WARN' : 'INFO',
-      ...(d.endTime !== undefined ? { time: d.endTime } : {}),
+      time: d.endTime, // undefined (client gone before res.end()): the auditor takes the time now
     });
     if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
       if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(fullRoute ? { 'http.route': fullRoute } : {}) }, {});
