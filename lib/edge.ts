@@ -133,19 +133,27 @@ export class Edge {
     const record = (): void => {
       if (recorded) return;
       recorded = true;
-      try {
-        context.with(ctx, () => this.recordRequest(req, res, d, rpc?.route));
-      } catch (err) {
-        accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
-      }
+      // What the response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the
+      // record is written at the end of this event-loop turn with the turn's other access records.
+      const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
+      const resSize = contentLength(res.getHeader('content-length'));
+      const write = (): void => {
+        try {
+          context.with(ctx, () => this.recordRequest(req, d, rpc?.route, status, resSize));
+        } catch (err) {
+          accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
+        }
+      };
+      if (this.config.accessRecordWrite === 'turn') getAuditor().later(write);
+      else write();
     };
     res.once('prefinish', record);
     res.once('close', record);
   }
 
-  private recordRequest(req: IncomingMessage, res: ServerResponse, d: Decision, route: string | undefined): void {
+  private recordRequest(req: IncomingMessage, d: Decision, route: string | undefined,
+    status: number | undefined, resSize: number | undefined): void {
     const auditor = getAuditor();
-    const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
     const path = d.path;
     const ua = req.headers['user-agent'];
     const fields: Record<string, unknown> = {
@@ -159,7 +167,6 @@ export class Edge {
     if (status !== undefined) fields['http.response.status_code'] = status;
     const reqSize = contentLength(req.headers['content-length']);
     if (reqSize !== undefined) fields['http.request.body.size'] = reqSize;
-    const resSize = contentLength(res.getHeader('content-length'));
     if (resSize !== undefined) fields['http.response.body.size'] = resSize;
     if (typeof ua === 'string') fields['user_agent.original'] = ua.slice(0, USER_AGENT_MAX);
     if (d.untrustedRequestId !== undefined) fields['request.id.untrusted'] = d.untrustedRequestId;

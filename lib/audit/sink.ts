@@ -76,6 +76,13 @@ export interface AuditSink {
    * line once to hash it and hands the same bytes to write(2).
    */
   write(line: string, bytes?: Buffer): void;
+  /**
+   * Until `uncork()`, lines are collected instead of written; `uncork()` writes them in order, as
+   * few write(2)s as whole lines, the size limit and rotation allow. For a run of records that
+   * nobody is waiting on (the access records of one event-loop turn). Never throws.
+   */
+  cork(): void;
+  uncork(): void;
   /** Retries buffered lines now, then fsyncs unless the policy is `never`. Never throws. */
   flush(): void;
   /** Final flush and fsync, closes the file. A write after close still appends (open, write, close). */
@@ -707,6 +714,48 @@ export function openSink(opts: SinkOptions): AuditSink {
     closeFd();
   };
 
+  /** Lines written while corked (with their UTF-8 bytes when the caller had them). */
+  let corked: { lines: string[]; bytes: (Buffer | undefined)[] } | null = null;
+
+  const cork = (): void => {
+    if (corked === null && !closed) corked = { lines: [], bytes: [] };
+  };
+
+  const uncork = (): void => {
+    const c = corked;
+    corked = null;
+    if (c === null || c.lines.length === 0) return;
+    try {
+      if (c.lines.length === 1 || episode !== null || buffered() > 0 || closed || !regular) {
+        // One line, a failing destination, or a pipe (another process may share it, and a write
+        // over PIPE_BUF can interleave with theirs): each line takes the ordinary path, in order.
+        for (let i = 0; i < c.lines.length; i++) write(c.lines[i]!, c.bytes[i]);
+        return;
+      }
+      // A healthy destination and an empty buffer: the lines go out the way a recovery drains the
+      // buffer, in batches of whole lines that never cross a rotation boundary.
+      for (const line of c.lines) queue.push(line);
+      try {
+        drain(EAGAIN_BUDGET_MS);
+      } catch (err) {
+        lastAttemptAt = now();
+        const isNew = failed(err);
+        // What is left was not written when offered: it is queued again line by line, exactly as
+        // if each had been offered alone (counted, kept up to the buffer's bound, a torn head kept).
+        const rest = queue.slice(qHead);
+        const torn = headWritten;
+        queue = [];
+        qHead = 0;
+        headWritten = 0;
+        for (let i = 0; i < rest.length; i++) enqueue(rest[i]!, i === 0 ? torn : 0);
+        if (isNew) reportStart();
+        else remind();
+      }
+    } catch {
+      // uncork never throws, whatever happens
+    }
+  };
+
   const write = (raw: string, rawBytes?: Buffer): void => {
     try {
       let line = typeof raw === 'string' ? raw : String(raw);
@@ -717,6 +766,11 @@ export function openSink(opts: SinkOptions): AuditSink {
       }
       if (closed) {
         writeAfterClose(line);
+        return;
+      }
+      if (corked !== null) {
+        corked.lines.push(line);
+        corked.bytes.push(bytes);
         return;
       }
       if (episode !== null || buffered() > 0) {
@@ -768,6 +822,7 @@ export function openSink(opts: SinkOptions): AuditSink {
 
   const close = (): void => {
     if (closed) return;
+    uncork();
     try {
       stopRetryTimer();
       if (buffered() > 0) {
@@ -802,6 +857,8 @@ export function openSink(opts: SinkOptions): AuditSink {
 
   return {
     write,
+    cork,
+    uncork,
     flush,
     close,
     stats: () => ({ ...stats, buffered: buffered() }),

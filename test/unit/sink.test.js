@@ -533,6 +533,105 @@ describe('audit sink', function () {
     });
   });
 
+  describe('corked runs (the access records of one event-loop turn)', () => {
+    it('lines written while corked reach the file at uncork(), in order, in one write(2)', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      const { fs: spy, calls } = spyFs();
+      const sink = open(options(file, { fs: spy }).opts);
+      sink.write(record(0));
+      const before = calls.writeSync;
+      sink.cork();
+      for (let i = 1; i <= 100; i++) sink.write(record(i), Buffer.from(record(i)));
+      assert.deepEqual(seqs(file), [0], 'nothing of the run is written before uncork()');
+      sink.uncork();
+      assert.equal(calls.writeSync - before, 1);
+      assert.deepEqual(seqs(file), range(0, 101));
+      const st = sink.stats();
+      assert.deepEqual([st.written, st.bytes, st.writeFailures, st.buffered, st.dropped], [101, 101 * LEN, 0, 0, 0]);
+      sink.write(record(101));
+      assert.deepEqual(seqs(file), range(0, 102), 'uncorked: written at once again');
+    });
+
+    it('a corked run with rotation: no split line, no file over the limit, every line once', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      const sink = open(options(file, { maxFileBytes: LEN * 7 }).opts);
+      for (let i = 0; i < 3; i++) sink.write(record(i));
+      sink.cork();
+      for (let i = 3; i < 50; i++) sink.write(record(i));
+      sink.uncork();
+      const n = sink.stats().rotations;
+      assert.equal(n, 7);
+      const all = [...range(1, n + 1).reverse().map((i) => `${file}.${i}`), file];
+      for (const f of all) assert.ok(fs.statSync(f).size <= LEN * 7, `${f}: ${fs.statSync(f).size}`);
+      assert.deepEqual(all.flatMap(seqs), range(0, 50));
+    });
+
+    it('the destination fails mid-run (a torn batch): the rest is buffered and counted, then completed in order', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      const now = clock();
+      let state = 'ok';
+      const { fs: spy } = spyFs({
+        writeSync: (fd, buf, off, len) => {
+          if (state === 'tear') { state = 'full'; return fs.writeSync(fd, buf, off, Math.min(len, LEN * 3 + 100)); }
+          if (state === 'full') throw eno('ENOSPC');
+          return fs.writeSync(fd, buf, off, len);
+        },
+      });
+      const { opts, errors } = options(file, { now, fs: spy });
+      const sink = open(opts);
+      sink.write(record(0));
+      state = 'tear';
+      sink.cork();
+      for (let i = 1; i <= 10; i++) sink.write(record(i));
+      sink.uncork();
+      assert.equal(fs.readFileSync(file, 'utf8').length, LEN * 4 + 100, 'three whole lines and a torn one landed');
+      let st = sink.stats();
+      assert.deepEqual([st.written, st.writeFailures, st.buffered, st.dropped], [4, 7, 7, 0]);
+      assert.equal(errors.length, 1, errors.join('\n'));
+      state = 'ok';
+      now.advance(1000);
+      sink.write(record(11));
+      assert.deepEqual(seqs(file), range(0, 12));
+      st = sink.stats();
+      assert.deepEqual([st.written, st.buffered, st.dropped], [12, 0, 0]);
+    });
+
+    it('a failing run beyond the buffer keeps the oldest and counts exactly the overflow as dropped', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      fs.mkdirSync(file); // EISDIR: nothing can be written
+      const now = clock();
+      const { opts, errors } = options(file, { now, bufferRecords: 5 });
+      const sink = open(opts);
+      sink.cork();
+      for (let i = 0; i < 12; i++) sink.write(record(i));
+      sink.uncork();
+      const st = sink.stats();
+      assert.deepEqual([st.written, st.writeFailures, st.buffered, st.dropped], [0, 12, 5, 7]);
+      assert.ok(errors.some((m) => /buffer .* is full/.test(m)), errors.join('\n'));
+      fs.rmdirSync(file);
+      now.advance(1000);
+      sink.flush();
+      assert.deepEqual(seqs(file), range(0, 5));
+    });
+
+    it('uncork() without cork(), an empty run and a run of one are harmless; close() while corked loses nothing', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      const sink = open(options(file).opts);
+      sink.uncork();
+      sink.cork();
+      sink.uncork();
+      sink.cork();
+      sink.write(record(0));
+      sink.uncork();
+      assert.deepEqual(seqs(file), [0]);
+      sink.cork();
+      sink.write(record(1));
+      sink.close();
+      sink.uncork();
+      assert.deepEqual(seqs(file), [0, 1]);
+    });
+  });
+
   describe('short writes and EAGAIN', () => {
     it('short writes and EAGAIN are retried until the whole line is written', () => {
       const file = path.join(dir, 'audit.jsonl');
