@@ -9,6 +9,20 @@ import type { Trust } from './trust';
  */
 export function normaliseAddress(raw: string | undefined): string | undefined {
   if (!raw) return undefined;
+  // The same few socket and proxy addresses arrive on every request: parse each once.
+  const known = normalised.get(raw);
+  if (known !== undefined || normalised.has(raw)) return known;
+  const result = parseAddress(raw);
+  if (normalised.size >= NORMALISED_MAX) normalised.clear();
+  normalised.set(raw, result);
+  return result;
+}
+
+/** Bounded: a flood of distinct values only costs the parse again, never memory. */
+const NORMALISED_MAX = 4096;
+const normalised = new Map<string, string | undefined>();
+
+function parseAddress(raw: string): string | undefined {
   let a = raw.trim();
   if (a.length === 0 || a.length > 64) return undefined;
   if (a.startsWith('"') && a.endsWith('"') && a.length >= 2) a = a.slice(1, -1);

@@ -128,6 +128,20 @@ describe('edge parsers', () => {
       assert.equal(normaliseAddress('2001:db8::1:443'), '2001:db8::1:443');
     });
 
+    it('an address asked for again gives the same answer, also after 10,000 others went through the cache', () => {
+      const first = { '198.51.100.7': '198.51.100.7', '::ffff:10.0.0.1': '10.0.0.1', unknown: undefined, '[2001:DB8::1]:443': '2001:db8::1' };
+      for (const [raw, want] of Object.entries(first)) assert.equal(normaliseAddress(raw), want, raw);
+      for (let i = 0; i < 10_000; i++) {
+        const raw = `10.${(i >> 8) & 255}.${i & 255}.${i % 7}`;
+        assert.equal(normaliseAddress(raw), raw);
+        assert.equal(normaliseAddress(`junk-${i}`), undefined);
+      }
+      for (const [raw, want] of Object.entries(first)) {
+        assert.equal(normaliseAddress(raw), want, raw);
+        assert.equal(normaliseAddress(raw), want, `${raw} (again)`);
+      }
+    });
+
     // BUG (minor, lib/client-address.ts normaliseAddress: `/^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i`): its contract is
     // "maps IPv4-mapped IPv6 to IPv4", but only the `::ffff:a.b.c.d` spelling is mapped; the other
     // spellings of the same address, and non-compressed IPv6, are recorded as they were written, so
