@@ -23,12 +23,48 @@ const consoleFactory: Record<Signal, () => unknown> = {
 
 export function createOtlpExporter(signal: Signal, cfg: ExportConfig): unknown {
   const mod = require(otlpModules[signal][cfg.protocol]) as Record<string, new (c: object) => unknown>;
-  return new mod[otlpClass[signal]]!({
+  const exporter = new mod[otlpClass[signal]]!({
     url: cfg.endpoint,
     headers: { ...cfg.headers },
     timeoutMillis: cfg.timeoutMs,
     compression: cfg.compression,
   });
+  requireHttpInTransport(exporter);
+  return exporter;
+}
+
+interface HttpTransportLike {
+  _utils: unknown;
+  _parameters?: { url?: unknown };
+  _loadUtils: () => Promise<unknown>;
+}
+
+/**
+ * The exporters' HTTP transport gets `node:http` with `await import('http')`. Building that ES
+ * module namespace reads `http.WebSocket` and its siblings, whose getters load Node's bundled undici:
+ * ≈ 38 ms on the event loop at the first export (and its memory), also at the end of a short
+ * script. For a plain-http endpoint the transport is handed the same two things it would have made
+ * — `http.request` and a keep-alive `http.Agent`, as upstream's default agent factory builds it —
+ * from `require`, at its first export. Found by shape: if a later release moves these fields,
+ * nothing is changed and the transport loads them itself.
+ */
+export function requireHttpInTransport(exporter: unknown): boolean {
+  try {
+    const t = (exporter as { _delegate?: { _transport?: { _transport?: HttpTransportLike } } })?._delegate?._transport?._transport;
+    if (!t || t._utils !== null || typeof t._loadUtils !== 'function') return false;
+    const url = t._parameters?.url;
+    if (typeof url !== 'string' || new URL(url).protocol !== 'http:') return false;
+    t._loadUtils = async function loadUtils(this: HttpTransportLike) {
+      if (t._utils === null) {
+        const http = require('node:http') as typeof import('node:http');
+        t._utils = { agent: new http.Agent({ keepAlive: true }), request: http.request };
+      }
+      return t._utils;
+    };
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function createConsoleExporter(signal: Signal): unknown {

@@ -1,0 +1,45 @@
+'use strict';
+// The OTLP exporters' first export over plain http: the data arrives, and getting `node:http` for
+// it does not load Node's bundled undici (an ES-module namespace of `node:http` would: ≈ 38 ms on
+// the event loop). Over https the upstream transport is left exactly as it is.
+const assert = require('node:assert/strict');
+const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
+const { runApp } = require('../helpers/run-app.js');
+const { requireHttpInTransport } = require('../../dist/lib/exporters.js');
+const { createOtlpExporter } = require('../../dist/lib/exporters.js');
+
+describe('OTLP exporters over plain http', function () {
+  this.timeout(30_000);
+  let rx;
+  before(async () => { rx = await startOtlpReceiver(); });
+  after(async () => { await rx?.close(); });
+
+  it('the final export of a short script arrives, with undici never loaded', async () => {
+    const r = await runApp('apps/first-export.js', {
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_SERVICE_NAME: 'first-export', AUDITRACE_QUIET: 'true' },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    await rx.waitFor(() => rx.spans().some((s) => s.name === 'only-span'));
+    await rx.waitFor(() => rx.metrics().length > 0);
+    assert.match(r.stderr, /undici loaded: false/);
+  });
+
+  it('protobuf and JSON exporters of every signal take the require path for http:, none for https:', () => {
+    for (const signal of ['traces', 'metrics', 'logs']) {
+      for (const protocol of ['http/protobuf', 'http/json']) {
+        const cfg = { endpoint: `${rx.url}/v1/${signal}`, headers: {}, timeoutMs: 1000, protocol, compression: 'none' };
+        const plain = createOtlpExporter(signal, cfg);
+        assert.equal(plain._delegate._transport._transport._loadUtils.name, 'loadUtils', `${signal} ${protocol}`);
+        const tls = createOtlpExporter(signal, { ...cfg, endpoint: 'https://collector.example:4318/v1/traces' });
+        assert.equal(requireHttpInTransport(tls), false, `${signal} ${protocol} over https`);
+        assert.notEqual(tls._delegate._transport._transport._loadUtils.name, 'loadUtils');
+      }
+    }
+  });
+
+  it('anything of another shape is left alone', () => {
+    for (const x of [undefined, null, 42, {}, { _delegate: {} }, { _delegate: { _transport: { _transport: { _utils: {}, _loadUtils() {} } } } }]) {
+      assert.equal(requireHttpInTransport(x), false);
+    }
+  });
+});
