@@ -504,3 +504,36 @@ describe('edge parsers', () => {
     });
   });
 });
+
+describe('edge decision storage: the request as the application sees it', () => {
+  const { Edge } = require('../../dist/lib/edge.js');
+  const { parseConfig } = require('../../dist/lib/config.js');
+  const edge = new Edge(parseConfig({}).config.edge);
+  const request = (headers) => ({ headers, url: '/a?b=c', method: 'GET', socket: { remoteAddress: '198.51.100.7' } });
+
+  it('the headers object looks untouched: keys, spread, JSON, structuredClone and for…in', () => {
+    const headers = { host: 'svc', 'x-request-id': 'client-chosen-id-123', 'user-agent': 'ua' };
+    const before = JSON.stringify(headers);
+    const d = edge.decide(request(headers));
+    assert.equal(edge.decisionFor(headers), d);
+    assert.equal(edge.decide(request(headers)), d, 'decided once per request');
+    assert.deepEqual(Object.keys(headers), ['host', 'x-request-id', 'user-agent']);
+    assert.equal(JSON.stringify(headers), before);
+    assert.deepEqual(Object.getOwnPropertySymbols({ ...headers }), []);
+    assert.deepEqual(Object.getOwnPropertySymbols(Object.assign({}, headers)), []);
+    assert.deepEqual(structuredClone(headers), JSON.parse(before));
+    const seen = [];
+    for (const k in headers) seen.push(k);
+    assert.deepEqual(seen, ['host', 'x-request-id', 'user-agent']);
+    assert.notEqual(d.request.requestId, 'client-chosen-id-123', 'an untrusted peer does not choose the id');
+  });
+
+  it('a frozen headers object still gets its decision; a throwing Proxy carrier is simply not a request', () => {
+    const frozen = Object.freeze({ host: 'svc' });
+    const d = edge.decide(request(frozen));
+    assert.equal(edge.decisionFor(frozen), d);
+    const hostile = new Proxy({}, { get() { throw new Error('trap'); } });
+    assert.equal(edge.decisionFor(hostile), undefined);
+    assert.equal(edge.decisionFor({ host: 'x' }), undefined);
+  });
+});
