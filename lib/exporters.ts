@@ -54,7 +54,7 @@ export function requireHttpInTransport(exporter: unknown): boolean {
     if (!t || t._utils !== null || typeof t._loadUtils !== 'function') return false;
     const url = t._parameters?.url;
     if (typeof url !== 'string' || new URL(url).protocol !== 'http:') return false;
-    t._loadUtils = async function loadUtils(this: HttpTransportLike) {
+    t._loadUtils = async function loadUtils() {
       if (t._utils === null) {
         const http = require('node:http') as typeof import('node:http');
         t._utils = { agent: new http.Agent({ keepAlive: true }), request: http.request };
