@@ -7,6 +7,7 @@ const path = require('node:path');
 const Ajv2020 = require('ajv/dist/2020').default;
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
 const { startApp, ROOT } = require('../helpers/run-app.js');
+const { readAuditRecords } = require('../helpers/audit-file.js');
 const { BODY_WAIT_MS } = require('../../dist/lib/backend-calls.js');
 
 const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'audit-record.schema.json'), 'utf8'));
@@ -31,7 +32,7 @@ async function get(port, urlPath) {
 describe('backend_call_fail: failed outgoing http and fetch calls', function () {
   let rx; let backend; let backendPort; let closedPort; let dir; const apps = [];
 
-  const read = (file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)) : []);
+  const read = (file) => readAuditRecords(file);
 
   async function startBackendApp(name, { preload, env } = {}) {
     const file = path.join(dir, `${name}.jsonl`);

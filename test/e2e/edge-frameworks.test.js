@@ -11,6 +11,7 @@ const path = require('node:path');
 const Ajv2020 = require('ajv/dist/2020').default;
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
 const { startApp, ROOT } = require('../helpers/run-app.js');
+const { readAuditRecords } = require('../helpers/audit-file.js');
 
 const schema = JSON.parse(fs.readFileSync(path.join(ROOT, 'audit-record.schema.json'), 'utf8'));
 const validate = new Ajv2020({ allErrors: true, strict: true, strictRequired: false }).compile(schema);
@@ -63,7 +64,7 @@ for (const framework of ['express', 'fastify', 'http']) {
     this.timeout(60_000);
     let rx; let app; let dir; let file; let responses; let records; let serverSpans;
 
-    const readRecords = () => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const readRecords = () => readAuditRecords(file);
     const access = (r) => records.find((x) => x['event.name'] === 'http_request' && x['url.path'] === r.path && x['http.request.method'] === r.method);
     const byKey = (key) => REQUESTS.find((r) => r.key === key);
     const sameRequest = (key) => records.filter((x) => x['request.id'] === access(byKey(key))['request.id']);
