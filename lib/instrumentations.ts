@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import * as nodeModule from 'node:module';
 import { createRequire, isBuiltin } from 'node:module';
 import nodePath_ from 'node:path';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
@@ -178,4 +179,109 @@ export function loadInstrumentations(names: readonly string[], configs: Record<s
     }
   }
   return { instrumentations, failed };
+}
+
+/**
+ * Whether an instrumentation patches npm packages only, so that it can wait until one of them is
+ * loaded. Built-in modules, diagnostics channels and runtime metrics are patched at start.
+ */
+export function patchesOnlyPackages(name: string): boolean {
+  const targets = instrumentationTargets[name];
+  return targets !== undefined && targets.length > 0 && !targets.some((m) => isBuiltin(m));
+}
+
+/**
+ * The npm package a bare specifier names: `@scope/name/sub` → `@scope/name`, `name/sub` → `name`.
+ * Undefined for what cannot name a package: relative and absolute paths, URLs and `node:` (a colon),
+ * subpath imports (`#x`).
+ */
+export function packageOf(specifier: string): string | undefined {
+  const c = specifier.charCodeAt(0);
+  // '.', '/', '#', backslash
+  if (specifier === '' || c === 46 || c === 47 || c === 35 || c === 92 || specifier.includes(':')) return undefined;
+  const slash = specifier.indexOf('/');
+  if (c !== 64 /* '@' */) return slash === -1 ? specifier : specifier.slice(0, slash);
+  if (slash === -1) return undefined;
+  const next = specifier.indexOf('/', slash + 1);
+  return next === -1 ? specifier : specifier.slice(0, next);
+}
+
+type ResolveHook = (specifier: string, context: object, next: (specifier: string, context: object) => unknown) => unknown;
+type RegisterHooks = (hooks: { resolve: ResolveHook }) => { deregister(): void };
+interface ModuleLoader { prototype: { require: (this: unknown, id: string) => unknown } }
+
+/** Stops a deferral: no instrumentation is created after it. */
+export type StopDeferral = () => void;
+
+/**
+ * Creates each named instrumentation when one of its packages is first required or imported, from
+ * anywhere (a package nested in a dependency's own node_modules included): requiring 37
+ * instrumentation packages at start costs more start-up than anything else, while an app loads a
+ * handful of the packages they patch. `require` is caught in `Module.prototype.require`, so that
+ * the require-in-the-middle hook a new instrumentation installs there sees the very require that
+ * created it; `import` in a module resolve hook (`module.registerHooks`), which runs before the
+ * import-in-the-middle wrapper of the package is evaluated. Both step aside once every one was
+ * created. Undefined when this Node has no `module.registerHooks`: the caller creates them now.
+ */
+export function deferInstrumentations(names: readonly string[], create: (name: string) => void,
+  registerHooks: RegisterHooks | null | undefined = (nodeModule as unknown as { registerHooks?: RegisterHooks }).registerHooks,
+  loader: ModuleLoader = (nodeModule as unknown as { Module: ModuleLoader }).Module): StopDeferral | undefined {
+  if (typeof registerHooks !== 'function') return undefined;
+  const waiting = new Map<string, string[]>();
+  for (const name of names) {
+    for (const target of instrumentationTargets[name] ?? []) {
+      const list = waiting.get(target);
+      if (list) list.push(name);
+      else waiting.set(target, [name]);
+    }
+  }
+  if (waiting.size === 0) return () => undefined;
+
+  const due = (specifier: unknown): boolean => {
+    if (typeof specifier !== 'string' || waiting.size === 0) return false;
+    const pkg = packageOf(specifier);
+    const list = pkg === undefined ? undefined : waiting.get(pkg);
+    if (!list) return false;
+    for (const name of list) {
+      // Off the waiting list first: creating it requires modules, which comes back through here.
+      for (const target of instrumentationTargets[name] ?? []) {
+        const rest = waiting.get(target)?.filter((n) => n !== name);
+        if (rest && rest.length > 0) waiting.set(target, rest);
+        else waiting.delete(target);
+      }
+      try {
+        create(name);
+      } catch {
+        // `create` reports its own failures; a throw here would fail the application's require
+      }
+    }
+    if (waiting.size === 0) queueMicrotask(stop);
+    return true;
+  };
+
+  const original = loader.prototype.require;
+  const requireFirst = function (this: unknown, id: string): unknown {
+    const top = loader.prototype.require;
+    // Through the new `require` when the instrumentation just created installed a hook there: it
+    // must see this very require, and it wraps this function.
+    // eslint-disable-next-line prefer-rest-params
+    if (due(id) && loader.prototype.require !== top) return loader.prototype.require.apply(this, arguments as unknown as [string]);
+    // eslint-disable-next-line prefer-rest-params
+    return original.apply(this, arguments as unknown as [string]);
+  };
+  loader.prototype.require = requireFirst;
+  let handle: { deregister(): void } | undefined = registerHooks({
+    resolve(specifier, context, next) {
+      due(specifier);
+      return next(specifier, context);
+    },
+  });
+  function stop(): void {
+    waiting.clear();
+    // Left in place (as a pass-through) when another hook has wrapped it since.
+    if (loader.prototype.require === requireFirst) loader.prototype.require = original;
+    handle?.deregister();
+    handle = undefined;
+  }
+  return stop;
 }

@@ -7,7 +7,8 @@ import { RateLimitedWarnings, redactUrl, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
 import { realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { loadInstrumentations, nodeModulesDirs, presentInstrumentations, selectInstrumentations } from './instrumentations';
+import { deferInstrumentations, instrumentationTargets, loadInstrumentations, nodeModulesDirs, patchesOnlyPackages, presentInstrumentations,
+  selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
 import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest, watchFrameworkRoutes } from './edge';
 import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
@@ -22,8 +23,10 @@ export interface Telemetry {
   config: Readonly<Config>;
   resource: Resource;
   instrumentations: Instrumentation[];
-  /** Names of the instrumentations that loaded. */
+  /** Names of the instrumentations created at start. */
   instrumentationNames: string[];
+  /** Names of those created when their package is first loaded (none yet at start). */
+  deferredInstrumentations: string[];
   /** Module names the instrumentations hook, for the ESM loader's include list. */
   hookedModules: string[];
   /** Resolves `true` when everything was exported in time, `false` on timeout; never rejects. */
@@ -282,7 +285,6 @@ function batchOptions(exporter: unknown, b: BatchConfig, meterProvider: MeterPro
   };
 }
 
-/** Only the enabled instrumentations are required; one that fails to load is reported and skipped. */
 /** Where the app's modules resolve from: the working directory and the main script's directory. */
 function appModuleDirs(): string[] {
   const roots = [process.cwd()];
@@ -297,16 +299,67 @@ function appModuleDirs(): string[] {
   return nodeModulesDirs(roots, process.env.NODE_PATH);
 }
 
-export function buildInstrumentations(config: Readonly<Config>, edge?: Edge): Instrumentation[] {
-  let names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
-  // The default set shrinks to what the app has installed; a list the user wrote is loaded as written.
-  // Under Yarn Plug'n'Play there is no node_modules to look in: everything is loaded.
-  if (config.instrumentations.enabled === undefined && !process.versions.pnp) {
-    names = presentInstrumentations(names, appModuleDirs(), process.env);
-  }
-  const loaded = loadInstrumentations(names, instrumentationConfigs(config, edge ?? new Edge(config.edge)));
+/**
+ * Of the selected instrumentations, those with something to patch in this app (the default set
+ * shrinks to what is installed; a list the user wrote is kept as written; under Yarn Plug'n'Play
+ * there is no node_modules to look in).
+ */
+function presentSelection(config: Readonly<Config>): string[] {
+  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  if (config.instrumentations.enabled !== undefined || process.versions.pnp) return names;
+  return presentInstrumentations(names, appModuleDirs(), process.env);
+}
+
+function loadReporting(names: readonly string[], configs: Record<string, object>): Instrumentation[] {
+  const loaded = loadInstrumentations(names, configs);
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   return loaded.instrumentations;
+}
+
+/** All selected instrumentations, created now (for a `NodeSDK` the application starts itself). */
+export function buildInstrumentations(config: Readonly<Config>, edge?: Edge): Instrumentation[] {
+  return loadReporting(presentSelection(config), instrumentationConfigs(config, edge ?? new Edge(config.edge)));
+}
+
+interface Providers {
+  tracerProvider?: import('@opentelemetry/api').TracerProvider;
+  meterProvider?: MeterProvider;
+  loggerProvider?: import('@opentelemetry/api').LoggerProvider;
+}
+
+interface StartedInstrumentations {
+  now: Instrumentation[];
+  deferred: string[];
+  stop(): void;
+}
+
+/**
+ * Those of built-in modules, channels and runtime metrics are created now; those of npm packages
+ * when their package is first required or imported (`deferInstrumentations`), so start-up pays
+ * only for what the app loads.
+ */
+function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: Providers): StartedInstrumentations {
+  const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
+  const configs = instrumentationConfigs(config, edge);
+  const create = (names: readonly string[]) => {
+    const list = loadReporting(names, configs);
+    if (list.length > 0) registerInstrumentations({ instrumentations: list, ...providers });
+    return list;
+  };
+  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  const later = names.filter(patchesOnlyPackages);
+  // aws-lambda, which has no module to wait for, only in a Lambda function.
+  const now = create(presentInstrumentations(names.filter((n) => !later.includes(n)), [], process.env));
+  const verbose = config.logLevel !== undefined && ['info', 'debug', 'verbose', 'all'].includes(config.logLevel);
+  const stop = later.length === 0 ? () => undefined : deferInstrumentations(later, (name) => {
+    const created = create([name]);
+    now.push(...created);
+    if (verbose && created.length > 0) writeLine(`auditrace: instrumentation ${name} created: its package was loaded`);
+  });
+  if (stop) return { now, deferred: later, stop };
+  // No module hooks in this Node: create now what the app has installed.
+  const present = new Set(presentSelection(config));
+  return { now: [...now, ...create(later.filter((n) => present.has(n)))], deferred: [], stop: () => undefined };
 }
 
 export function buildTelemetry(config: Readonly<Config>): Telemetry {
@@ -348,14 +401,12 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     logs.setGlobalLoggerProvider(loggerProvider);
   }
 
-  const instrumentations = buildInstrumentations(config, edge);
-  const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
-  registerInstrumentations({
-    instrumentations,
+  const started = startInstrumentations(config, edge, {
     ...(tracerProvider ? { tracerProvider } : {}),
     ...(meterProvider ? { meterProvider } : {}),
     ...(loggerProvider ? { loggerProvider } : {}),
   });
+  const instrumentations = started.now;
   // --- audit records of failed TLS handshakes, unparseable requests and failed outgoing calls
   //     (tls-audit.ts, client-errors.ts, backend-calls.ts)
   auditTlsFailures();
@@ -370,10 +421,12 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     resource,
     instrumentations,
     instrumentationNames: instrumentations.map((i) => i.instrumentationName.replace('@opentelemetry/instrumentation-', '')),
-    hookedModules: hookedModules(instrumentations),
+    deferredInstrumentations: started.deferred,
+    hookedModules: [...new Set([...hookedModules(instrumentations), ...started.deferred.flatMap((n) => instrumentationTargets[n] ?? [])])],
     forceFlush: () => withTimeout(Promise.allSettled(providers.map((p) => p.forceFlush())), config.shutdownTimeoutMs),
     shutdown: () => {
       // Traces and logs first so their drop counts reach the final metrics export.
+      started.stop();
       stopping ??= withTimeout((async () => {
         await Promise.allSettled([tracerProvider?.shutdown(), loggerProvider?.shutdown()]);
         await meterProvider?.shutdown().catch(() => undefined);

@@ -23,5 +23,7 @@ export function startupLine(t: Telemetry): string {
     signal('metrics', c.metrics),
     signal('logs', c.logs),
     `instrumentations=${t.instrumentationNames.join(',') || 'none'}`,
+    // Counted, not listed: the default set waits for ~30 packages; OTEL_LOG_LEVEL=info names each as it comes.
+    ...(t.deferredInstrumentations.length > 0 ? [`on-first-load=${t.deferredInstrumentations.length}`] : []),
   ].join(' ');
 }

@@ -465,34 +465,71 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
   });
 });
 
-describe('only the instrumentations the app can use are loaded', function () {
+describe('instrumentations of npm packages are created when their package is first loaded', function () {
   this.timeout(30000);
   const fs = require('node:fs');
   const path = require('node:path');
-  const { runApp } = require('../helpers/run-app');
+  const { runApp, ROOT } = require('../helpers/run-app');
   let dir;
   before(() => {
-    // An app outside this repository, with one fake package installed next to it.
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-present-app-'));
+    // An app outside this repository. Its dependency `dep` has Express in its own node_modules
+    // (a symlink to this repository's copy), where nothing above the app would find it.
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-deferred-app-'));
     fs.writeFileSync(path.join(dir, 'app.js'), "require('node:http');\n");
-    fs.mkdirSync(path.join(dir, 'node_modules', 'koa'), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'node_modules', 'koa', 'package.json'), '{"name":"koa","version":"2.15.0"}');
+    fs.writeFileSync(path.join(dir, 'express-app.js'), [
+      "const app = require('dep')();",
+      "const server = app.listen(0, '127.0.0.1', () => process.stdout.write(`listening ${server.address().port}\\n`));",
+      '',
+    ].join('\n'));
+    const dep = path.join(dir, 'node_modules', 'dep');
+    fs.mkdirSync(path.join(dep, 'node_modules'), { recursive: true });
+    fs.writeFileSync(path.join(dep, 'package.json'), '{"name":"dep","version":"1.0.0"}');
+    fs.writeFileSync(path.join(dep, 'index.js'), [
+      "const express = require('express');",
+      'module.exports = () => { const app = express(); app.get(\'/users/:id\', function getUser(req, res) { res.json({ id: req.params.id }); }); return app; };',
+      '',
+    ].join('\n'));
+    fs.symlinkSync(path.join(ROOT, 'node_modules', 'express'), path.join(dep, 'node_modules', 'express'), 'dir');
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const loaded = async (env) => {
-    const r = await runApp(path.join(dir, 'app.js'), { cwd: dir, env: { OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', NODE_PATH: '', ...HERMETIC, ...env } });
+  const OFF = { OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none' };
+  const run = async (env) => {
+    const r = await runApp(path.join(dir, 'app.js'), { cwd: dir, env: { ...OFF, NODE_PATH: '', ...HERMETIC, ...env } });
     assert.equal(r.code, 0, r.stderr);
-    const m = /instrumentations=(\S+)/.exec(r.stderr);
+    const m = /instrumentations=(\S+)(?: on-first-load=(\d+))?/.exec(r.stderr);
     assert.ok(m, r.stderr);
-    return m[1].split(',').sort();
+    return { now: m[1].split(',').sort(), later: Number(m[2] ?? 0), stderr: r.stderr };
   };
 
-  it('by default: the built-in and channel-based ones, plus those whose package is installed', async () => {
-    assert.deepEqual(await loaded({}), ['http', 'koa', 'runtime-node', 'undici']);
+  it('by default: built-in and channel-based ones at start, the other 33 wait; none is created for a package never loaded', async () => {
+    const r = await run({ OTEL_LOG_LEVEL: 'info' });
+    assert.deepEqual(r.now, ['http', 'runtime-node', 'undici']);
+    assert.equal(r.later, 33);
+    assert.doesNotMatch(r.stderr, /instrumentation \S+ created/);
   });
 
-  it('a list the user wrote is loaded as written, installed or not', async () => {
-    assert.deepEqual(await loaded({ OTEL_NODE_ENABLED_INSTRUMENTATIONS: 'http,express,pg' }), ['express', 'http', 'pg']);
+  it('a list the user wrote: its built-in ones at start, the rest when loaded', async () => {
+    const r = await run({ OTEL_NODE_ENABLED_INSTRUMENTATIONS: 'http,express,pg' });
+    assert.deepEqual(r.now, ['http']);
+    assert.equal(r.later, 2);
+  });
+
+  it('a package required by a dependency from its own node_modules is instrumented, once', async () => {
+    const rx = await startOtlpReceiver();
+    const app = startApp(path.join(dir, 'express-app.js'), {
+      cwd: dir,
+      env: { ...HERMETIC, NODE_PATH: '', OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100', OTEL_METRICS_EXPORTER: 'none' },
+    });
+    try {
+      const [, port] = await app.waitForOutput(/^listening (\d+)$/m, { timeoutMs: 20000 });
+      assert.equal((await get(Number(port), '/users/7')).status, 200);
+      const scope = '@opentelemetry/instrumentation-express';
+      await rx.waitFor(() => rx.spans().some((s) => s.scope.name === scope), WAIT);
+      assert.equal(app.stderr.match(/instrumentation express created: its package was loaded/g)?.length, 1, app.stderr);
+    } finally {
+      app.child.kill('SIGKILL');
+      await rx.close();
+    }
   });
 });

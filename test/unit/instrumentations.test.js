@@ -4,7 +4,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { instrumentationNames, loadInstrumentations, selectInstrumentations, defaultOffInstrumentations, instrumentationTargets,
-  presentInstrumentations, nodeModulesDirs } = require('../../dist/lib/instrumentations.js');
+  presentInstrumentations, nodeModulesDirs, packageOf, patchesOnlyPackages, deferInstrumentations } = require('../../dist/lib/instrumentations.js');
 
 describe('instrumentations', () => {
   it('our table names exactly the instrumentations of auto-instrumentations-node', () => {
@@ -99,6 +99,89 @@ describe('instrumentations', () => {
       assert.ok(dirs.includes(path.join(path.parse(root).root, 'node_modules')));
       assert.ok(!dirs.some((d) => d.endsWith(`node_modules${path.sep}node_modules`)));
       assert.equal(new Set(dirs).size, dirs.length);
+    });
+  });
+
+  it('names the package of a bare specifier, and nothing for paths, URLs, built-ins and subpath imports', () => {
+    assert.equal(packageOf('express'), 'express');
+    assert.equal(packageOf('express/lib/router'), 'express');
+    assert.equal(packageOf('@grpc/grpc-js'), '@grpc/grpc-js');
+    assert.equal(packageOf('@smithy/core/dist/x.js'), '@smithy/core');
+    for (const s of ['./express', '../pg', '/abs/node_modules/pg/index.js', 'node:http', 'file:///x/pg.js', '#internal', 'C:\\x\\pg', '@scope', '']) {
+      assert.equal(packageOf(s), undefined, s);
+    }
+  });
+
+  it('waits only for instrumentations that patch npm packages alone', () => {
+    assert.ok(patchesOnlyPackages('express') && patchesOnlyPackages('pg') && patchesOnlyPackages('aws-sdk'));
+    for (const n of ['http', 'undici', 'runtime-node', 'fs', 'aws-lambda', 'host-metrics']) assert.ok(!patchesOnlyPackages(n), n);
+  });
+
+  describe('deferred creation', () => {
+    /** A module system in miniature: `require` on a prototype, and registerHooks with resolve hooks. */
+    function fakeLoader() {
+      const resolved = [];
+      const hooks = [];
+      const loader = { prototype: { require(id) { resolved.push(id); for (const h of [...hooks]) h.resolve(id, {}, (s) => s); return `exports of ${id}`; } } };
+      const registerHooks = (h) => { hooks.push(h); return { deregister() { hooks.splice(hooks.indexOf(h), 1); } }; };
+      return { loader, registerHooks, hooks, resolved, require: (id) => loader.prototype.require.call({}, id) };
+    }
+    const settle = () => new Promise((r) => setImmediate(r));
+
+    it('creates each one when one of its packages is first required, once, and steps aside when all are created', async () => {
+      const f = fakeLoader();
+      const original = f.loader.prototype.require;
+      const created = [];
+      const stop = deferInstrumentations(['express', 'pg'], (n) => created.push(n), f.registerHooks, f.loader);
+      assert.equal(typeof stop, 'function');
+      assert.equal(f.require('./local'), 'exports of ./local');
+      assert.equal(f.require('koa'), 'exports of koa');
+      assert.deepEqual(created, []);
+      assert.equal(f.require('express/lib/router'), 'exports of express/lib/router');
+      f.require('express');
+      assert.deepEqual(created, ['express']);
+      f.require('pg-pool'); // pg patches pg and pg-pool: either one brings it
+      assert.deepEqual(created, ['express', 'pg']);
+      await settle();
+      assert.equal(f.loader.prototype.require, original);
+      assert.equal(f.hooks.length, 0);
+    });
+
+    it('an import (the resolve hook alone) creates it too', () => {
+      const f = fakeLoader();
+      const created = [];
+      deferInstrumentations(['koa'], (n) => created.push(n), f.registerHooks, f.loader);
+      f.hooks[0].resolve('koa', {}, (s) => s);
+      assert.deepEqual(created, ['koa']);
+    });
+
+    it('the require that created one goes through the require hook the new instrumentation installed', () => {
+      const f = fakeLoader();
+      const seenByNewHook = [];
+      deferInstrumentations(['express'], () => {
+        const below = f.loader.prototype.require;
+        f.loader.prototype.require = function (id) { seenByNewHook.push(id); return below.call(this, id); };
+      }, f.registerHooks, f.loader);
+      f.require('express');
+      f.require('koa');
+      assert.deepEqual(seenByNewHook, ['express', 'koa']);
+      assert.deepEqual(f.resolved, ['express', 'koa']); // each loaded once
+    });
+
+    it('a failing creation never fails the application\'s require', () => {
+      const f = fakeLoader();
+      deferInstrumentations(['express'], () => { throw new Error('boom'); }, f.registerHooks, f.loader);
+      assert.equal(f.require('express'), 'exports of express');
+    });
+
+    it('after stop() nothing is created; without module hooks the caller is told to create them now', () => {
+      const f = fakeLoader();
+      const created = [];
+      const stop = deferInstrumentations(['express'], (n) => created.push(n), f.registerHooks, f.loader);
+      stop();
+      f.require('express');
+      assert.deepEqual(created, []);
+      assert.equal(deferInstrumentations(['express'], () => undefined, null, f.loader), undefined);
     });
   });
 });
