@@ -66,6 +66,22 @@ function keepDecision(carrier: object, d: Decision): void {
 
 const USER_AGENT_MAX = 256;
 
+// The access record of a response that has not ended yet, on the request's context object, where
+// the http instrumentation's close and error paths can reach it. Not enumerable: handlers see the
+// same object through `currentRequest()`.
+const PENDING = Symbol('auditrace.access.pending');
+type Pending = (() => void) | undefined;
+
+function pendingOf(request: RequestContext | undefined): Pending {
+  return request ? (request as { [PENDING]?: Pending })[PENDING] : undefined;
+}
+
+function setPending(request: RequestContext, record: Pending): void {
+  const r = request as { [PENDING]?: Pending };
+  if (Object.prototype.hasOwnProperty.call(r, PENDING)) r[PENDING] = record;
+  else if (record !== undefined) Object.defineProperty(r, PENDING, { value: record, enumerable: false, configurable: true, writable: true });
+}
+
 export class Edge {
   readonly trust: Trust;
   private readonly proxySourceOf: (socket: object) => { address: string } | undefined;
@@ -127,6 +143,41 @@ export class Edge {
     if (d?.untrustedParent) span.addLink({ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } });
   }
 
+  /**
+   * Set once the http instrumentation tells us of every server response that closes without
+   * having ended (`watchResponsesOf`): then no listener is added per response. A listener on a
+   * response goes through the context manager's bound `on` (a wrapper closure, a WeakMap per event
+   * and an entry in it, which the garbage collector walks as an ephemeron).
+   */
+  private closeHooked = false;
+
+  /**
+   * Makes `instrumentation` (instrumentation-http) report responses that close unended. Its
+   * `applyCustomAttributesOnSpan` option (set in sdk.ts) covers a close; its `_onServerResponseError`
+   * a response that failed before closing (then the close is not reported). Without that method
+   * (another version) responses keep their own 'close' listener.
+   */
+  watchResponsesOf(instrumentation: object): void {
+    const i = instrumentation as { _onServerResponseError?: (...a: unknown[]) => unknown };
+    const onError = i._onServerResponseError;
+    if (typeof onError !== 'function') return;
+    i._onServerResponseError = function onServerResponseError(this: unknown, ...args: unknown[]) {
+      try {
+        pendingOf(requestFromContext(context.active()))?.();
+      } catch {
+        // the access record's own failures are counted where it is written
+      }
+      return onError.apply(this, args);
+    };
+    this.closeHooked = true;
+  }
+
+  /** A server response closed (instrumentation-http's `applyCustomAttributesOnSpan`). */
+  onServerResponseClosed(req: IncomingMessage): void {
+    const d = decisionOf(req.headers);
+    if (d) pendingOf(d.request)?.();
+  }
+
   /** Inside the server span's context (instrumentation-http's responseHook). */
   onServerResponse(res: ServerResponse): void {
     const req = res.req;
@@ -136,23 +187,11 @@ export class Edge {
     if (!this.config.accessRecords) return;
     const ctx = context.active();
     const rpc = getRPCMetadata(ctx) as { route?: string } | undefined;
-    // The response's end is when the app calls res.end(), before any byte is handed to the socket:
-    // the caller cannot have its answer earlier, so a callee's interval always lies inside its
-    // caller's, however late either process runs afterwards (a busy machine preempts the writer as
-    // soon as the write wakes the reader). The record itself is written once the bytes are out
-    // ('prefinish'), or at 'close' when the client went away first.
-    const end = res.end;
-    res.end = function endRecorded(this: ServerResponse, ...args: unknown[]) {
-      if (d.endNs === undefined) {
-        d.endNs = process.hrtime.bigint();
-        d.endTime = rfc3339Now();
-      }
-      return (end as (...a: unknown[]) => ServerResponse).apply(this, args);
-    } as ServerResponse['end'];
     let recorded = false;
     const record = (): void => {
       if (recorded) return;
       recorded = true;
+      setPending(d.request, undefined);
       // What the response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the
       // record is written at the end of this event-loop turn with the turn's other access records.
       const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
@@ -167,8 +206,24 @@ export class Edge {
       if (this.config.accessRecordWrite === 'turn') getAuditor().later(write);
       else write();
     };
-    res.once('prefinish', record);
-    res.once('close', record);
+    // The response's end is when the app calls res.end(), before any byte is handed to the socket:
+    // the caller cannot have its answer earlier, so a callee's interval always lies inside its
+    // caller's, however late either process runs afterwards (a busy machine preempts the writer as
+    // soon as the write wakes the reader). The record is taken as end() returns, its bytes handed
+    // to the socket; a response that closes without having ended (the client went away) is
+    // recorded as it closes.
+    const end = res.end;
+    res.end = function endRecorded(this: ServerResponse, ...args: unknown[]) {
+      if (d.endNs === undefined) {
+        d.endNs = process.hrtime.bigint();
+        d.endTime = rfc3339Now();
+      }
+      const returned = (end as (...a: unknown[]) => ServerResponse).apply(this, args);
+      if (this.writableEnded) record();
+      return returned;
+    } as ServerResponse['end'];
+    if (this.closeHooked) setPending(d.request, record);
+    else res.once('close', record);
   }
 
   private recordRequest(req: IncomingMessage, d: Decision, route: string | undefined,

@@ -254,6 +254,10 @@ function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<st
           if (config.edge.backendCallRecords) watchHttpCall(req as ClientRequest); // backend_call_fail records
         }
       },
+      // Called as a response closes (not after a response error; see Edge.watchResponsesOf).
+      applyCustomAttributesOnSpan: (_span: Span, req: IncomingMessage | ClientRequest) => {
+        if (isServerRequest(req)) edge.onServerResponseClosed(req);
+      },
       responseHook: (_span: Span, res: IncomingMessage | ServerResponse) => {
         if (isServerResponse(res)) edge.onServerResponse(res);
         else if (config.edge.backendCallRecords) watchHttpResponse(res as IncomingMessage); // backend_call_fail records
@@ -310,15 +314,18 @@ function presentSelection(config: Readonly<Config>): string[] {
   return presentInstrumentations(names, appModuleDirs(), process.env);
 }
 
-function loadReporting(names: readonly string[], configs: Record<string, object>): Instrumentation[] {
+function loadReporting(names: readonly string[], configs: Record<string, object>, edge: Edge): Instrumentation[] {
   const loaded = loadInstrumentations(names, configs);
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
+  for (const i of loaded.instrumentations) {
+    if (i.instrumentationName === '@opentelemetry/instrumentation-http') edge.watchResponsesOf(i);
+  }
   return loaded.instrumentations;
 }
 
 /** All selected instrumentations, created now (for a `NodeSDK` the application starts itself). */
-export function buildInstrumentations(config: Readonly<Config>, edge?: Edge): Instrumentation[] {
-  return loadReporting(presentSelection(config), instrumentationConfigs(config, edge ?? new Edge(config.edge)));
+export function buildInstrumentations(config: Readonly<Config>, edge: Edge = new Edge(config.edge)): Instrumentation[] {
+  return loadReporting(presentSelection(config), instrumentationConfigs(config, edge), edge);
 }
 
 interface Providers {
@@ -342,7 +349,7 @@ function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: 
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const configs = instrumentationConfigs(config, edge);
   const create = (names: readonly string[]) => {
-    const list = loadReporting(names, configs);
+    const list = loadReporting(names, configs, edge);
     if (list.length > 0) registerInstrumentations({ instrumentations: list, ...providers });
     return list;
   };

@@ -85,6 +85,26 @@ describe('access records: when they are written', function () {
     assert.equal(records(file).at(-1)['event.name'], 'audit_chain_end');
   });
 
+  for (const mode of ['turn', 'response']) {
+    it(`${mode}: one record for a response that never ended (client gone), one for a response that failed before its end, one for an ended response written to after its end`, async () => {
+      const { app, file, port } = await start(mode);
+      const hang = http.get({ host: '127.0.0.1', port, path: '/hang', agent: false });
+      hang.on('error', () => {});
+      setTimeout(() => hang.destroy(), 200);
+      assert.equal(typeof await get(port, '/fail'), 'string'); // the connection is dropped: an error code
+      assert.equal(await get(port, '/wae'), 200);
+      await new Promise((r) => setTimeout(r, 500));
+      await app.kill('SIGTERM');
+      const got = access(file);
+      assert.deepEqual(got.map((r) => r['url.path']).sort(), ['/fail', '/hang', '/wae']);
+      for (const r of got.filter((x) => x['url.path'] !== '/wae')) {
+        assert.equal(r['error.type'], 'client_aborted', JSON.stringify(r));
+        assert.equal(r['http.response.status_code'], undefined);
+      }
+      assert.equal(got.find((r) => r['url.path'] === '/wae')['http.response.status_code'], 200);
+    });
+  }
+
   it('an invalid AUDITRACE_ACCESS_RECORD_WRITE is named on one line and the default is used', async () => {
     const { app, file, port } = await start('later');
     assert.equal(await get(port, '/ok'), 200);
