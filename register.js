@@ -1,3 +1,3 @@
 'use strict';
 // `node --require auditrace/register app.js`: start telemetry before the application loads.
-require('./dist/lib/start.js').start('require');
+require('./dist/auditrace.js').start('require');

@@ -5,10 +5,11 @@ import { pathToFileURL } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 
 const require = createRequire(import.meta.url);
-const { start, current } = require('./dist/lib/start.js');
+const { start, __current: current } = require('./dist/auditrace.js');
 
-// Use the import-in-the-middle copy the instrumentations use: hooks live in its module state.
-const iitmRequire = createRequire(require.resolve('@opentelemetry/instrumentation'));
+// Use the import-in-the-middle copy the instrumentations use (the bundle's `require` of it, from
+// dist/): hooks live in its module state.
+const iitmRequire = createRequire(new URL('./dist/auditrace.js', import.meta.url));
 const iitmUrl = (path) => pathToFileURL(iitmRequire.resolve(`import-in-the-middle/${path}`)).href;
 
 async function main() {

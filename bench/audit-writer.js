@@ -62,7 +62,7 @@ function report(n, ms, extra = {}) {
 
 async function main() {
   if (contender === 'sample' || contender === 'auditrace') {
-    const { audit } = require(path.join(ROOT, 'dist', 'lib', 'index.js'));
+    const { audit } = require(path.join(ROOT, 'dist', 'auditrace.js'));
     audit.sensitiveRead(FIELDS); // opens the file, starts the chain: not timed
     if (contender === 'sample') {
       const lines = fs.readFileSync(file, 'utf8').trim().split('\n');

@@ -41,7 +41,7 @@ async function main() {
     process.stderr.write(`wrote ${opts.out} from ${opts.render}\n`);
     return;
   }
-  if (!fs.existsSync(path.join(c.ROOT, 'dist', 'lib', 'start.js'))) throw new Error('dist/ is missing: run `npm run build` first');
+  if (!fs.existsSync(path.join(c.ROOT, 'dist', 'auditrace.js'))) throw new Error('dist/ is missing: run `npm run build` first');
   const t0 = Date.now();
   const log = (m) => process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
   const tmp = c.tmpDir('auditrace-bench-');

@@ -8,11 +8,21 @@ interface Exporter<T> {
 }
 
 // Only the package for the chosen protocol is loaded: the protobuf exporter pulls in the
-// serializer, the JSON one does not, and neither loads gRPC.
-const otlpModules: Record<Signal, Record<'http/protobuf' | 'http/json', string>> = {
-  traces: { 'http/protobuf': '@opentelemetry/exporter-trace-otlp-proto', 'http/json': '@opentelemetry/exporter-trace-otlp-http' },
-  logs: { 'http/protobuf': '@opentelemetry/exporter-logs-otlp-proto', 'http/json': '@opentelemetry/exporter-logs-otlp-http' },
-  metrics: { 'http/protobuf': '@opentelemetry/exporter-metrics-otlp-proto', 'http/json': '@opentelemetry/exporter-metrics-otlp-http' },
+// serializer, the JSON one does not, and neither loads gRPC. Literal names, so that the bundle
+// (`scripts/bundle.js`) carries them.
+const otlpModules: Record<Signal, Record<'http/protobuf' | 'http/json', () => unknown>> = {
+  traces: {
+    'http/protobuf': () => require('@opentelemetry/exporter-trace-otlp-proto'),
+    'http/json': () => require('@opentelemetry/exporter-trace-otlp-http'),
+  },
+  logs: {
+    'http/protobuf': () => require('@opentelemetry/exporter-logs-otlp-proto'),
+    'http/json': () => require('@opentelemetry/exporter-logs-otlp-http'),
+  },
+  metrics: {
+    'http/protobuf': () => require('@opentelemetry/exporter-metrics-otlp-proto'),
+    'http/json': () => require('@opentelemetry/exporter-metrics-otlp-http'),
+  },
 };
 const otlpClass: Record<Signal, string> = { traces: 'OTLPTraceExporter', logs: 'OTLPLogExporter', metrics: 'OTLPMetricExporter' };
 const consoleFactory: Record<Signal, () => unknown> = {
@@ -22,7 +32,7 @@ const consoleFactory: Record<Signal, () => unknown> = {
 };
 
 export function createOtlpExporter(signal: Signal, cfg: ExportConfig): unknown {
-  const mod = require(otlpModules[signal][cfg.protocol]) as Record<string, new (c: object) => unknown>;
+  const mod = otlpModules[signal][cfg.protocol]() as Record<string, new (c: object) => unknown>;
   const exporter = new mod[otlpClass[signal]]!({
     url: cfg.endpoint,
     headers: { ...cfg.headers },

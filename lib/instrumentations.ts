@@ -54,6 +54,55 @@ export const instrumentationClasses: Readonly<Record<string, string>> = Object.f
   winston: 'WinstonInstrumentation',
 });
 
+/**
+ * Each package by a `require` of its literal name, which the bundle (`scripts/bundle.js`) follows:
+ * the instrumentations then share the bundle's one copy of the API, core and instrumentation
+ * packages. `host-metrics` is off by default and its `systeminformation` dependency alone is
+ * ≈ 150 KB to parse at every start, so it stays out of the bundle and is loaded from node_modules.
+ */
+export const instrumentationModules: Readonly<Record<string, () => unknown>> = {
+  amqplib: () => require('@opentelemetry/instrumentation-amqplib'),
+  'aws-lambda': () => require('@opentelemetry/instrumentation-aws-lambda'),
+  'aws-sdk': () => require('@opentelemetry/instrumentation-aws-sdk'),
+  bunyan: () => require('@opentelemetry/instrumentation-bunyan'),
+  'cassandra-driver': () => require('@opentelemetry/instrumentation-cassandra-driver'),
+  connect: () => require('@opentelemetry/instrumentation-connect'),
+  cucumber: () => require('@opentelemetry/instrumentation-cucumber'),
+  dataloader: () => require('@opentelemetry/instrumentation-dataloader'),
+  dns: () => require('@opentelemetry/instrumentation-dns'),
+  express: () => require('@opentelemetry/instrumentation-express'),
+  fs: () => require('@opentelemetry/instrumentation-fs'),
+  'generic-pool': () => require('@opentelemetry/instrumentation-generic-pool'),
+  graphql: () => require('@opentelemetry/instrumentation-graphql'),
+  grpc: () => require('@opentelemetry/instrumentation-grpc'),
+  hapi: () => require('@opentelemetry/instrumentation-hapi'),
+  http: () => require('@opentelemetry/instrumentation-http'),
+  ioredis: () => require('@opentelemetry/instrumentation-ioredis'),
+  kafkajs: () => require('@opentelemetry/instrumentation-kafkajs'),
+  knex: () => require('@opentelemetry/instrumentation-knex'),
+  koa: () => require('@opentelemetry/instrumentation-koa'),
+  'lru-memoizer': () => require('@opentelemetry/instrumentation-lru-memoizer'),
+  memcached: () => require('@opentelemetry/instrumentation-memcached'),
+  mongodb: () => require('@opentelemetry/instrumentation-mongodb'),
+  mongoose: () => require('@opentelemetry/instrumentation-mongoose'),
+  mysql2: () => require('@opentelemetry/instrumentation-mysql2'),
+  mysql: () => require('@opentelemetry/instrumentation-mysql'),
+  'nestjs-core': () => require('@opentelemetry/instrumentation-nestjs-core'),
+  net: () => require('@opentelemetry/instrumentation-net'),
+  openai: () => require('@opentelemetry/instrumentation-openai'),
+  oracledb: () => require('@opentelemetry/instrumentation-oracledb'),
+  pg: () => require('@opentelemetry/instrumentation-pg'),
+  pino: () => require('@opentelemetry/instrumentation-pino'),
+  redis: () => require('@opentelemetry/instrumentation-redis'),
+  restify: () => require('@opentelemetry/instrumentation-restify'),
+  router: () => require('@opentelemetry/instrumentation-router'),
+  'runtime-node': () => require('@opentelemetry/instrumentation-runtime-node'),
+  'socket.io': () => require('@opentelemetry/instrumentation-socket.io'),
+  tedious: () => require('@opentelemetry/instrumentation-tedious'),
+  undici: () => require('@opentelemetry/instrumentation-undici'),
+  winston: () => require('@opentelemetry/instrumentation-winston'),
+};
+
 export const instrumentationNames: readonly string[] = Object.freeze(Object.keys(instrumentationClasses));
 
 /**
@@ -170,7 +219,8 @@ export function loadInstrumentations(names: readonly string[], configs: Record<s
     const className = instrumentationClasses[name];
     if (!className) continue;
     try {
-      const mod = autoRequire()(`@opentelemetry/instrumentation-${name}`) as Record<string, new (c: object) => Instrumentation>;
+      const load = instrumentationModules[name];
+      const mod = (load ? load() : autoRequire()(`@opentelemetry/instrumentation-${name}`)) as Record<string, new (c: object) => Instrumentation>;
       const Ctor = mod[className];
       if (typeof Ctor !== 'function') throw new Error(`export ${className} not found`);
       instrumentations.push(new Ctor(configs[name] ?? {}));

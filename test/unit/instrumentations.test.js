@@ -3,7 +3,7 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { instrumentationNames, loadInstrumentations, selectInstrumentations, defaultOffInstrumentations, instrumentationTargets,
+const { instrumentationNames, instrumentationModules, loadInstrumentations, selectInstrumentations, defaultOffInstrumentations, instrumentationTargets,
   presentInstrumentations, nodeModulesDirs, packageOf, patchesOnlyPackages, deferInstrumentations } = require('../../dist/lib/instrumentations.js');
 
 describe('instrumentations', () => {
@@ -20,6 +20,13 @@ describe('instrumentations', () => {
     } finally {
       if (saved.e !== undefined) process.env.OTEL_NODE_ENABLED_INSTRUMENTATIONS = saved.e;
       if (saved.d !== undefined) process.env.OTEL_NODE_DISABLED_INSTRUMENTATIONS = saved.d;
+    }
+  });
+
+  it('every instrumentation but host-metrics is required by its literal name (so the bundle carries it)', () => {
+    assert.deepEqual(Object.keys(instrumentationModules).sort(), instrumentationNames.filter((n) => n !== 'host-metrics').sort());
+    for (const [name, load] of Object.entries(instrumentationModules)) {
+      assert.match(load.toString(), new RegExp(`require\\(['"]@opentelemetry/instrumentation-${name.replace('.', '\\.')}['"]\\)`), name);
     }
   });
 

@@ -1,0 +1,206 @@
+'use strict';
+// Bundles the runtime so that a start loads a few files instead of ~360 small ones (resolving,
+// reading and compiling them was most of auditrace's start-up: bench/notes.md, "startup").
+//
+//   dist/auditrace.js                 dist/lib/index.js (tsc's output) and all it loads at start:
+//                                     the SDK, the exporters, the instrumentations created at
+//                                     start (http, undici, runtime-node, aws-lambda).
+//   dist/instrumentations/<name>.js   each instrumentation created when the app first loads one of
+//                                     its packages (lib/instrumentations.ts). The packages
+//                                     auditrace.js already carries (API, core, instrumentation,
+//                                     semantic conventions, …) are taken from it, through its
+//                                     non-enumerable `__shared` table: one copy of each, so one
+//                                     require-in-the-middle singleton and nothing parsed twice.
+//
+// Left outside: import-in-the-middle (the ESM loader and register.mjs
+// must share the module the instrumentations register their hooks in), `@opentelemetry/sdk-node`
+// (the user's, for nodeSdkOptions()), and what is required by a computed name at run time
+// (host-metrics, the opt-in cloud resource detectors).
+const fs = require('node:fs');
+const path = require('node:path');
+const esbuild = require('esbuild');
+const { instrumentationModules } = require('../dist/lib/instrumentations.js');
+
+const ROOT = path.resolve(__dirname, '..');
+const DIST = path.join(ROOT, 'dist');
+const MAIN = path.join(DIST, 'auditrace.js');
+const INSTR_DIR = path.join(DIST, 'instrumentations');
+/** Created at start (not deferred): they stay in the main bundle. Mirrors `patchesOnlyPackages`. */
+const EAGER = ['http', 'undici', 'runtime-node', 'aws-lambda'];
+const PREFIX = '@opentelemetry/instrumentation-';
+const EXTERNAL = ['import-in-the-middle', '@opentelemetry/sdk-node', '@opentelemetry/auto-instrumentations-node',
+  // the preconfigured logger's, loaded when the app first uses it (≈ 190 KB with its dependencies)
+  'winston', 'winston-transport'];
+const SEMCONV = path.join(ROOT, 'node_modules', '@opentelemetry', 'semantic-conventions', 'dist', 'index.cjs');
+
+const common = {
+  absWorkingDir: ROOT,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node22',
+  external: EXTERNAL,
+  // not minified: a rethrown application error prints the line it passed through in the bundle
+  legalComments: 'eof',
+  logLevel: 'warning',
+  metafile: true,
+  write: false,
+};
+
+const deferred = Object.keys(instrumentationModules).filter((n) => !EAGER.includes(n));
+
+/** The deferred instrumentation packages stay out of the main bundle: their own files are loaded. */
+const deferredOut = {
+  name: 'deferred-instrumentations',
+  setup(build) {
+    build.onResolve({ filter: /^@opentelemetry\/instrumentation-/ }, (args) => {
+      const name = args.path.slice(PREFIX.length);
+      if (!deferred.includes(name)) return undefined;
+      return { path: `./instrumentations/${name}.js`, external: true };
+    });
+  },
+};
+
+/**
+ * Entry points that `require` the package, as lib/instrumentations.ts does: the CommonJS build of
+ * each package is taken, the same files the main bundle carries (an entry point would get the ESM
+ * build and its ESM imports).
+ */
+const requireEntries = {
+  name: 'require-entries',
+  setup(build) {
+    build.onResolve({ filter: /^entry:/ }, (args) => ({ path: args.path.slice('entry:'.length), namespace: 'entry' }));
+    build.onLoad({ filter: /.*/, namespace: 'entry' }, (args) => ({
+      contents: `module.exports = require(${JSON.stringify(PREFIX + args.path)});`,
+      resolveDir: ROOT,
+      loader: 'js',
+    }));
+  },
+};
+const instrEntries = () => Object.fromEntries(deferred.map((n) => [n, `entry:${n}`]));
+
+/** Resolves as esbuild would have, from inside a plugin (marked, so the plugin lets it through). */
+const resolveAs = (build, args) => build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, importer: args.importer, pluginData: 'inner' });
+const rel = (file) => path.relative(ROOT, file).split(path.sep).join('/');
+
+/**
+ * Pass 1: the files the deferred instrumentations' own code imports from other packages (the
+ * edges out of each instrumentation package; what those files import in turn is theirs).
+ */
+async function importsOfInstrumentations() {
+  const files = new Set();
+  const ownPackage = (file) => /node_modules\/@opentelemetry\/instrumentation-[^/]+\//.test(file) || file.startsWith('entry:');
+  const recorder = {
+    name: 'record',
+    setup(build) {
+      build.onResolve({ filter: /.*/ }, async (args) => {
+        if (args.pluginData === 'inner' || args.namespace !== 'file' || !ownPackage(args.importer)) return undefined;
+        if (args.path.startsWith('.')) return undefined; // within the package
+        const r = await resolveAs(build, args);
+        if (r.errors.length === 0 && !r.external && r.path) files.add(r.path);
+        return undefined;
+      });
+    },
+  };
+  const r = await esbuild.build({ ...common, entryPoints: instrEntries(), outdir: INSTR_DIR, plugins: [requireEntries, recorder] });
+  return { files, inputs: Object.keys(r.metafile.inputs) };
+}
+
+/**
+ * The semantic-conventions package is one CommonJS module of ~660 exports (≈ 170 KB, ≈ 8 ms to
+ * evaluate at start) of which the bundled code uses a few dozen, and CommonJS cannot be
+ * tree-shaken. The bundle carries a module with just the exports whose names occur in any bundled
+ * file (a name that only occurs in a comment costs a line, nothing worse). Each is checked against
+ * the real module (strings, numbers and objects by value, functions by calling both); any
+ * difference and the bundle carries the whole package instead.
+ */
+function slimSemconv(inputs) {
+  const real = require(SEMCONV);
+  const names = new Set(Object.keys(real));
+  const used = new Set();
+  for (const f of inputs) {
+    const file = path.resolve(ROOT, f);
+    if (file.includes(`${path.sep}semantic-conventions${path.sep}`) || !fs.existsSync(file)) continue;
+    for (const id of fs.readFileSync(file, 'utf8').match(/[A-Za-z_$][\w$]*/g) ?? []) if (names.has(id)) used.add(id);
+  }
+  const lines = [...used].sort().map((n) => {
+    const v = real[n];
+    return `exports.${n} = ${typeof v === 'function' ? v.toString() : JSON.stringify(v)};`;
+  });
+  const contents = `'use strict';\n${lines.join('\n')}\n`;
+  const slim = {};
+  new Function('exports', contents)(slim);
+  const same = [...used].every((n) => (typeof real[n] === 'function'
+    ? typeof slim[n] === 'function' && slim[n]('x') === real[n]('x')
+    : JSON.stringify(slim[n]) === JSON.stringify(real[n])));
+  if (!same) return { plugin: { name: 'semconv-whole', setup() {} }, summary: 'whole (a slim module differed from the real one)' };
+  return {
+    plugin: {
+      name: 'semconv-slim',
+      setup(build) {
+        build.onLoad({ filter: /semantic-conventions[\\/]dist[\\/]index\.cjs$/ }, (args) => (args.path === SEMCONV ? { contents, loader: 'js' } : undefined));
+      },
+    },
+    summary: `${used.size} of ${names.size} exports`,
+  };
+}
+
+async function main() {
+  const { files: imported, inputs: instrInputs } = await importsOfInstrumentations();
+
+  // Pass 2: the main bundle alone, to learn which files it carries.
+  const mainEntry = { contents: "module.exports = require('./dist/lib/index.js');", resolveDir: ROOT, sourcefile: 'auditrace-entry.js', loader: 'js' };
+  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut] });
+  const carried = new Set(Object.keys(probe.metafile.inputs).map((f) => path.resolve(ROOT, f)));
+  const shared = [...imported].filter((f) => carried.has(f)).map(rel).sort();
+  const semconv = slimSemconv([...Object.keys(probe.metafile.inputs), ...instrInputs]);
+
+  // Pass 3: the main bundle again, now with a table of the shared modules. Getters: a module the
+  // main bundle evaluates only on demand is not evaluated for the table at start.
+  const table = shared.map((f) => `get ${JSON.stringify(f)}() { return require(${JSON.stringify(`./${f}`)}); }`).join(',\n  ');
+  const contents = `module.exports = require('./dist/lib/index.js');
+Object.defineProperty(module.exports, '__shared', { value: {
+  ${table}
+} });
+// for register.mjs: whether --require started auditrace before it
+Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/start.js').current });
+`;
+  // Node's ESM loader finds a CommonJS module's named exports by reading its text (`import {
+  // audit } from 'auditrace'`): the annotation esbuild writes for its own ESM entries.
+  const names = Object.keys(require(path.join(DIST, 'lib', 'index.js')));
+  const footer = { js: `0 && (module.exports = { ${names.join(', ')} });` };
+  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, semconv.plugin] });
+
+  // Pass 4: each deferred instrumentation, taking the shared modules from the main bundle.
+  const sharedSet = new Set(shared);
+  const fromMain = {
+    name: 'from-main',
+    setup(build) {
+      build.onResolve({ filter: /^\.\.\/auditrace\.js$/ }, (args) => (args.namespace === 'shared' ? { path: '../auditrace.js', external: true } : undefined));
+      build.onResolve({ filter: /.*/ }, async (args) => {
+        if (args.pluginData === 'inner' || args.namespace !== 'file' || args.path.startsWith('.')) return undefined;
+        const r = await resolveAs(build, args);
+        return r.path && sharedSet.has(rel(r.path)) ? { path: rel(r.path), namespace: 'shared' } : undefined;
+      });
+      build.onLoad({ filter: /.*/, namespace: 'shared' }, (args) => ({
+        contents: `module.exports = require('../auditrace.js').__shared[${JSON.stringify(args.path)}];`,
+        loader: 'js',
+      }));
+    },
+  };
+  const instrBuild = await esbuild.build({ ...common, entryPoints: instrEntries(), outdir: INSTR_DIR, plugins: [requireEntries, fromMain, semconv.plugin] });
+
+  fs.rmSync(INSTR_DIR, { recursive: true, force: true });
+  fs.mkdirSync(INSTR_DIR, { recursive: true });
+  for (const f of [...mainBuild.outputFiles, ...instrBuild.outputFiles]) fs.writeFileSync(f.path, f.contents);
+
+  const kib = (files) => (files.reduce((n, f) => n + f.contents.length, 0) / 1024).toFixed(0);
+  process.stdout.write(`bundle: dist/auditrace.js ${kib(mainBuild.outputFiles)} KiB; dist/instrumentations/: `
+    + `${instrBuild.outputFiles.length} files, ${kib(instrBuild.outputFiles)} KiB, ${shared.length} modules taken from auditrace.js; `
+    + `semantic conventions: ${semconv.summary}\n`);
+}
+
+main().catch((err) => {
+  process.stderr.write(`bundle: ${err && err.stack ? err.stack : err}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,52 @@
+'use strict';
+// The runtime is bundled (scripts/bundle.js): a start loads dist/auditrace.js and a handful of
+// files, not the ~360 modules of the OpenTelemetry packages; an instrumentation created later
+// loads its own file from dist/instrumentations/ and shares the bundle's API, core and
+// instrumentation packages (one copy each, so spans still reach the one SDK).
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { startOtlpReceiver } = require('../helpers/otlp-receiver');
+const { runApp, ROOT } = require('../helpers/run-app');
+
+const FIXTURE = 'bundle/modules.js';
+const rel = (f) => path.relative(ROOT, f).split(path.sep).join('/');
+const ours = (files) => files.map(rel).filter((f) => !f.startsWith('..') && !f.startsWith('test/'));
+
+describe('the bundle: what a start loads', function () {
+  this.timeout(60_000);
+  let rx;
+  beforeEach(async () => { rx = await startOtlpReceiver(); });
+  afterEach(() => rx.close());
+
+  const env = () => ({ OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_METRICS_EXPORTER: 'none' });
+
+  it('an empty script: register.js, dist/auditrace.js and import-in-the-middle (with its two helpers); no OpenTelemetry package file, no dist/lib file', async () => {
+    const r = await runApp(FIXTURE, { env: env() });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /^auditrace \d/m, 'started');
+    const { atStart } = JSON.parse(r.stdout.trim().split('\n').at(-1));
+    const loaded = ours(atStart);
+    assert.deepEqual(loaded.filter((f) => !f.startsWith('node_modules/')), ['register.js', 'dist/auditrace.js']);
+    assert.deepEqual(loaded.filter((f) => f.startsWith('node_modules/@opentelemetry/')), []);
+    assert.ok(loaded.length <= 6, `a few files: ${loaded.join(', ')}`);
+  });
+
+  it('Express required later: its instrumentation file loads, takes the bundle\'s packages, and its spans arrive', async () => {
+    const r = await runApp(FIXTURE, { env: { ...env(), BUNDLE_EXPRESS: '1' } });
+    assert.equal(r.code, 0, r.stderr);
+    const { atStart, afterExpress, status } = JSON.parse(r.stdout.trim().split('\n').at(-1));
+    assert.equal(status, 200);
+    assert.ok(!ours(atStart).some((f) => f.startsWith('dist/instrumentations/')), 'no instrumentation file at start');
+    const later = ours(afterExpress);
+    assert.ok(later.includes('dist/instrumentations/express.js'), later.join(', '));
+    assert.deepEqual(later.filter((f) => f.startsWith('node_modules/@opentelemetry/')), [], 'no second copy of an OpenTelemetry package');
+    // The express instrumentation's spans (its own scope) and the http server span are one trace.
+    await rx.waitFor(() => rx.spans().some((s) => s.scope.name === '@opentelemetry/instrumentation-express'), { timeoutMs: 10_000 });
+    const spans = rx.spans();
+    const server = spans.find((s) => s.scope.name === '@opentelemetry/instrumentation-http' && s.kind === 2);
+    assert.ok(server, 'server span');
+    assert.equal(server.name, 'GET /bundle/:id', 'the route Express matched names the server span');
+    const handler = spans.find((s) => s.scope.name === '@opentelemetry/instrumentation-express');
+    assert.equal(handler.traceId, server.traceId, spans.map((s) => `${s.scope.name} ${s.name}`).join('; '));
+  });
+});
