@@ -4,9 +4,10 @@
 //
 //   dist/auditrace.js                 dist/lib/index.js (tsc's output) and all it loads at start:
 //                                     the SDK, the exporters, the instrumentations created at
-//                                     start (http, undici, runtime-node, aws-lambda).
-//   dist/instrumentations/<name>.js   each instrumentation created when the app first loads one of
-//                                     its packages (lib/instrumentations.ts). The packages
+//                                     start (http, undici, runtime-node).
+//   dist/instrumentations/<name>.js   each other instrumentation: created when the app first loads
+//                                     one of its packages (lib/instrumentations.ts), aws-lambda
+//                                     at start inside Lambda only. The packages
 //                                     auditrace.js already carries (API, core, instrumentation,
 //                                     semantic conventions, …) are taken from it, through its
 //                                     non-enumerable `__shared` table: one copy of each, so one
@@ -25,8 +26,8 @@ const ROOT = path.resolve(__dirname, '..');
 const DIST = path.join(ROOT, 'dist');
 const MAIN = path.join(DIST, 'auditrace.js');
 const INSTR_DIR = path.join(DIST, 'instrumentations');
-/** Created at start (not deferred): they stay in the main bundle. Mirrors `patchesOnlyPackages`. */
-const EAGER = ['http', 'undici', 'runtime-node', 'aws-lambda'];
+/** Created at start everywhere (not deferred): they stay in the main bundle. aws-lambda, created at start only inside Lambda, has its own file. */
+const EAGER = ['http', 'undici', 'runtime-node'];
 const PREFIX = '@opentelemetry/instrumentation-';
 const EXTERNAL = ['import-in-the-middle', '@opentelemetry/sdk-node', '@opentelemetry/auto-instrumentations-node',
   // the preconfigured logger's, loaded when the app first uses it (≈ 190 KB with its dependencies)

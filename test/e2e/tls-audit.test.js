@@ -168,6 +168,29 @@ describe('tls_handshake_fail: failed TLS handshakes on an mTLS https server', fu
     assert.equal(abandoned[0]['tls.failure'], 'ECONNRESET');
   });
 
+  it('an authenticated client sending bytes that are no HTTP request: one http_client_error record (https servers are observed through tls.Server)', async () => {
+    const port = await server('require');
+    const read = (n) => fs.readFileSync(path.join(dir, n));
+    const answer = await new Promise((resolve) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.9', ca: read('ca.crt'), key: read('client.key'), cert: read('client.crt') },
+        () => socket.write('GET / HTTP/1.1\r\nHost: localhost\r\nbad header line\r\n\r\n'));
+      let received = '';
+      socket.on('data', (d) => { received += d.toString('latin1'); });
+      socket.on('error', () => {});
+      socket.on('close', () => resolve(received));
+    });
+    assert.match(answer, /^HTTP\/1\.1 400 Bad Request/, 'Node answers as without auditrace');
+    const deadline = Date.now() + 5000;
+    const clientErrors = () => fs.readFileSync(auditFile(), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l))
+      .filter((r) => r['event.name'] === 'http_client_error' && r['network.peer.address'] === '127.0.0.9');
+    while (clientErrors().length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    const got = clientErrors();
+    assert.equal(got.length, 1, JSON.stringify(got));
+    assert.equal(got[0]['error.type'], 'HPE_INVALID_HEADER_TOKEN');
+    assert.equal(got[0]['http.response.status_code'], 400);
+    assert.ok(validate(got[0]), JSON.stringify(validate.errors));
+  });
+
   it('auditTlsFailures() is idempotent and its undo restores tls.Server.prototype.emit', () => {
     const { auditTlsFailures } = require('../../dist/lib/tls-audit.js');
     const before = tls.Server.prototype.emit;
