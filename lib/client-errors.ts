@@ -35,27 +35,47 @@ export function nodeAnswer(code: string | undefined): number {
   return 400;
 }
 
-let installed: { undo: () => void } | undefined;
+let installed: { undo: () => void; observe: (proto: object) => void; tls: boolean } | undefined;
 
 /**
- * Starts recording unparseable requests on every http/https server of the process (idempotent).
- * `trusted(peer)`: whether the peer is a trusted proxy.
+ * Starts recording unparseable requests on every http server of the process (idempotent), and on
+ * every https server once `auditHttpsClientErrors()` was called too. `trusted(peer)`: whether the
+ * peer is a trusted proxy.
  */
 export function auditClientErrors(trusted: (peer: string) => boolean): () => void {
   if (installed) return installed.undo;
-  // https.Server inherits `emit` from tls.Server (it has none of its own): observing tls.Server
-  // covers https servers without loading `node:https` (≈ 5 ms of every start).
-  const protos = [(require('node:http') as typeof import('node:http')).Server.prototype, (require('node:tls') as typeof import('node:tls')).Server.prototype];
-  const undos = protos.map((proto) => observeEmit(
-    proto as unknown as { emit: Emit }, MARK,
-    (server, event, args) => { if (event === 'clientError') record(server, args[0], args[1], trusted); },
-  ));
+  const undos: (() => void)[] = [];
+  // An https server re-emits a failed handshake's `tlsClientError` as `clientError`, with the
+  // same error: that is a tls_handshake_fail record (tls-audit.ts), not a request Node could not parse.
+  const handshakeErrors = new WeakSet<object>();
+  const observe = (proto: object): void => {
+    undos.push(observeEmit(proto as unknown as { emit: Emit }, MARK, (server, event, args) => {
+      const err = args[0];
+      if (event === 'tlsClientError') {
+        if (err !== null && typeof err === 'object') handshakeErrors.add(err);
+      } else if (event === 'clientError' && !(err !== null && typeof err === 'object' && handshakeErrors.has(err))) {
+        record(server, err, args[1], trusted);
+      }
+    }));
+  };
+  observe((require('node:http') as typeof import('node:http')).Server.prototype);
   const undo = (): void => {
-    for (const u of undos) u();
+    for (const u of undos.splice(0)) u();
     if (installed?.undo === undo) installed = undefined;
   };
-  installed = { undo };
+  installed = { undo, observe, tls: false };
   return undo;
+}
+
+/**
+ * Extends `auditClientErrors` to https servers. They inherit `emit` from tls.Server (https.Server
+ * has none of its own), so tls.Server is observed; called when the app first loads `tls`,
+ * `https` or `http2` (sdk.ts), which spares every other app loading `node:tls` at start.
+ */
+export function auditHttpsClientErrors(): void {
+  if (!installed || installed.tls) return;
+  installed.tls = true;
+  installed.observe((require('node:tls') as typeof import('node:tls')).Server.prototype);
 }
 
 function record(server: unknown, error: unknown, socket: unknown, trusted: (peer: string) => boolean): void {

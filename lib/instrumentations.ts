@@ -260,6 +260,19 @@ type ResolveHook = (specifier: string, context: object, next: (specifier: string
 type RegisterHooks = (hooks: { resolve: ResolveHook }) => { deregister(): void };
 interface ModuleLoader { prototype: { require: (this: unknown, id: string) => unknown } }
 
+interface BuiltinHost { getBuiltinModule?: (this: unknown, id: string) => unknown }
+
+export interface DeferralOptions {
+  /** `module.registerHooks` (tests pass their own; null: this Node has none). */
+  registerHooks?: RegisterHooks | null | undefined;
+  /** The CommonJS loader whose `prototype.require` is wrapped. */
+  loader?: ModuleLoader;
+  /** Where `getBuiltinModule` lives (`process`). */
+  host?: BuiltinHost;
+  /** The modules whose first load creates a name (default: the instrumentation's targets). */
+  targetsOf?: (name: string) => readonly string[];
+}
+
 /** Stops a deferral: no instrumentation is created after it. */
 export type StopDeferral = () => void;
 
@@ -273,13 +286,15 @@ export type StopDeferral = () => void;
  * import-in-the-middle wrapper of the package is evaluated. Both step aside once every one was
  * created. Undefined when this Node has no `module.registerHooks`: the caller creates them now.
  */
-export function deferInstrumentations(names: readonly string[], create: (name: string) => void,
-  registerHooks: RegisterHooks | null | undefined = (nodeModule as unknown as { registerHooks?: RegisterHooks }).registerHooks,
-  loader: ModuleLoader = (nodeModule as unknown as { Module: ModuleLoader }).Module): StopDeferral | undefined {
+export function deferInstrumentations(names: readonly string[], create: (name: string) => void, opts: DeferralOptions = {}): StopDeferral | undefined {
+  const registerHooks = 'registerHooks' in opts ? opts.registerHooks : (nodeModule as unknown as { registerHooks?: RegisterHooks }).registerHooks;
+  const loader = opts.loader ?? (nodeModule as unknown as { Module: ModuleLoader }).Module;
+  const host = opts.host ?? (process as unknown as BuiltinHost);
+  const targetsOf = opts.targetsOf ?? ((name: string) => instrumentationTargets[name] ?? []);
   if (typeof registerHooks !== 'function') return undefined;
   const waiting = new Map<string, string[]>();
   for (const name of names) {
-    for (const target of instrumentationTargets[name] ?? []) {
+    for (const target of targetsOf(name)) {
       const list = waiting.get(target);
       if (list) list.push(name);
       else waiting.set(target, [name]);
@@ -289,12 +304,12 @@ export function deferInstrumentations(names: readonly string[], create: (name: s
 
   const due = (specifier: unknown): boolean => {
     if (typeof specifier !== 'string' || waiting.size === 0) return false;
-    const pkg = packageOf(specifier);
+    const pkg = specifier.startsWith('node:') ? specifier.slice(5) : packageOf(specifier);
     const list = pkg === undefined ? undefined : waiting.get(pkg);
     if (!list) return false;
     for (const name of list) {
       // Off the waiting list first: creating it requires modules, which comes back through here.
-      for (const target of instrumentationTargets[name] ?? []) {
+      for (const target of targetsOf(name)) {
         const rest = waiting.get(target)?.filter((n) => n !== name);
         if (rest && rest.length > 0) waiting.set(target, rest);
         else waiting.delete(target);
@@ -326,10 +341,21 @@ export function deferInstrumentations(names: readonly string[], create: (name: s
       return next(specifier, context);
     },
   });
+  // A built-in module can also be had without require or import.
+  const originalBuiltin = host.getBuiltinModule;
+  const builtinFirst = typeof originalBuiltin === 'function'
+    ? function (this: unknown, id: string): unknown {
+      due(id);
+      // eslint-disable-next-line prefer-rest-params
+      return originalBuiltin.apply(this, arguments as unknown as [string]);
+    }
+    : undefined;
+  if (builtinFirst) host.getBuiltinModule = builtinFirst;
   function stop(): void {
     waiting.clear();
     // Left in place (as a pass-through) when another hook has wrapped it since.
     if (loader.prototype.require === requireFirst) loader.prototype.require = original;
+    if (builtinFirst && host.getBuiltinModule === builtinFirst) host.getBuiltinModule = originalBuiltin;
     handle?.deregister();
     handle = undefined;
   }

@@ -13,7 +13,7 @@ import { processIdentity } from './identity';
 import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest, watchFrameworkRoutes } from './edge';
 import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
 import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
-import { auditClientErrors } from './client-errors'; // http_client_error records
+import { auditClientErrors, auditHttpsClientErrors } from './client-errors'; // http_client_error records
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { currentRequest } from './request-context';
 import { version } from './version';
@@ -358,15 +358,39 @@ function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: 
   // aws-lambda, which has no module to wait for, only in a Lambda function.
   const now = create(presentInstrumentations(names.filter((n) => !later.includes(n)), [], process.env));
   const verbose = config.logLevel !== undefined && ['info', 'debug', 'verbose', 'all'].includes(config.logLevel);
-  const stop = later.length === 0 ? () => undefined : deferInstrumentations(later, (name) => {
+  // The TLS audits wait, like the instrumentations, for the app to load a module that makes TLS
+  // servers; most apps never do, and `node:tls` costs ≈ 5 ms and ≈ 3 MiB at start.
+  const tlsNow = tlsLoaded();
+  if (tlsNow) startTlsAudits();
+  const waiting = tlsNow ? later : [...later, TLS_AUDITS];
+  const stop = deferInstrumentations(waiting, (name) => {
+    if (name === TLS_AUDITS) return startTlsAudits();
     const created = create([name]);
     now.push(...created);
     if (verbose && created.length > 0) writeLine(`auditrace: instrumentation ${name} created: its package was loaded`);
-  });
+  }, { targetsOf: (name) => (name === TLS_AUDITS ? TLS_MODULES : instrumentationTargets[name] ?? []) });
   if (stop) return { now, deferred: later, stop };
-  // No module hooks in this Node: create now what the app has installed.
+  // No module hooks in this Node: create now what the app has installed, and audit TLS now.
+  if (!tlsNow) startTlsAudits();
   const present = new Set(presentSelection(config));
   return { now: [...now, ...create(later.filter((n) => present.has(n)))], deferred: [], stop: () => undefined };
+}
+
+/** Deferred like an instrumentation: failed TLS handshakes and unparseable requests on https servers. */
+const TLS_AUDITS = '(tls audits)';
+/** The public modules through which an app gets TLS servers (Node's own modules load `tls` inside). */
+const TLS_MODULES = ['tls', 'https', 'http2', '_tls_wrap'];
+
+function startTlsAudits(): void {
+  auditTlsFailures();
+  auditHttpsClientErrors();
+}
+
+/** Whether `node:tls` is loaded already (start() called late): then no hook would see it load. */
+function tlsLoaded(): boolean {
+  const list = (process as unknown as { moduleLoadList?: unknown }).moduleLoadList;
+  // Unknown in some other runtime: audit now rather than risk missing the servers.
+  return !Array.isArray(list) || list.includes('NativeModule tls');
 }
 
 export function buildTelemetry(config: Readonly<Config>): Telemetry {
@@ -408,18 +432,16 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     logs.setGlobalLoggerProvider(loggerProvider);
   }
 
+  // --- audit records of unparseable requests (client-errors.ts; https servers and failed TLS
+  //     handshakes once the app loads TLS: startTlsAudits) and of failed outgoing calls (below)
+  auditClientErrors((peer) => edge.trust(peer));
   const started = startInstrumentations(config, edge, {
     ...(tracerProvider ? { tracerProvider } : {}),
     ...(meterProvider ? { meterProvider } : {}),
     ...(loggerProvider ? { loggerProvider } : {}),
   });
   const instrumentations = started.now;
-  // --- audit records of failed TLS handshakes, unparseable requests and failed outgoing calls
-  //     (tls-audit.ts, client-errors.ts, backend-calls.ts)
-  auditTlsFailures();
-  auditClientErrors((peer) => edge.trust(peer));
-  if (config.edge.backendCallRecords) auditFetchCalls();
-  // ---
+  if (config.edge.backendCallRecords) auditFetchCalls(); // backend-calls.ts
 
   const providers = [tracerProvider, loggerProvider, meterProvider].filter(<T>(p: T | undefined): p is T => p !== undefined);
   let stopping: Promise<boolean> | undefined;

@@ -204,3 +204,49 @@ describe('tls_handshake_fail: failed TLS handshakes on an mTLS https server', fu
     assert.equal(Object.prototype.hasOwnProperty.call(tls.Server.prototype, 'emit'), false);
   });
 });
+
+describe('TLS audits start when the app loads TLS, however it loads it', function () {
+  let dir; const apps = [];
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-tls-load-'));
+    makeCertificates(dir);
+  });
+  after(async () => {
+    await Promise.all(apps.splice(0).map((a) => a.kill('SIGKILL')));
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const cases = [
+    { name: 'require(\'node:https\') after --require', fixture: 'edge/tls-server.js', preload: 'require', env: {} },
+    { name: 'process.getBuiltinModule(\'node:https\') after --require', fixture: 'edge/tls-server.js', preload: 'require', env: { TLS_LOAD: 'builtin' } },
+    { name: 'import https from \'node:https\' after --import', fixture: 'edge/tls-server.mjs', preload: 'import', env: {} },
+    { name: 'https loaded before a programmatic start()', fixture: 'edge/tls-server.js', preload: 'none', env: { TLS_LOAD: 'before-start' } },
+  ];
+  for (const [i, c] of cases.entries()) {
+    it(`${c.name}: a handshake without a client certificate leaves its record, an unparseable request its http_client_error`, async () => {
+      const file = path.join(dir, `audit-${i}.jsonl`);
+      const app = startApp(c.fixture, {
+        preload: c.preload,
+        env: { CERT_DIR: dir, OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', AUDITRACE_AUDIT_FILE: file, ...c.env },
+      });
+      apps.push(app);
+      const port = Number((await app.waitForOutput(/listening (\d+)/))[1]);
+      const read = (n) => fs.readFileSync(path.join(dir, n));
+      const denied = await httpsGet(port, '127.0.0.2', { ca: read('ca.crt') });
+      assert.ok(denied.error, JSON.stringify(denied));
+      await new Promise((resolve) => {
+        const socket = tls.connect({ host: '127.0.0.1', port, localAddress: '127.0.0.3', ca: read('ca.crt'), key: read('client.key'), cert: read('client.crt') },
+          () => socket.write('GET / HTTP/1.1\r\nbad header line\r\n\r\n'));
+        socket.on('data', () => {});
+        socket.on('error', () => {});
+        socket.on('close', resolve);
+      });
+      const of = (event) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '').split('\n').filter(Boolean)
+        .map((l) => JSON.parse(l)).filter((r) => r['event.name'] === event);
+      const deadline = Date.now() + 5000;
+      while ((of('tls_handshake_fail').length < 1 || of('http_client_error').length < 1) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      assert.deepEqual(of('tls_handshake_fail').map((r) => r['network.peer.address']), ['127.0.0.2'], JSON.stringify(of('tls_handshake_fail')));
+      assert.deepEqual(of('http_client_error').map((r) => r['network.peer.address']), ['127.0.0.3'], app.stderr);
+    });
+  }
+});

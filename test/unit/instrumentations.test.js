@@ -139,7 +139,7 @@ describe('instrumentations', () => {
       const f = fakeLoader();
       const original = f.loader.prototype.require;
       const created = [];
-      const stop = deferInstrumentations(['express', 'pg'], (n) => created.push(n), f.registerHooks, f.loader);
+      const stop = deferInstrumentations(['express', 'pg'], (n) => created.push(n), { registerHooks: f.registerHooks, loader: f.loader, host: {} });
       assert.equal(typeof stop, 'function');
       assert.equal(f.require('./local'), 'exports of ./local');
       assert.equal(f.require('koa'), 'exports of koa');
@@ -157,7 +157,7 @@ describe('instrumentations', () => {
     it('an import (the resolve hook alone) creates it too', () => {
       const f = fakeLoader();
       const created = [];
-      deferInstrumentations(['koa'], (n) => created.push(n), f.registerHooks, f.loader);
+      deferInstrumentations(['koa'], (n) => created.push(n), { registerHooks: f.registerHooks, loader: f.loader, host: {} });
       f.hooks[0].resolve('koa', {}, (s) => s);
       assert.deepEqual(created, ['koa']);
     });
@@ -168,7 +168,7 @@ describe('instrumentations', () => {
       deferInstrumentations(['express'], () => {
         const below = f.loader.prototype.require;
         f.loader.prototype.require = function (id) { seenByNewHook.push(id); return below.call(this, id); };
-      }, f.registerHooks, f.loader);
+      }, { registerHooks: f.registerHooks, loader: f.loader, host: {} });
       f.require('express');
       f.require('koa');
       assert.deepEqual(seenByNewHook, ['express', 'koa']);
@@ -177,18 +177,44 @@ describe('instrumentations', () => {
 
     it('a failing creation never fails the application\'s require', () => {
       const f = fakeLoader();
-      deferInstrumentations(['express'], () => { throw new Error('boom'); }, f.registerHooks, f.loader);
+      deferInstrumentations(['express'], () => { throw new Error('boom'); }, { registerHooks: f.registerHooks, loader: f.loader, host: {} });
       assert.equal(f.require('express'), 'exports of express');
     });
 
     it('after stop() nothing is created; without module hooks the caller is told to create them now', () => {
       const f = fakeLoader();
       const created = [];
-      const stop = deferInstrumentations(['express'], (n) => created.push(n), f.registerHooks, f.loader);
+      const stop = deferInstrumentations(['express'], (n) => created.push(n), { registerHooks: f.registerHooks, loader: f.loader, host: {} });
       stop();
       f.require('express');
       assert.deepEqual(created, []);
-      assert.equal(deferInstrumentations(['express'], () => undefined, null, f.loader), undefined);
+      assert.equal(deferInstrumentations(['express'], () => undefined, { registerHooks: null, loader: f.loader }), undefined);
+    });
+
+    it('other work can wait for built-in modules: by require, by import with or without node:, by process.getBuiltinModule', async () => {
+      const targetsOf = (n) => ({ tls: ['tls', 'https'], pg: ['pg'] })[n];
+      for (const load of [
+        (f) => f.require('https'),
+        (f) => f.require('node:tls'),
+        (f) => f.hooks[0].resolve('node:https', {}, (s) => s),
+        (f, host) => host.getBuiltinModule('node:tls'),
+      ]) {
+        const f = fakeLoader();
+        const original = (id) => `builtin ${id}`;
+        const host = { getBuiltinModule: original };
+        const created = [];
+        deferInstrumentations(['tls'], (n) => created.push(n), { registerHooks: f.registerHooks, loader: f.loader, host, targetsOf });
+        assert.notEqual(host.getBuiltinModule, original);
+        f.require('http');
+        host.getBuiltinModule('node:net');
+        assert.deepEqual(created, [], load.toString());
+        load(f, host);
+        assert.deepEqual(created, ['tls'], load.toString());
+        assert.equal(host.getBuiltinModule('node:https'), 'builtin node:https');
+        assert.deepEqual(created, ['tls'], 'once');
+        await settle();
+        assert.equal(host.getBuiltinModule, original, 'process.getBuiltinModule restored once nothing waits');
+      }
     });
   });
 });
