@@ -41,7 +41,12 @@ const common = {
   format: 'cjs',
   target: 'node22',
   external: EXTERNAL,
-  // not minified: a rethrown application error prints the line it passed through in the bundle
+  // Whitespace and syntax minified (≈ 30 % less to parse and hold), names kept for stack traces,
+  // lines kept short: Node prints the source line an uncaught error last passed through, and an
+  // application error rethrown by an instrumentation passes through the bundle.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  lineLimit: 160,
   legalComments: 'eof',
   logLevel: 'warning',
   metafile: true,
