@@ -3,6 +3,7 @@
 // The benchmark suite. `npm run bench` (full: ~14 min, writes BENCHMARKS.md) or
 // `npm run bench:quick` (every scenario briefly: checks the harness, asserts nothing).
 //   node bench/run.js [--quick] [--out FILE.md] [--json FILE.json] [--only a,b] [--no-profile]
+//   node bench/run.js --render FILE.json | --profile-again FILE.json [--out FILE.md]
 // Scenarios: startup, audit, http, burst, outage, forensics. Expects `npm run build` first.
 const fs = require('node:fs');
 const os = require('node:os');
@@ -12,7 +13,7 @@ const { summarize } = require('./lib/cpuprofile');
 const { evaluate, render } = require('./lib/report');
 
 function parseArgs(argv) {
-  const o = { quick: false, out: null, json: null, only: null, profile: true, render: null };
+  const o = { quick: false, out: null, json: null, only: null, profile: true, render: null, profileAgain: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') o.quick = true;
@@ -21,9 +22,11 @@ function parseArgs(argv) {
     else if (a === '--only') o.only = argv[++i].split(',');
     else if (a === '--no-profile') o.profile = false;
     else if (a === '--render') o.render = argv[++i];
+    else if (a === '--profile-again') o.profileAgain = argv[++i];
     else if (a === '--help' || a === '-h') {
       process.stdout.write('node bench/run.js [--quick] [--out FILE.md] [--json FILE.json] [--only startup,audit,http,burst,outage,forensics] [--no-profile]\n'
-        + 'node bench/run.js --render FILE.json [--out FILE.md]   # the report again from saved results (e.g. after editing bench/notes.md)\n');
+        + 'node bench/run.js --render FILE.json [--out FILE.md]   # the report again from saved results (e.g. after editing bench/notes.md)\n'
+        + 'node bench/run.js --profile-again FILE.json [--out FILE.md]   # new profiles of the missed targets for saved results (FILE.json is updated)\n');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -39,6 +42,22 @@ async function main() {
     if (saved.mode === 'quick' && !process.argv.includes('--out')) opts.out = path.join(os.tmpdir(), 'auditrace-bench-quick.md');
     fs.writeFileSync(opts.out, render(saved, evaluate(saved), { notes: readNotes() }));
     process.stderr.write(`wrote ${opts.out} from ${opts.render}\n`);
+    return;
+  }
+  if (opts.profileAgain) {
+    const saved = JSON.parse(fs.readFileSync(opts.profileAgain, 'utf8'));
+    const t0 = Date.now();
+    const log = (m) => process.stderr.write(`[bench ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${m}\n`);
+    const tmp = c.tmpDir('auditrace-bench-');
+    const sink = await c.startSink();
+    saved.profiles = {};
+    for (const k of Object.keys(saved.errors)) if (k.startsWith('profile ')) delete saved.errors[k];
+    await profileMisses(saved, { quick: saved.mode === 'quick', sink, tmp, log }, log);
+    await sink.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.writeFileSync(opts.profileAgain, `${JSON.stringify({ ...saved, targets: evaluate(saved) }, null, 2)}\n`);
+    fs.writeFileSync(opts.out, render(saved, evaluate(saved), { notes: readNotes() }));
+    log(`wrote ${opts.out} and ${opts.profileAgain}`);
     return;
   }
   if (!fs.existsSync(path.join(c.ROOT, 'dist', 'auditrace.js'))) throw new Error('dist/ is missing: run `npm run build` first');
@@ -80,24 +99,7 @@ async function main() {
   await scenario('outage', () => require('./scenarios/outage').run(ctx));
   await scenario('forensics', () => forensics(ctx));
 
-  // CPU profiles of the contenders that missed a target.
-  const targets = evaluate(results);
-  if (opts.profile) {
-    const groups = [...new Set(targets.filter((t) => t.met === false && t.profile).map((t) => t.profile))];
-    for (const g of groups) {
-      log(`profile ${g} (a target was missed)`);
-      try {
-        let p = null;
-        if (g === 'http-hello' || g === 'http-express') p = await require('./scenarios/http').profile({ ...ctx, appId: g.slice(5) });
-        else if (g === 'startup') p = await require('./scenarios/startup').profile(ctx);
-        else if (g === 'audit') p = await require('./scenarios/audit-write').profile(ctx);
-        else if (g === 'outage') p = await require('./scenarios/outage').profile(ctx);
-        if (p && p.file) results.profiles[g] = { ...summarize(p.file, 10, { fromUs: p.fromUs, toUs: p.toUs }), windowed: p.fromUs !== undefined };
-      } catch (err) {
-        results.errors[`profile ${g}`] = err && err.stack ? err.stack : String(err);
-      }
-    }
-  }
+  if (opts.profile) await profileMisses(results, ctx, log);
   results.loadavgEnd = os.loadavg();
   results.totalSeconds = (Date.now() - t0) / 1000;
   await sink.stop();
@@ -112,6 +114,24 @@ async function main() {
   if (Object.keys(results.errors).length) {
     log(`errors in: ${Object.keys(results.errors).join(', ')}`);
     process.exitCode = 1;
+  }
+}
+
+/** CPU profiles of the contenders that missed a target, into results.profiles. */
+async function profileMisses(results, ctx, log) {
+  const groups = [...new Set(evaluate(results).filter((t) => t.met === false && t.profile).map((t) => t.profile))];
+  for (const g of groups) {
+    log(`profile ${g} (a target was missed)`);
+    try {
+      let p = null;
+      if (g === 'http-hello' || g === 'http-express') p = await require('./scenarios/http').profile({ ...ctx, appId: g.slice(5) });
+      else if (g === 'startup') p = await require('./scenarios/startup').profile(ctx);
+      else if (g === 'audit') p = await require('./scenarios/audit-write').profile(ctx);
+      else if (g === 'outage') p = await require('./scenarios/outage').profile(ctx);
+      if (p && p.file) results.profiles[g] = { ...summarize(p.file, 10, { fromUs: p.fromUs, toUs: p.toUs }), windowed: p.fromUs !== undefined };
+    } catch (err) {
+      results.errors[`profile ${g}`] = err && err.stack ? err.stack : String(err);
+    }
   }
 }
 

@@ -48,6 +48,10 @@ const common = {
   minifySyntax: true,
   lineLimit: 160,
   legalComments: 'eof',
+  // Maps for bench/lib/cpuprofile.js (through tsc's maps to lib/*.ts); no sourceMappingURL comment,
+  // so Node never reads them.
+  sourcemap: 'external',
+  sourcesContent: false,
   logLevel: 'warning',
   metafile: true,
   write: false,
@@ -200,9 +204,10 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
   fs.mkdirSync(INSTR_DIR, { recursive: true });
   for (const f of [...mainBuild.outputFiles, ...instrBuild.outputFiles]) fs.writeFileSync(f.path, f.contents);
 
-  const kib = (files) => (files.reduce((n, f) => n + f.contents.length, 0) / 1024).toFixed(0);
+  const js = (files) => files.filter((f) => f.path.endsWith('.js'));
+  const kib = (files) => (js(files).reduce((n, f) => n + f.contents.length, 0) / 1024).toFixed(0);
   process.stdout.write(`bundle: dist/auditrace.js ${kib(mainBuild.outputFiles)} KiB; dist/instrumentations/: `
-    + `${instrBuild.outputFiles.length} files, ${kib(instrBuild.outputFiles)} KiB, ${shared.length} modules taken from auditrace.js; `
+    + `${js(instrBuild.outputFiles).length} files, ${kib(instrBuild.outputFiles)} KiB, ${shared.length} modules taken from auditrace.js; `
     + `semantic conventions: ${semconv.summary}\n`);
 }
 

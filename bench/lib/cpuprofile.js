@@ -11,11 +11,17 @@ function shortUrl(url) {
   return u;
 }
 
-/** dist/lib/x.js:line:col → lib/x.ts:line through the build's source maps (as shown in reports). */
+/** Files of the build whose maps lead back to the sources: tsc's output and the bundle (scripts/bundle.js). */
+const MAPPED = /^dist\/(lib\/.*|auditrace|instrumentations\/[^/]+)\.js$/;
+
+/**
+ * dist/lib/x.js or dist/auditrace.js at line:col → lib/x.ts:line (or the npm package file the
+ * bundle took it from) through the build's source maps, as shown in reports.
+ */
 const maps = new Map();
 function sourceLocation(url, line0, col0) {
   const u = shortUrl(url);
-  if (!u.startsWith('dist/lib/')) return `${u}:${line0 + 1}`;
+  if (!MAPPED.test(u)) return `${u}:${line0 + 1}`;
   try {
     if (!maps.has(u)) {
       const { SourceMap } = require('node:module');
@@ -23,22 +29,26 @@ function sourceLocation(url, line0, col0) {
     }
     const e = maps.get(u).findEntry(line0, Math.max(0, col0));
     if (e && e.originalSource) {
-      const src = path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, u)), e.originalSource));
+      const src = path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, u)), e.originalSource.replace(/^file:\/\//, '')));
       return `${src}:${e.originalLine + 1}`;
     }
   } catch { /* no map: the compiled location */ }
   return `${u}:${line0 + 1}`;
 }
 
+/** Whether a (mapped) location is auditrace's own code. */
+const isOwn = (loc) => loc.startsWith('lib/') || loc.startsWith('dist/lib/');
+
 /** Where a function lives, coarsely: an npm package, an auditrace file, Node itself, V8. */
-function groupOf(url, functionName) {
+function groupOf(url, functionName, loc) {
   if (!url) return functionName.startsWith('(') ? functionName : '(native / V8 builtins)';
-  const u = shortUrl(url);
+  const u = loc ? loc.replace(/:\d+$/, '') : shortUrl(url);
   const nm = u.lastIndexOf('node_modules/');
   if (nm >= 0) {
     const rest = u.slice(nm + 'node_modules/'.length).split('/');
     return rest[0].startsWith('@') ? `${rest[0]}/${rest[1]}` : rest[0];
   }
+  if (u.startsWith('lib/')) return `auditrace ${u}`;
   if (u.startsWith('dist/lib/')) return `auditrace ${u.replace(/^dist\//, '').replace(/\.js$/, '.ts')}`;
   if (u.startsWith('node:')) return 'node: (Node.js core)';
   if (u.startsWith('bench/')) return 'benchmark app';
@@ -73,8 +83,10 @@ function summarize(file, top = 10, { fromUs = -Infinity, toUs = Infinity } = {})
     const seen = new Set();
     for (let cur = id; cur !== undefined; cur = parent.get(cur)) {
       const cf = byId.get(cur)?.callFrame;
-      if (!cf || !shortUrl(cf.url).startsWith('dist/lib/')) continue;
-      const key = `${cf.functionName || '(anonymous)'}\u0000${sourceLocation(cf.url, cf.lineNumber, cf.columnNumber)}`;
+      if (!cf || !MAPPED.test(shortUrl(cf.url))) continue;
+      const loc = sourceLocation(cf.url, cf.lineNumber, cf.columnNumber);
+      if (!isOwn(loc)) continue;
+      const key = `${cf.functionName || '(anonymous)'}\u0000${loc}`;
       if (seen.has(key)) continue;
       seen.add(key);
       own.set(key, (own.get(key) ?? 0) + ms);
@@ -97,7 +109,7 @@ function summarize(file, top = 10, { fromUs = -Infinity, toUs = Infinity } = {})
     const fileLoc = cf.url ? sourceLocation(cf.url, cf.lineNumber, cf.columnNumber) : '';
     const key = `${name}\u0000${fileLoc}`;
     fns.set(key, (fns.get(key) ?? 0) + ms);
-    const g = groupOf(cf.url, name);
+    const g = groupOf(cf.url, name, fileLoc);
     groups.set(g, (groups.get(g) ?? 0) + ms);
   }
   const busy = total - idle || 1;
