@@ -33,6 +33,23 @@ describe('the bundle: what a start loads', function () {
     assert.ok(loaded.length <= 6, `a few files: ${loaded.join(', ')}`);
   });
 
+  it('inside AWS Lambda: the aws-lambda instrumentation is created at start from its own file', async () => {
+    const r = await runApp(FIXTURE, { env: { ...env(), AWS_LAMBDA_FUNCTION_NAME: 'fn', LAMBDA_TASK_ROOT: path.join(ROOT, 'test', 'fixtures', 'bundle'), _HANDLER: 'modules.handler' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /instrumentations=aws-lambda,http,runtime-node,undici /);
+    const { atStart } = JSON.parse(r.stdout.trim().split('\n').at(-1));
+    assert.ok(ours(atStart).includes('dist/instrumentations/aws-lambda.js'), ours(atStart).join(', '));
+  });
+
+  it('host-metrics (left out of the bundle) loads from node_modules when enabled, and its metrics arrive', async () => {
+    const r = await runApp(FIXTURE, {
+      env: { ...env(), OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '200', OTEL_NODE_ENABLED_INSTRUMENTATIONS: 'host-metrics,http', BUNDLE_STAY_MS: '1500' },
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /instrumentations=host-metrics,http$/m);
+    await rx.waitFor(() => rx.metrics().some((m) => m.name === 'system.cpu.time'), { timeoutMs: 10_000 });
+  });
+
   it('Express required later: its instrumentation file loads, takes the bundle\'s packages, and its spans arrive', async () => {
     const r = await runApp(FIXTURE, { env: { ...env(), BUNDLE_EXPRESS: '1' } });
     assert.equal(r.code, 0, r.stderr);
