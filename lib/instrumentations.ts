@@ -6,102 +6,65 @@ import type { Instrumentation } from '@opentelemetry/instrumentation';
 
 /**
  * The instrumentations of `@opentelemetry/auto-instrumentations-node`, by the short name that
- * `OTEL_NODE_{ENABLED,DISABLED}_INSTRUMENTATIONS` uses. We keep our own table instead of calling
- * `getNodeAutoInstrumentations()` because that function requires all ~41 packages (≈ 180 ms)
- * even when one is enabled; a test checks this table against the upstream map.
+ * `OTEL_NODE_{ENABLED,DISABLED}_INSTRUMENTATIONS` uses: the exported class and its package, by a
+ * `require` of its literal name, which the bundle (`scripts/bundle.js`) follows — the
+ * instrumentations then share the bundle's one copy of the API, core and instrumentation
+ * packages. We keep our own table instead of calling `getNodeAutoInstrumentations()` because that
+ * function requires all ~41 packages (≈ 180 ms) even when one is enabled; a test checks this table
+ * against the upstream map. `host-metrics` has no `require` here: it is off by default and its
+ * `systeminformation` dependency alone is ≈ 150 KB to parse at every start, so it stays out of
+ * the bundle and is loaded from node_modules.
  */
-export const instrumentationClasses: Readonly<Record<string, string>> = Object.freeze({
-  amqplib: 'AmqplibInstrumentation',
-  'aws-lambda': 'AwsLambdaInstrumentation',
-  'aws-sdk': 'AwsInstrumentation',
-  bunyan: 'BunyanInstrumentation',
-  'cassandra-driver': 'CassandraDriverInstrumentation',
-  connect: 'ConnectInstrumentation',
-  cucumber: 'CucumberInstrumentation',
-  dataloader: 'DataloaderInstrumentation',
-  dns: 'DnsInstrumentation',
-  express: 'ExpressInstrumentation',
-  fs: 'FsInstrumentation',
-  'generic-pool': 'GenericPoolInstrumentation',
-  graphql: 'GraphQLInstrumentation',
-  grpc: 'GrpcInstrumentation',
-  hapi: 'HapiInstrumentation',
-  'host-metrics': 'HostMetricsInstrumentation',
-  http: 'HttpInstrumentation',
-  ioredis: 'IORedisInstrumentation',
-  kafkajs: 'KafkaJsInstrumentation',
-  knex: 'KnexInstrumentation',
-  koa: 'KoaInstrumentation',
-  'lru-memoizer': 'LruMemoizerInstrumentation',
-  memcached: 'MemcachedInstrumentation',
-  mongodb: 'MongoDBInstrumentation',
-  mongoose: 'MongooseInstrumentation',
-  mysql2: 'MySQL2Instrumentation',
-  mysql: 'MySQLInstrumentation',
-  'nestjs-core': 'NestInstrumentation',
-  net: 'NetInstrumentation',
-  openai: 'OpenAIInstrumentation',
-  oracledb: 'OracleInstrumentation',
-  pg: 'PgInstrumentation',
-  pino: 'PinoInstrumentation',
-  redis: 'RedisInstrumentation',
-  restify: 'RestifyInstrumentation',
-  router: 'RouterInstrumentation',
-  'runtime-node': 'RuntimeNodeInstrumentation',
-  'socket.io': 'SocketIoInstrumentation',
-  tedious: 'TediousInstrumentation',
-  undici: 'UndiciInstrumentation',
-  winston: 'WinstonInstrumentation',
-});
-
-/**
- * Each package by a `require` of its literal name, which the bundle (`scripts/bundle.js`) follows:
- * the instrumentations then share the bundle's one copy of the API, core and instrumentation
- * packages. `host-metrics` is off by default and its `systeminformation` dependency alone is
- * ≈ 150 KB to parse at every start, so it stays out of the bundle and is loaded from node_modules.
- */
-export const instrumentationModules: Readonly<Record<string, () => unknown>> = {
-  amqplib: () => require('@opentelemetry/instrumentation-amqplib'),
-  'aws-lambda': () => require('@opentelemetry/instrumentation-aws-lambda'),
-  'aws-sdk': () => require('@opentelemetry/instrumentation-aws-sdk'),
-  bunyan: () => require('@opentelemetry/instrumentation-bunyan'),
-  'cassandra-driver': () => require('@opentelemetry/instrumentation-cassandra-driver'),
-  connect: () => require('@opentelemetry/instrumentation-connect'),
-  cucumber: () => require('@opentelemetry/instrumentation-cucumber'),
-  dataloader: () => require('@opentelemetry/instrumentation-dataloader'),
-  dns: () => require('@opentelemetry/instrumentation-dns'),
-  express: () => require('@opentelemetry/instrumentation-express'),
-  fs: () => require('@opentelemetry/instrumentation-fs'),
-  'generic-pool': () => require('@opentelemetry/instrumentation-generic-pool'),
-  graphql: () => require('@opentelemetry/instrumentation-graphql'),
-  grpc: () => require('@opentelemetry/instrumentation-grpc'),
-  hapi: () => require('@opentelemetry/instrumentation-hapi'),
-  http: () => require('@opentelemetry/instrumentation-http'),
-  ioredis: () => require('@opentelemetry/instrumentation-ioredis'),
-  kafkajs: () => require('@opentelemetry/instrumentation-kafkajs'),
-  knex: () => require('@opentelemetry/instrumentation-knex'),
-  koa: () => require('@opentelemetry/instrumentation-koa'),
-  'lru-memoizer': () => require('@opentelemetry/instrumentation-lru-memoizer'),
-  memcached: () => require('@opentelemetry/instrumentation-memcached'),
-  mongodb: () => require('@opentelemetry/instrumentation-mongodb'),
-  mongoose: () => require('@opentelemetry/instrumentation-mongoose'),
-  mysql2: () => require('@opentelemetry/instrumentation-mysql2'),
-  mysql: () => require('@opentelemetry/instrumentation-mysql'),
-  'nestjs-core': () => require('@opentelemetry/instrumentation-nestjs-core'),
-  net: () => require('@opentelemetry/instrumentation-net'),
-  openai: () => require('@opentelemetry/instrumentation-openai'),
-  oracledb: () => require('@opentelemetry/instrumentation-oracledb'),
-  pg: () => require('@opentelemetry/instrumentation-pg'),
-  pino: () => require('@opentelemetry/instrumentation-pino'),
-  redis: () => require('@opentelemetry/instrumentation-redis'),
-  restify: () => require('@opentelemetry/instrumentation-restify'),
-  router: () => require('@opentelemetry/instrumentation-router'),
-  'runtime-node': () => require('@opentelemetry/instrumentation-runtime-node'),
-  'socket.io': () => require('@opentelemetry/instrumentation-socket.io'),
-  tedious: () => require('@opentelemetry/instrumentation-tedious'),
-  undici: () => require('@opentelemetry/instrumentation-undici'),
-  winston: () => require('@opentelemetry/instrumentation-winston'),
+const instrumentationTable: Readonly<Record<string, readonly [className: string, load?: () => unknown]>> = {
+  amqplib: ['AmqplibInstrumentation', () => require('@opentelemetry/instrumentation-amqplib')],
+  'aws-lambda': ['AwsLambdaInstrumentation', () => require('@opentelemetry/instrumentation-aws-lambda')],
+  'aws-sdk': ['AwsInstrumentation', () => require('@opentelemetry/instrumentation-aws-sdk')],
+  bunyan: ['BunyanInstrumentation', () => require('@opentelemetry/instrumentation-bunyan')],
+  'cassandra-driver': ['CassandraDriverInstrumentation', () => require('@opentelemetry/instrumentation-cassandra-driver')],
+  connect: ['ConnectInstrumentation', () => require('@opentelemetry/instrumentation-connect')],
+  cucumber: ['CucumberInstrumentation', () => require('@opentelemetry/instrumentation-cucumber')],
+  dataloader: ['DataloaderInstrumentation', () => require('@opentelemetry/instrumentation-dataloader')],
+  dns: ['DnsInstrumentation', () => require('@opentelemetry/instrumentation-dns')],
+  express: ['ExpressInstrumentation', () => require('@opentelemetry/instrumentation-express')],
+  fs: ['FsInstrumentation', () => require('@opentelemetry/instrumentation-fs')],
+  'generic-pool': ['GenericPoolInstrumentation', () => require('@opentelemetry/instrumentation-generic-pool')],
+  graphql: ['GraphQLInstrumentation', () => require('@opentelemetry/instrumentation-graphql')],
+  grpc: ['GrpcInstrumentation', () => require('@opentelemetry/instrumentation-grpc')],
+  hapi: ['HapiInstrumentation', () => require('@opentelemetry/instrumentation-hapi')],
+  'host-metrics': ['HostMetricsInstrumentation'],
+  http: ['HttpInstrumentation', () => require('@opentelemetry/instrumentation-http')],
+  ioredis: ['IORedisInstrumentation', () => require('@opentelemetry/instrumentation-ioredis')],
+  kafkajs: ['KafkaJsInstrumentation', () => require('@opentelemetry/instrumentation-kafkajs')],
+  knex: ['KnexInstrumentation', () => require('@opentelemetry/instrumentation-knex')],
+  koa: ['KoaInstrumentation', () => require('@opentelemetry/instrumentation-koa')],
+  'lru-memoizer': ['LruMemoizerInstrumentation', () => require('@opentelemetry/instrumentation-lru-memoizer')],
+  memcached: ['MemcachedInstrumentation', () => require('@opentelemetry/instrumentation-memcached')],
+  mongodb: ['MongoDBInstrumentation', () => require('@opentelemetry/instrumentation-mongodb')],
+  mongoose: ['MongooseInstrumentation', () => require('@opentelemetry/instrumentation-mongoose')],
+  mysql2: ['MySQL2Instrumentation', () => require('@opentelemetry/instrumentation-mysql2')],
+  mysql: ['MySQLInstrumentation', () => require('@opentelemetry/instrumentation-mysql')],
+  'nestjs-core': ['NestInstrumentation', () => require('@opentelemetry/instrumentation-nestjs-core')],
+  net: ['NetInstrumentation', () => require('@opentelemetry/instrumentation-net')],
+  openai: ['OpenAIInstrumentation', () => require('@opentelemetry/instrumentation-openai')],
+  oracledb: ['OracleInstrumentation', () => require('@opentelemetry/instrumentation-oracledb')],
+  pg: ['PgInstrumentation', () => require('@opentelemetry/instrumentation-pg')],
+  pino: ['PinoInstrumentation', () => require('@opentelemetry/instrumentation-pino')],
+  redis: ['RedisInstrumentation', () => require('@opentelemetry/instrumentation-redis')],
+  restify: ['RestifyInstrumentation', () => require('@opentelemetry/instrumentation-restify')],
+  router: ['RouterInstrumentation', () => require('@opentelemetry/instrumentation-router')],
+  'runtime-node': ['RuntimeNodeInstrumentation', () => require('@opentelemetry/instrumentation-runtime-node')],
+  'socket.io': ['SocketIoInstrumentation', () => require('@opentelemetry/instrumentation-socket.io')],
+  tedious: ['TediousInstrumentation', () => require('@opentelemetry/instrumentation-tedious')],
+  undici: ['UndiciInstrumentation', () => require('@opentelemetry/instrumentation-undici')],
+  winston: ['WinstonInstrumentation', () => require('@opentelemetry/instrumentation-winston')],
 };
+
+export const instrumentationClasses: Readonly<Record<string, string>> = Object.freeze(Object.fromEntries(
+  Object.entries(instrumentationTable).map(([name, [className]]) => [name, className])));
+
+/** The packages required by literal name (all but host-metrics). */
+export const instrumentationModules: Readonly<Record<string, () => unknown>> = Object.freeze(Object.fromEntries(
+  Object.entries(instrumentationTable).flatMap(([name, [, load]]) => (load ? [[name, load]] : []))));
 
 export const instrumentationNames: readonly string[] = Object.freeze(Object.keys(instrumentationClasses));
 
@@ -216,10 +179,10 @@ export function loadInstrumentations(names: readonly string[], configs: Record<s
   const instrumentations: Instrumentation[] = [];
   const failed: { name: string; error: string }[] = [];
   for (const name of names) {
-    const className = instrumentationClasses[name];
-    if (!className) continue;
+    const entry = instrumentationTable[name];
+    if (!entry) continue;
+    const [className, load] = entry;
     try {
-      const load = instrumentationModules[name];
       const mod = (load ? load() : autoRequire()(`@opentelemetry/instrumentation-${name}`)) as Record<string, new (c: object) => Instrumentation>;
       const Ctor = mod[className];
       if (typeof Ctor !== 'function') throw new Error(`export ${className} not found`);
@@ -283,8 +246,10 @@ export type StopDeferral = () => void;
  * handful of the packages they patch. `require` is caught in `Module.prototype.require`, so that
  * the require-in-the-middle hook a new instrumentation installs there sees the very require that
  * created it; `import` in a module resolve hook (`module.registerHooks`), which runs before the
- * import-in-the-middle wrapper of the package is evaluated. Both step aside once every one was
- * created. Undefined when this Node has no `module.registerHooks`: the caller creates them now.
+ * import-in-the-middle wrapper of the package is evaluated. Built-in modules count too (`node:`
+ * or not, and through `process.getBuiltinModule`), for other work that waits on them (`targetsOf`:
+ * sdk.ts's TLS audits). All step aside once every one was created. Undefined when this Node has no
+ * `module.registerHooks`: the caller creates them now.
  */
 export function deferInstrumentations(names: readonly string[], create: (name: string) => void, opts: DeferralOptions = {}): StopDeferral | undefined {
   const registerHooks = 'registerHooks' in opts ? opts.registerHooks : (nodeModule as unknown as { registerHooks?: RegisterHooks }).registerHooks;
