@@ -98,7 +98,11 @@ describe('benchmark suite, quick mode (smoke)', function () {
     positive(o.served, 'outage requests served');
     positive(o.auditRecords, 'outage audit records');
     number(o.rssGrowthMiB, 'outage RSS growth');
+    positive(o.rssIdleMiB, 'RSS of the idle process');
     positive(o.eld.p99, 'outage event-loop delay p99');
+    // the warm-up exported to a live sink, and the outage that followed was one: exports failed
+    positive(o.spanBytesBeforeOutage, 'span bytes exported before the outage');
+    assert.ok(o.warnings.some((l) => /could not export/.test(l)), `no export failure warned during the outage: ${JSON.stringify(o.warnings)}`);
   });
 
   it('forensics: its output when bench/forensics.js exists, a marked section when not', () => {
