@@ -31,17 +31,17 @@ async function run(ctx) {
   const warmup = ctx.quick ? 2 : 30;
   const sink = await c.startSink();
   const auditFile = path.join(ctx.tmp, 'audit-outage.jsonl');
-  let server, idle, w, exportedBeforeOutage;
+  let server, url, idle, w, exportedBeforeOutage;
   try {
     server = await startServer(ctx, sink.port, auditFile);
+    url = `http://127.0.0.1:${server.port}/`;
     idle = await server.stats();
     ctx.log(`  outage: warm-up ${warmup} s at ${RATE} req/s, exporting to the sink on port ${sink.port}`);
-    w = await c.load({ url: `http://127.0.0.1:${server.port}/`, connections: 50, duration: warmup, overallRate: RATE });
+    w = await c.load({ url, connections: 50, duration: warmup, overallRate: RATE });
     exportedBeforeOutage = await sink.stats();
   } finally {
     await sink.stop(); // from here on the endpoint refuses connections
   }
-  const url = `http://127.0.0.1:${server.port}/`;
   const start = await server.reset();
   const samples = [{ t: 0, rssMiB: start.rss / 2 ** 20, heapMiB: start.heapUsed / 2 ** 20 }];
   const t0 = Date.now();
