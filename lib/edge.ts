@@ -1,7 +1,8 @@
 import { context, propagation, trace, ROOT_CONTEXT } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
 import type { Context, Span, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
-import type { IncomingMessage, ServerResponse, ClientRequest } from 'node:http';
+import { ServerResponse } from 'node:http';
+import type { IncomingMessage, ClientRequest } from 'node:http';
 import { subscribe } from 'node:diagnostics_channel';
 import { isIP } from 'node:net';
 import { getAuditor } from './audit/auditor';
@@ -38,6 +39,9 @@ interface Decision {
   endTime: string | undefined;
   /** Taken before any router rewrites req.url (Express strips mount paths). */
   path: string;
+  /** The response's `end` before `endRecorded` replaced it, and the access record to take then. */
+  end: ((...a: unknown[]) => unknown) | undefined;
+  record: (() => void) | undefined;
 }
 
 // Kept on the request's headers object: it is the carrier the http instrumentation hands to
@@ -82,6 +86,28 @@ function setPending(request: RequestContext, record: Pending): void {
   else if (record !== undefined) Object.defineProperty(r, PENDING, { value: record, enumerable: false, configurable: true, writable: true });
 }
 
+// The response's own `end` is one function for every response, which finds the request's decision
+// on the response: a closure per response installed as `res.end` made V8 keep each request's
+// objects (the request, its context, its span) through the next scavenge and promote them to the
+// old generation. Measured at 1,000 req/s on the hello server for 4 s (--trace-gc-nvp): 25–30 MB
+// promoted with the closure, 10 MB with the same closure kept on the response but not called as
+// its `end`, and 10 MB with access records off.
+const ACCESS = Symbol('auditrace.access.response');
+const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[]) => unknown;
+
+function endRecorded(this: ServerResponse, ...args: unknown[]): unknown {
+  const d = (this as { [ACCESS]?: Decision })[ACCESS];
+  // Only without a decision (the function was copied onto another object) is there no record to take.
+  if (d === undefined) return originalEnd.apply(this, args);
+  if (d.endNs === undefined) {
+    d.endNs = process.hrtime.bigint();
+    d.endTime = rfc3339Now();
+  }
+  const returned = (d.end ?? originalEnd).apply(this, args);
+  if (this.writableEnded) d.record?.();
+  return returned;
+}
+
 export class Edge {
   readonly trust: Trust;
   private readonly proxySourceOf: (socket: object) => { address: string } | undefined;
@@ -118,6 +144,8 @@ export class Edge {
       endNs: undefined,
       endTime: undefined,
       path: pathOnly(req.url),
+      end: undefined,
+      record: undefined,
     };
     keepDecision(req.headers, decision);
     return decision;
@@ -191,6 +219,7 @@ export class Edge {
     const record = (): void => {
       if (recorded) return;
       recorded = true;
+      d.record = undefined;
       setPending(d.request, undefined);
       // What the response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the
       // record is written at the end of this event-loop turn with the turn's other access records.
@@ -210,18 +239,12 @@ export class Edge {
     // the caller cannot have its answer earlier, so a callee's interval always lies inside its
     // caller's, however late either process runs afterwards (a busy machine preempts the writer as
     // soon as the write wakes the reader). The record is taken as end() returns, its bytes handed
-    // to the socket; a response that closes without having ended (the client went away) is
-    // recorded as it closes.
-    const end = res.end;
-    res.end = function endRecorded(this: ServerResponse, ...args: unknown[]) {
-      if (d.endNs === undefined) {
-        d.endNs = process.hrtime.bigint();
-        d.endTime = rfc3339Now();
-      }
-      const returned = (end as (...a: unknown[]) => ServerResponse).apply(this, args);
-      if (this.writableEnded) record();
-      return returned;
-    } as ServerResponse['end'];
+    // to the socket (`endRecorded`); a response that closes without having ended (the client went
+    // away) is recorded as it closes.
+    d.end = res.end as unknown as (...a: unknown[]) => unknown;
+    d.record = record;
+    Object.defineProperty(res, ACCESS, { value: d, enumerable: false, configurable: true, writable: true });
+    res.end = endRecorded as ServerResponse['end'];
     if (this.closeHooked) setPending(d.request, record);
     else res.once('close', record);
   }
