@@ -1,5 +1,7 @@
 import type { ExportConfig, Signal } from './config';
 import type { RateLimitedWarnings } from './diagnostics';
+import { EXPORT_BACKOFF } from './export-backoff';
+import type { ExportBackoff } from './export-backoff';
 
 interface ExportResultLike { code: number; error?: Error }
 interface Exporter<T> {
@@ -84,17 +86,35 @@ export function createConsoleExporter(signal: Signal): unknown {
 /**
  * Reports failed exports as a rate-limited warning and counts them. Upstream logs every failure
  * through `diag` (invisible by default) and the data is then gone: here it is at least said.
+ * After a failed export the next ones wait for `backoff` (export-backoff.ts): a batch that comes
+ * in meanwhile is dropped unsent and counted (`onFailure` with `sent` false).
  */
 export function watchExports<T>(exporter: Exporter<T>, signal: Signal, endpoint: string,
-  warnings: RateLimitedWarnings, onFailure: (signal: Signal, items: T) => void): Exporter<T> {
+  warnings: RateLimitedWarnings, onFailure: (signal: Signal, items: T, sent: boolean) => void,
+  backoff: ExportBackoff): Exporter<T> {
   const original = exporter.export.bind(exporter);
   exporter.export = (items, done) => {
+    const waitMs = backoff.remainingMs();
+    if (waitMs > 0) {
+      try {
+        onFailure(signal, items, false);
+      } catch {
+        // counting must never break the export pipeline
+      }
+      done({ code: 1, error: new Error(`${signal} exports to ${endpoint} failed; the next is sent in ${waitMs} ms and this batch is dropped`) });
+      return;
+    }
     original(items, (result) => {
-      if (result.code !== 0) {
+      if (result.code === 0) {
+        backoff.succeeded();
+      } else {
+        backoff.failed();
         try {
-          onFailure(signal, items);
+          onFailure(signal, items, true);
           const reason = result.error?.message ?? 'unknown error';
-          warnings.warn(`export:${signal}`, `could not export ${signal} to ${endpoint}: ${reason}; that batch is dropped`);
+          warnings.warn(`export:${signal}`, `could not export ${signal} to ${endpoint}: ${reason}; that batch is dropped, `
+            + `and until an export succeeds the next is sent after a pause of ${EXPORT_BACKOFF.initialMs / 1000}–${EXPORT_BACKOFF.maxMs / 1000} s `
+            + '(batches in between are dropped; all counted in auditrace.export.dropped)');
         } catch {
           // reporting must never break the export pipeline
         }

@@ -5,6 +5,7 @@ import type { Resource } from '@opentelemetry/resources';
 import type { BatchConfig, Config, ExportConfig, Signal } from './config';
 import { RateLimitedWarnings, redactUrl, writeLine } from './diagnostics';
 import { createConsoleExporter, createOtlpExporter, watchExports } from './exporters';
+import { ExportBackoff } from './export-backoff';
 import { realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { deferInstrumentations, instrumentationTargets, loadInstrumentations, nodeModulesDirs, patchesOnlyPackages, presentInstrumentations,
@@ -136,11 +137,12 @@ class LossCounters {
       description: 'Export requests that failed; their data is dropped', unit: '{request}',
     });
     this.dropped = meter.createCounter('auditrace.export.dropped', {
-      description: 'Spans, log records and metric batches dropped because their export failed', unit: '{item}',
+      description: 'Spans, log records and metric batches dropped because their export failed, or unsent in the pause after a failed export', unit: '{item}',
     });
   }
-  record(signal: Signal, items: unknown): void {
-    this.failures?.add(1, { signal });
+  /** `sent`: false for a batch dropped unsent while exports are paused after a failure. */
+  record(signal: Signal, items: unknown, sent: boolean): void {
+    if (sent) this.failures?.add(1, { signal });
     this.dropped?.add(Array.isArray(items) ? items.length : 1, { signal });
   }
 }
@@ -166,13 +168,13 @@ export class Pipelines {
   constructor(private readonly config: Readonly<Config>) {}
 
   private exportersFor(signal: Signal, cfg: ExportConfig) {
-    return cfg.exporters.map((name) => ({
-      name,
-      exporter: name === 'otlp'
-        ? watchExports(createOtlpExporter(signal, cfg) as never, signal, redactUrl(cfg.endpoint), this.warnings,
-          (s: Signal, items: unknown) => this.losses.record(s, items))
-        : createConsoleExporter(signal),
-    }));
+    return cfg.exporters.map((name) => {
+      if (name !== 'otlp') return { name, exporter: createConsoleExporter(signal), backoff: undefined };
+      const backoff = new ExportBackoff();
+      const exporter = watchExports(createOtlpExporter(signal, cfg) as never, signal, redactUrl(cfg.endpoint), this.warnings,
+        (s: Signal, items: unknown, sent: boolean) => this.losses.record(s, items, sent), backoff);
+      return { name, exporter, backoff };
+    });
   }
 
   /** Call once a meter provider is global, so loss counters reach it. */
@@ -183,11 +185,11 @@ export class Pipelines {
   metricReaders(): import('@opentelemetry/sdk-metrics').MetricReader[] {
     const m = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
     const c = this.config.metrics;
-    return this.exportersFor('metrics', c).map(({ exporter }) => new m.PeriodicExportingMetricReader({
+    return this.exportersFor('metrics', c).map(({ exporter, backoff }) => flushesAlwaysSend(new m.PeriodicExportingMetricReader({
       exporter: exporter as import('@opentelemetry/sdk-metrics').PushMetricExporter,
       exportIntervalMillis: c.intervalMs,
       exportTimeoutMillis: c.exportTimeoutMs,
-    }));
+    }), backoff));
   }
 
   /**
@@ -212,19 +214,36 @@ export class Pipelines {
 
   spanProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor[] {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
-    return this.exportersFor('traces', this.config.traces).map(({ name, exporter }) => name === 'console'
+    return this.exportersFor('traces', this.config.traces).map(({ name, exporter, backoff }) => name === 'console'
       ? new t.SimpleSpanProcessor({ exporter: exporter as never })
-      : this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, meterProvider)),
-        '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'));
+      : flushesAlwaysSend(this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, meterProvider)),
+        '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'), backoff));
   }
 
   logRecordProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-logs').LogRecordProcessor[] {
     const l = require('@opentelemetry/sdk-logs') as typeof import('@opentelemetry/sdk-logs');
-    return this.exportersFor('logs', this.config.logs).map(({ name, exporter }) => name === 'console'
+    return this.exportersFor('logs', this.config.logs).map(({ name, exporter, backoff }) => name === 'console'
       ? new l.SimpleLogRecordProcessor({ exporter: exporter as never })
-      : this.warnOnDrops(new l.BatchLogRecordProcessor(batchOptions(exporter, this.config.logs.batch, meterProvider)),
-        '_finishedLogRecords', 'log records', 'OTEL_BLRP_MAX_QUEUE_SIZE'));
+      : flushesAlwaysSend(this.warnOnDrops(new l.BatchLogRecordProcessor(batchOptions(exporter, this.config.logs.batch, meterProvider)),
+        '_finishedLogRecords', 'log records', 'OTEL_BLRP_MAX_QUEUE_SIZE'), backoff));
   }
+}
+
+/**
+ * A flush the application asks for (`forceFlush`) and the one at shutdown send what is queued even
+ * during the pause after a failed export: the process may not get another chance.
+ */
+function flushesAlwaysSend<T extends object>(target: T, backoff: ExportBackoff | undefined): T {
+  if (!backoff) return target;
+  const t = target as unknown as Record<string, unknown>;
+  for (const method of ['forceFlush', 'shutdown']) {
+    const f = t[method];
+    if (typeof f !== 'function') continue;
+    t[method] = function (this: unknown, ...args: unknown[]) {
+      return backoff.bypass(() => (f as (...a: unknown[]) => Promise<unknown>).apply(this, args));
+    };
+  }
+  return target;
 }
 
 /**

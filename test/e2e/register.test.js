@@ -417,6 +417,49 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
     });
   });
 
+  describe('a collector that refuses exports (HTTP 503)', () => {
+    let down;
+    beforeEach(async () => { down = await startOtlpReceiver({ status: 503 }); });
+    afterEach(async () => { await down.close(); });
+    const traceRequests = () => down.requests.filter((r) => r.signal === 'traces');
+    const sum = (name, signal) => metricNamed(rx, name).flatMap((m) => m.dataPoints)
+      .filter((p) => p.attributes.signal === signal).reduce((max, p) => Math.max(max, p.value), 0);
+
+    it('pauses 1–5 s after a failed export instead of sending every batch into the outage; the unsent batches are counted; it resumes when the collector is back', async () => {
+      const app = await launch('svc-http.js', {
+        env: {
+          // Spans go to the refusing collector (a batch every 100 ms), metrics to the receiver.
+          OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${down.url}/v1/traces`,
+          OTEL_LOGS_EXPORTER: 'none',
+          // One attempt per export: the exporter's own retry (after ≈ 1 s) would not fit in 500 ms.
+          OTEL_EXPORTER_OTLP_TIMEOUT: '500',
+        },
+      });
+      let served = 0;
+      const t0 = Date.now();
+      while (Date.now() - t0 < 4000) {
+        await getOk(app, '/hello');
+        served++;
+      }
+      // Without the pause: a request every 100 ms, ≈ 40. With it: at ≈ 0.1, 1.1, 3.1 s (±20 %).
+      const sent = traceRequests().length;
+      assert.ok(sent >= 2 && sent <= 5, `${sent} trace export requests in 4 s of traffic (${served} requests served)`);
+      // Every span is accounted for: in a batch that was refused, or in one dropped unsent.
+      await rx.waitFor(() => sum('auditrace.export.dropped', 'traces') === served, { timeoutMs: 15000, intervalMs: 100 });
+      assert.equal(sum('auditrace.export.failures', 'traces'), traceRequests().length, 'failures counts the requests sent');
+      assert.equal(lines(app.stderr, /could not export traces\b/).length, 1, app.stderr);
+      assert.match(app.stderr, /could not export traces to .*: .*; that batch is dropped, and until an export succeeds the next is sent after a pause of 1–5 s/);
+
+      down.setStatus(200);
+      const back = Date.now();
+      await down.waitFor(async () => {
+        await getOk(app, '/hello');
+        return servers(down.spans()).length > 0;
+      }, { timeoutMs: 10000, intervalMs: 50 });
+      assert.ok(Date.now() - back < 5000 * 1.2 + 1500, `spans reached the collector ${Date.now() - back} ms after it came back`);
+    });
+  });
+
   describe('the start-up line', () => {
     const startupLines = (stderr) => lines(stderr, /^auditrace /);
 
