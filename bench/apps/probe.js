@@ -21,6 +21,8 @@ function stats() {
     rss,
     peakRss,
     heapUsed: process.memoryUsage().heapUsed,
+    // The young generation's size: V8 grows it under load (up to 128 MiB here) and RSS follows.
+    newSpace: require('node:v8').getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')?.space_size ?? 0,
     eld: {
       resolutionMs: RESOLUTION_MS,
       min: ms(eld.min), p50: ms(eld.percentile(50)), p99: ms(eld.percentile(99)), max: ms(eld.max), mean: ms(eld.mean),

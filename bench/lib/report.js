@@ -151,7 +151,8 @@ function render(results, targets, { notes = {} } = {}) {
     const o = s.outage;
     L.push(`**Outage.** The auditrace hello server exporting to the sink at ${f0(o.rate)} req/s (autocannon \`overallRate\`, 50 connections) for a ${o.warmupSeconds} s warm-up`
       + (o.spanBytesBeforeOutage !== undefined ? ` (${f0(o.spanBytesBeforeOutage)} bytes of spans exported)` : '')
-      + `; then the sink is stopped (the endpoint refuses connections) and the load goes on for ${o.seconds} s. Growth is measured from the moment the sink stops: under load V8 sizes its young generation to the allocation rate within seconds (128 MiB here — for upstream's register as well, after about a minute, and for auditrace with the trace exporter off), which is load, not outage; the growth from the idle process is in the table too. `
+      + (o.warmupSteps ? `, in 10 s steps until the young generation had kept its size for two steps and RSS grew by less than 3 MiB in the last (${(o.warmupBoundsSeconds ?? [30, 90]).join('–')} s; RSS / young generation after each step, s → MiB: ${o.warmupSteps.map((x) => `${f0(x.t)} → ${f0(x.rssMiB)} / ${f0(x.newSpaceMiB)}`).join(', ')})` : '')
+      + `; then the sink is stopped (the endpoint refuses connections) and the load goes on for ${o.seconds} s. Growth is measured from the moment the sink stops: under load V8 grows its young generation step by step to its maximum (128 MiB here — for upstream's register as well), which is load, not outage; the growth from the idle process is in the table too. `
       + 'Event-loop delay from `perf_hooks.monitorEventLoopDelay({ resolution: 1 })` inside the app (reset after the warm-up; values include the 1 ms timer period); RSS sampled inside the app every 250 ms.', '');
     L.push(table(['', ''], [
       ['achieved rate', `${f0(o.achievedRps)} req/s (${f0(o.errors)} errors)`],

@@ -5,15 +5,36 @@
 // (inside the app, perf_hooks.monitorEventLoopDelay at 1 ms resolution), and the durable path: one
 // http_request audit record per request served.
 //
-// The warm-up is long on purpose: under load V8 grows the young generation to its maximum (128 MiB
-// on this machine) within seconds — for auditrace, for upstream's register (after about a minute)
-// and for auditrace with the trace exporter off alike — so RSS measured from a cold start is mostly
-// that sizing, not the outage. The RSS of the idle process is reported too.
+// The warm-up lasts until the process has settled on its size for this load (see warmUp): under
+// load V8 grows the young generation step by step up to its maximum (128 MiB on this machine) — for
+// auditrace and for upstream's register alike — so RSS measured from a cold start is mostly that
+// sizing, not the outage. The RSS of the idle process is reported too.
 const fs = require('node:fs');
 const path = require('node:path');
 const c = require('../lib/common');
 
 const RATE = 1000;
+const STEP_S = 10;
+
+/**
+ * Load in steps of STEP_S seconds until the young generation has kept its size for two steps and
+ * RSS grew by less than 3 MiB in the last one; at least `min`, at most `max` seconds. Returns the
+ * summed load results and the steps' samples.
+ */
+async function warmUp(server, url, min, max) {
+  const steps = [];
+  let total;
+  for (let t = 0; t < max; t += STEP_S) {
+    const r = await c.load({ url, connections: 50, duration: STEP_S, overallRate: RATE });
+    total = total ? { requestsTotal: total.requestsTotal + r.requestsTotal, ok2xx: total.ok2xx + r.ok2xx } : r;
+    const s = await server.stats();
+    steps.push({ t: t + STEP_S, rssMiB: s.rss / 2 ** 20, newSpaceMiB: s.newSpace / 2 ** 20 });
+    const [a, b, last] = steps.slice(-3);
+    if (t + STEP_S >= min && last && a.newSpaceMiB === b.newSpaceMiB && b.newSpaceMiB === last.newSpaceMiB
+      && last.rssMiB - b.rssMiB < 3) break;
+  }
+  return { ...total, steps };
+}
 
 async function startServer(ctx, port, auditFile, nodeArgs = []) {
   const env = c.cleanEnv({
@@ -28,7 +49,7 @@ async function startServer(ctx, port, auditFile, nodeArgs = []) {
 
 async function run(ctx) {
   const seconds = ctx.quick ? 10 : 300;
-  const warmup = ctx.quick ? 2 : 30;
+  const [minWarmup, maxWarmup] = ctx.quick ? [STEP_S, STEP_S] : [30, 90];
   const sink = await c.startSink();
   const auditFile = path.join(ctx.tmp, 'audit-outage.jsonl');
   let server, url, idle, w, exportedBeforeOutage;
@@ -36,8 +57,9 @@ async function run(ctx) {
     server = await startServer(ctx, sink.port, auditFile);
     url = `http://127.0.0.1:${server.port}/`;
     idle = await server.stats();
-    ctx.log(`  outage: warm-up ${warmup} s at ${RATE} req/s, exporting to the sink on port ${sink.port}`);
-    w = await c.load({ url, connections: 50, duration: warmup, overallRate: RATE });
+    ctx.log(`  outage: warm-up ${minWarmup}–${maxWarmup} s at ${RATE} req/s, exporting to the sink on port ${sink.port}`);
+    w = await warmUp(server, url, minWarmup, maxWarmup);
+    ctx.log(`  outage: warm-up ended after ${w.steps.length * STEP_S} s (RSS ${w.steps.at(-1).rssMiB.toFixed(1)} MiB, young generation ${w.steps.at(-1).newSpaceMiB} MiB)`);
     exportedBeforeOutage = await sink.stats();
   } finally {
     await sink.stop(); // from here on the endpoint refuses connections
@@ -64,7 +86,10 @@ async function run(ctx) {
   const warnings = stderrLines.filter((l) => /could not export|dropped|lost/i.test(l));
   return {
     seconds,
-    warmupSeconds: warmup,
+    warmupSeconds: w.steps.length * STEP_S,
+    warmupSteps: w.steps,
+    warmupBoundsSeconds: [minWarmup, maxWarmup],
+    newSpaceStartMiB: start.newSpace / 2 ** 20,
     rate: RATE,
     achievedRps: res.rps,
     requests: res.requestsTotal + w.requestsTotal,
