@@ -103,7 +103,8 @@ function endRecorded(this: ServerResponse, ...args: unknown[]): unknown {
     d.endNs = process.hrtime.bigint();
     d.endTime = rfc3339Now();
   }
-  const returned = (d.end ?? originalEnd).apply(this, args);
+  const previous = d.end !== undefined && d.end !== endRecorded ? d.end : originalEnd;
+  const returned = previous.apply(this, args);
   if (this.writableEnded) d.record?.();
   return returned;
 }
@@ -213,6 +214,10 @@ export class Edge {
     if (!req || !d) return;
     if (this.config.requestIdResponseHeader && !res.headersSent) res.setHeader(this.config.requestIdHeader, d.request.requestId);
     if (!this.config.accessRecords) return;
+    // A server that hands its request to another (`inner.emit('request', req, res)`) reaches this
+    // twice for one response: one record, taken by the first wrapper. (A second wrapper would find
+    // itself as the response's previous `end` and call itself for ever.)
+    if (Object.prototype.hasOwnProperty.call(res, ACCESS)) return;
     const ctx = context.active();
     const rpc = getRPCMetadata(ctx) as { route?: string } | undefined;
     let recorded = false;

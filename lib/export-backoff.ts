@@ -9,7 +9,12 @@
  * (old space 14–19 MiB). The batches that arrive during the pause are dropped at once, counted and
  * warned, which is what happened to nearly all of them before, only later.
  *
- * Pure: the clock and the jitter are passed in.
+ * Only failures that say the collector is unreachable or overloaded start a pause (see
+ * `pausesExports`): a batch the collector refused as invalid (HTTP 400, 413 …) says nothing about
+ * the next one.
+ *
+ * Pure: the clock (monotonic, so that a step of the wall clock cannot stretch a pause) and the
+ * jitter are passed in.
  */
 export interface BackoffOptions {
   initialMs: number;
@@ -21,6 +26,17 @@ export interface BackoffOptions {
 
 export const EXPORT_BACKOFF: Readonly<BackoffOptions> = { initialMs: 1000, maxMs: 5000, jitter: 0.2 };
 
+/**
+ * Whether a failed export's error means "the collector cannot take data now": a network error
+ * (it has a string `code`: ECONNREFUSED …), a timeout, or an HTTP status that asks to retry
+ * (upstream's exporter reports those, after its own retries, as "retryable"). An HTTP 4xx other
+ * than 429 is about that batch.
+ */
+export function pausesExports(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  return !(typeof code === 'number' && code >= 400 && code < 500 && code !== 429);
+}
+
 export class ExportBackoff {
   private pauseMs = 0;
   private until = 0;
@@ -29,7 +45,7 @@ export class ExportBackoff {
 
   constructor(
     private readonly options: Readonly<BackoffOptions> = EXPORT_BACKOFF,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => performance.now(),
     private readonly random: () => number = Math.random,
   ) {}
 

@@ -1,6 +1,6 @@
 import type { ExportConfig, Signal } from './config';
 import type { RateLimitedWarnings } from './diagnostics';
-import { EXPORT_BACKOFF } from './export-backoff';
+import { EXPORT_BACKOFF, pausesExports } from './export-backoff';
 import type { ExportBackoff } from './export-backoff';
 
 interface ExportResultLike { code: number; error?: Error }
@@ -108,13 +108,14 @@ export function watchExports<T>(exporter: Exporter<T>, signal: Signal, endpoint:
       if (result.code === 0) {
         backoff.succeeded();
       } else {
-        backoff.failed();
+        const pause = pausesExports(result.error);
+        if (pause) backoff.failed();
         try {
           onFailure(signal, items, true);
           const reason = result.error?.message ?? 'unknown error';
-          warnings.warn(`export:${signal}`, `could not export ${signal} to ${endpoint}: ${reason}; that batch is dropped, `
-            + `and until an export succeeds the next is sent after a pause of ${EXPORT_BACKOFF.initialMs / 1000}–${EXPORT_BACKOFF.maxMs / 1000} s `
-            + '(batches in between are dropped; all counted in auditrace.export.dropped)');
+          warnings.warn(`export:${signal}`, `could not export ${signal} to ${endpoint}: ${reason}; that batch is dropped`
+            + (pause ? `, and until an export succeeds the next is sent after a pause of ${EXPORT_BACKOFF.initialMs / 1000} s doubling to `
+              + `${EXPORT_BACKOFF.maxMs / 1000} s (±${EXPORT_BACKOFF.jitter * 100} %; batches in between are dropped, counted in auditrace.export.dropped)` : ''));
         } catch {
           // reporting must never break the export pipeline
         }

@@ -127,6 +127,15 @@ describe('access records: when they are written', function () {
     for (const r of got) assert.ok(r['http.server.request.duration'] > 0 && r['http.server.request.duration'] < 5, JSON.stringify(r));
   });
 
+  it('a request handed to a second server (`inner.emit("request", req, res)`) is answered and recorded once', async () => {
+    const { app, file, port } = await start();
+    assert.equal(await get(port, '/reemit'), 202);
+    assert.equal(await get(port, '/ok'), 200);
+    await app.kill('SIGTERM');
+    assert.doesNotMatch(app.stderr, /Maximum call stack|RangeError/);
+    assert.deepEqual(access(file).map((r) => [r['url.path'], r['http.response.status_code']]), [['/reemit', 202], ['/ok', 200]]);
+  });
+
   it('an invalid AUDITRACE_ACCESS_RECORD_WRITE is named on one line and the default is used', async () => {
     const { app, file, port } = await start('later');
     assert.equal(await get(port, '/ok'), 200);

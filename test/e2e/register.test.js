@@ -448,7 +448,7 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       await rx.waitFor(() => sum('auditrace.export.dropped', 'traces') === served, { timeoutMs: 15000, intervalMs: 100 });
       assert.equal(sum('auditrace.export.failures', 'traces'), traceRequests().length, 'failures counts the requests sent');
       assert.equal(lines(app.stderr, /could not export traces\b/).length, 1, app.stderr);
-      assert.match(app.stderr, /could not export traces to .*: .*; that batch is dropped, and until an export succeeds the next is sent after a pause of 1–5 s/);
+      assert.match(app.stderr, /could not export traces to .*: .*; that batch is dropped, and until an export succeeds the next is sent after a pause of 1 s doubling to 5 s/);
 
       down.setStatus(200);
       const back = Date.now();

@@ -1,7 +1,7 @@
 'use strict';
 // The pause after a failed export (lib/export-backoff.ts) and the flushes that ignore it.
 const assert = require('node:assert/strict');
-const { ExportBackoff, EXPORT_BACKOFF } = require('../../dist/lib/export-backoff.js');
+const { ExportBackoff, EXPORT_BACKOFF, pausesExports } = require('../../dist/lib/export-backoff.js');
 const { Pipelines } = require('../../dist/lib/sdk.js');
 const { parseConfig } = require('../../dist/lib/config.js');
 const { TracerProvider } = require('@opentelemetry/sdk-trace');
@@ -45,6 +45,29 @@ describe('export backoff: the pause after a failed export', () => {
     for (let i = 0; i < 6; i++) { low.failed(); high.failed(); }
     assert.equal(low.remainingMs(), 4000);
     assert.equal(high.remainingMs(), 6000);
+  });
+
+  it('the default clock is monotonic: the wall clock stepping back an hour does not stretch the pause', () => {
+    const realNow = Date.now;
+    let wall = realNow();
+    Date.now = () => wall;
+    try {
+      const b = new ExportBackoff({ ...EXPORT_BACKOFF, jitter: 0 });
+      b.failed();
+      wall -= 3_600_000;
+      assert.ok(b.remainingMs() <= 1000, `${b.remainingMs()} ms`);
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
+  it('pauses for an unreachable or overloaded collector, not for a batch it refused as invalid', () => {
+    const withCode = (code) => Object.assign(new Error('x'), { code });
+    for (const e of [withCode('ECONNREFUSED'), withCode('ENOTFOUND'), new Error('Request timed out'),
+      new Error('Export failed with retryable status'), withCode(429), withCode(502), withCode(503), withCode(504), withCode(500), undefined]) {
+      assert.equal(pausesExports(e), true, String(e?.code ?? e?.message));
+    }
+    for (const code of [400, 401, 403, 404, 413, 415]) assert.equal(pausesExports(withCode(code)), false, String(code));
   });
 
   it('bypass: no pause while the flush runs, the pause again after it (also when it fails)', async () => {
@@ -95,6 +118,16 @@ describe('export backoff in the span pipeline (a real batch processor and OTLP e
     rx.setStatus(200);
     await provider.shutdown();
     assert.deepEqual(names(), ['e'], 'the shutdown flush sent the queued span although the pause was not over');
+  });
+
+  it('a batch refused as invalid (HTTP 400) starts no pause: the next full batch is sent', async () => {
+    rx.setStatus(400);
+    const { provider, span } = pipeline();
+    span('a'); span('b');
+    await rx.waitFor(() => traceRequests() === 1);
+    span('c'); span('d');
+    await rx.waitFor(() => traceRequests() === 2);
+    await provider.shutdown();
   });
 
   it('forceFlush sends during the pause too', async () => {
