@@ -50,6 +50,9 @@ async function closedPort() {
 const servers = (spans, serviceName) => spans.filter((s) => s.kind === SPAN_KIND.SERVER
   && (serviceName === undefined || s.resource['service.name'] === serviceName));
 const metricNamed = (rx, name) => rx.metrics().filter((m) => m.name === name);
+/** A cumulative auditrace counter's latest value for one signal (0 before it exists). */
+const counterValue = (rx, name, signal) => Math.max(0, ...metricNamed(rx, name)
+  .flatMap((m) => m.dataPoints).filter((p) => p.attributes.signal === signal).map((p) => p.value));
 const lines = (text, re) => text.split('\n').filter((l) => re.test(l));
 
 describe('auditrace/register with --require (CommonJS apps)', function () {
@@ -401,8 +404,7 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
           OTEL_EXPORTER_OTLP_TIMEOUT: EXPORT_TIMEOUT_MS,
         },
       });
-      const failures = (signal) => Math.max(0, ...metricNamed(rx, 'auditrace.export.failures')
-        .flatMap((m) => m.dataPoints).filter((p) => p.attributes.signal === signal).map((p) => p.value));
+      const failures = (signal) => counterValue(rx, 'auditrace.export.failures', signal);
       // Keep traffic flowing until each of the two signals has failed at least three times.
       await rx.waitFor(async () => {
         await getOk(app, '/hello');
@@ -422,8 +424,6 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
     beforeEach(async () => { down = await startOtlpReceiver({ status: 503 }); });
     afterEach(async () => { await down.close(); });
     const traceRequests = () => down.requests.filter((r) => r.signal === 'traces');
-    const sum = (name, signal) => metricNamed(rx, name).flatMap((m) => m.dataPoints)
-      .filter((p) => p.attributes.signal === signal).reduce((max, p) => Math.max(max, p.value), 0);
 
     it('pauses 1–5 s after a failed export instead of sending every batch into the outage; the unsent batches are counted; it resumes when the collector is back', async () => {
       const app = await launch('svc-http.js', {
@@ -445,8 +445,8 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       const sent = traceRequests().length;
       assert.ok(sent >= 2 && sent <= 5, `${sent} trace export requests in 4 s of traffic (${served} requests served)`);
       // Every span is accounted for: in a batch that was refused, or in one dropped unsent.
-      await rx.waitFor(() => sum('auditrace.export.dropped', 'traces') === served, { timeoutMs: 15000, intervalMs: 100 });
-      assert.equal(sum('auditrace.export.failures', 'traces'), traceRequests().length, 'failures counts the requests sent');
+      await rx.waitFor(() => counterValue(rx, 'auditrace.export.dropped', 'traces') === served, { timeoutMs: 15000, intervalMs: 100 });
+      assert.equal(counterValue(rx, 'auditrace.export.failures', 'traces'), traceRequests().length, 'failures counts the requests sent');
       assert.equal(lines(app.stderr, /could not export traces\b/).length, 1, app.stderr);
       assert.match(app.stderr, /could not export traces to .*: .*; that batch is dropped, and until an export succeeds the next is sent after a pause of 1 s doubling to 5 s/);
 
