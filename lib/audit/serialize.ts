@@ -26,7 +26,8 @@
  */
 import { Buffer } from 'node:buffer';
 import { types } from 'node:util';
-import { canonicalize, sortedKeyOrder } from './chain';
+import { canonicalize, keyPlan } from './chain';
+import type { Plan } from './chain';
 
 export interface SerializeLimits {
   /** Per string value, in UTF-8 bytes; a longer string is cut and ends with `…[truncated N bytes]`. */
@@ -181,6 +182,54 @@ function namesWritten(keys: readonly string[], order: readonly number[] | null, 
   return seen;
 }
 
+/**
+ * What the serialiser keeps per key plan (objects with the same keys in the same order). `plain`:
+ * every key is at most KEY_FAST_LEN units and `quote` writes it as RFC 8785 does, so
+ * `plan.member[j]` is the `"key":` of sorted position `j`, no key can be cut or renamed, and the
+ * keys need no cache lookup; `comma[j]` is `,` + that. `lastValue[j]`/`lastJson[j]`: the last
+ * short string written plain at top-level position `j` and its JSON (a record's service name,
+ * chain id and event name repeat on every record: compared, not scanned again).
+ * `redactedBy`/`redacted`: the redactor's answers for these keys, for the last redactor used.
+ */
+interface Shape {
+  /** The plan's keys and members (sorted). */
+  keys: readonly string[];
+  member: readonly string[];
+  plain: boolean;
+  comma: string[];
+  lastValue: unknown[];
+  lastJson: string[];
+  redactedBy: unknown;
+  redacted: boolean[];
+}
+
+function shapeOf(plan: Plan): Shape {
+  let shape = plan.writer as Shape | undefined;
+  if (shape === undefined) {
+    let plain = true;
+    for (let i = 0; i < plan.keys.length; i++) {
+      const k = plan.keys[i]!;
+      if (k.length > KEY_FAST_LEN || quote(k) + ':' !== plan.member[i]) {
+        plain = false;
+        break;
+      }
+    }
+    const n = plan.keys.length;
+    shape = {
+      keys: plan.keys,
+      member: plan.member,
+      plain,
+      comma: plan.member.map((m) => ',' + m),
+      lastValue: new Array<unknown>(n).fill(undefined),
+      lastJson: new Array<string>(n).fill(''),
+      redactedBy: undefined,
+      redacted: [],
+    };
+    plan.writer = shape;
+  }
+  return shape;
+}
+
 /** `"key":` for a key of at most KEY_FAST_LEN units (never truncated), cached. */
 function keyJson(key: string): string {
   let kj = keyCache.get(key);
@@ -322,7 +371,8 @@ class Walker {
   /** Something was written other than RFC 8785 would: an escape JSON does not make, a renamed key, unsorted keys. */
   nonCanonical = false;
   private readonly stack: object[] = [];
-  private readonly fastFieldLen: number;
+  /** Strings up to this many UTF-16 units cannot exceed maxFieldBytes. */
+  readonly fastFieldLen: number;
 
   constructor(
     private readonly maxFieldBytes: number,
@@ -535,9 +585,27 @@ class Walker {
    */
   private entries(obj: object | null, keys: readonly string[], vals: readonly unknown[] | null, total: number, depth: number): void {
     const lim = keys.length < this.maxKeys ? keys.length : this.maxKeys;
-    const order = total <= lim && lim > 1 ? sortedKeyOrder(keys) : null;
+    const plan = total <= lim && lim > 1 ? keyPlan(keys) : null;
+    const order = plan !== null ? plan.order : null;
+    const shape = plan !== null ? shapeOf(plan) : null;
+    const plain = shape !== null && shape.plain;
     if (order === null && lim > 1) this.nonCanonical = true;
     const isRedacted = this.isRedacted;
+    // The redactor's answer for each key of a plain plan, asked once per plan and redactor.
+    if (plain && isRedacted !== null && shape.redactedBy !== isRedacted) {
+      const answers: boolean[] = [];
+      for (let j = 0; j < shape.keys.length; j++) {
+        let r: boolean;
+        try {
+          r = !!isRedacted(shape.keys[j]!);
+        } catch {
+          r = true; // fail closed
+        }
+        answers.push(r);
+      }
+      shape.redacted = answers;
+      shape.redactedBy = isRedacted;
+    }
     let sep = '{';
     let seen: Set<string> | null = null;
     let j = 0;
@@ -546,7 +614,9 @@ class Walker {
       const i = order !== null ? order[j]! : j;
       const key = keys[i]!;
       let redacted = false;
-      if (isRedacted !== null) {
+      if (plain && isRedacted !== null) {
+        redacted = shape.redacted[j]!;
+      } else if (isRedacted !== null) {
         try {
           redacted = !!isRedacted(key);
         } catch {
@@ -558,9 +628,12 @@ class Walker {
         val = vals !== null ? vals[i] : read(obj!, key);
         if (val === undefined) continue;
       }
-      if (seen === null && key.length > KEY_FAST_LEN) seen = namesWritten(keys, order, j, null);
-      const kj = this.memberKey(key, seen);
-      this.out += sep + kj;
+      if (plain) {
+        this.out += sep === '{' ? '{' + shape.member[j]! : shape.comma[j]!;
+      } else {
+        if (seen === null && key.length > KEY_FAST_LEN) seen = namesWritten(keys, order, j, null);
+        this.out += sep + this.memberKey(key, seen);
+      }
       sep = ',';
       if (redacted) this.out += REDACTED;
       else this.readValue(val, depth);
@@ -707,29 +780,108 @@ function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, fr
     return { text: '{"audit.invalid_record":"[Unreadable]","audit.truncated":true}', canonical: false };
   }
   const w = new Walker(l.maxFieldBytes, l.maxDepth, l.maxKeys, l.maxRecordBytes, isRedacted, false);
+  if (keys.length <= TOP_LEVEL_MAX_KEYS) {
+    const plan = keyPlan(keys);
+    const shape = shapeOf(plan);
+    if (shape.plain) return plainLine(record as object, plan, shape, w, l, freeForm);
+    return generalLine(record as object, keys, plan.order, w, l, freeForm);
+  }
+  return generalLine(record as object, keys, null, w, l, freeForm);
+}
+
+/** Longest top-level string value remembered per position (see Shape). */
+const LAST_VALUE_MAX = 64;
+
+function walked(w: Walker, v: unknown): string {
+  w.out = '';
+  w.value(v, 0);
+  return w.out;
+}
+
+/**
+ * A record whose keys are a plain plan (every record auditrace builds): its members are appended
+ * to one string in canonical order. Where each ended is kept, so that a line over the size limit
+ * can still be cut field by field without reading the record again.
+ */
+function plainLine(record: object, plan: Plan, shape: Shape, w: Walker, l: Norm, freeForm: readonly string[]): Written {
+  const fastLen = w.fastFieldLen;
+  const keys = plan.keys;
+  const written: number[] = [];
+  const ends: number[] = [];
+  let ownTruncated: string | null = null;
+  let s = '{';
+  for (let j = 0; j < keys.length; j++) {
+    const key = keys[j]!;
+    const val = read(record, key);
+    if (val === undefined) continue;
+    let vj: string;
+    if (typeof val === 'string' && val.length <= fastLen) {
+      if (val === shape.lastValue[j]) {
+        vj = shape.lastJson[j]!;
+      } else if (!needsEscape(val)) {
+        vj = '"' + val + '"';
+        if (val.length <= LAST_VALUE_MAX) {
+          shape.lastValue[j] = val;
+          shape.lastJson[j] = vj;
+        }
+      } else {
+        vj = walked(w, val);
+      }
+    } else {
+      vj = walked(w, val === UNREADABLE_VALUE ? '[Unreadable]' : val);
+    }
+    if (key === TRUNCATED_FIELD) {
+      ownTruncated = vj;
+      continue;
+    }
+    s += written.length === 0 ? plan.member[j]! : shape.comma[j]!;
+    s += vj;
+    written.push(j);
+    ends.push(s.length);
+  }
+  const tail = w.truncated ? 'true' : ownTruncated;
+  if (tail !== null) s += (written.length === 0 ? '' : ',') + '"audit.truncated":' + tail;
+  s += '}';
+  if (fits(s, l.maxRecordBytes)) return { text: s, canonical: !w.nonCanonical && tail === null };
+  const kjs: string[] = [];
+  const vjs: string[] = [];
+  const ffs: boolean[] = [];
+  let from = 1;
+  for (let m = 0; m < written.length; m++) {
+    const kj = plan.member[written[m]!]!;
+    kjs.push(kj);
+    vjs.push(s.slice(from + (m === 0 ? 0 : 1) + kj.length, ends[m]));
+    ffs.push(freeForm.includes(keys[written[m]!]!));
+    from = ends[m]!;
+  }
+  return { text: shrink(kjs, vjs, ffs, l), canonical: false };
+}
+
+/**
+ * Any other record: keys that may need cutting or renaming, an escape RFC 8785 would not write,
+ * or more than TOP_LEVEL_MAX_KEYS of them (`order` null: the first ones are kept in the caller's
+ * order, and the line is not canonical).
+ */
+function generalLine(record: object, keys: readonly string[], order: readonly number[] | null, w: Walker, l: Norm, freeForm: readonly string[]): Written {
   const kjs: string[] = [];
   const vjs: string[] = [];
   const ffs: boolean[] = [];
   let ownTruncated: string | null = null;
   let seen: Set<string> | null = null;
   const lim = keys.length < TOP_LEVEL_MAX_KEYS ? keys.length : TOP_LEVEL_MAX_KEYS;
-  // Over the key limit the first `lim` keys are kept in the caller's order (and the line is not canonical).
-  const order = keys.length <= lim ? sortedKeyOrder(keys) : null;
   for (let j = 0; j < lim; j++) {
     const i = order !== null ? order[j]! : j;
     const key = keys[i]!;
-    const val = read(record as object, key);
+    const val = read(record, key);
     if (val === undefined) continue;
-    w.out = '';
-    w.value(val === UNREADABLE_VALUE ? '[Unreadable]' : val, 0);
+    const vj = walked(w, val === UNREADABLE_VALUE ? '[Unreadable]' : val);
     if (key === TRUNCATED_FIELD) {
-      ownTruncated = w.out;
+      ownTruncated = vj;
       continue;
     }
     if (seen === null && key.length > KEY_FAST_LEN) seen = namesWritten(keys, order, j, TRUNCATED_FIELD);
-    const kj = w.memberKey(key, seen);
-    kjs.push(kj);
-    vjs.push(w.out);
+    kjs.push(w.memberKey(key, seen));
+    vjs.push(vj);
     ffs.push(freeForm.includes(key));
   }
   if (keys.length > lim) {
