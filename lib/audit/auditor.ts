@@ -18,6 +18,9 @@ import { createRedactor, toJsonLine, toJsonLineCanonical } from './serialize';
 import { HashChain, readPreviousChain } from './chain';
 import type { SerializeLimits } from './serialize';
 
+/** Free-form fields: dropped first when a record is over the size limit. */
+const FREE_FORM: readonly string[] = Object.freeze(['context']);
+
 /** Distinct client addresses one process labels failure metrics with. */
 const MAX_ADDRESSES = 1000;
 
@@ -43,6 +46,8 @@ export class Auditor {
   private internalErrors = 0;
   private chain: HashChain | undefined;
   private events: Map<string, { attrs: Record<string, string>; n: number }> | undefined;
+  /** The entries of `events` without address, route, status or token failure, by name and outcome. */
+  private readonly plainEvents = new Map<string, Map<string, { attrs: Record<string, string>; n: number }>>();
   private readonly addresses = new Set<string>();
 
   private init(): void {
@@ -220,7 +225,7 @@ export class Auditor {
       // The chain hashes the record as written (after sanitising and truncation), which is what
       // a verifier will read back from the file or the archive.
       if (chain) {
-        const written = toJsonLineCanonical(record, this.limits, this.isRedacted, ['context']);
+        const written = toJsonLineCanonical(record, this.limits, this.isRedacted, FREE_FORM);
         const line = written.line;
         if (written.lineIsCanonical) {
           // The line is its own canonical form: encode it once, hash those bytes (without the
@@ -233,7 +238,7 @@ export class Auditor {
           this.sink!.write(line);
         }
       } else {
-        this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, ['context']));
+        this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, FREE_FORM));
       }
       if (problems.length > 0) {
         this.warnings.warn(`problems:${record['event.name']}`,
@@ -281,6 +286,15 @@ export class Auditor {
     const statusText = typeof status === 'number' ? String(status) : undefined;
     const tf = record['token.failure'];
     const tokenFailure = typeof tf === 'string' ? tf : undefined;
+    const plain = address === undefined && route === undefined && statusText === undefined && tokenFailure === undefined;
+    if (plain) {
+      // Most records are counted by name and outcome alone: found without building a key.
+      const entry = this.plainEvents.get(name)?.get(outcome);
+      if (entry !== undefined) {
+        entry.n++;
+        return;
+      }
+    }
     // One part per attribute present, tagged: no two attribute sets share a key.
     let key = name + '\u0000' + outcome;
     if (address !== undefined) key += '\u0000a' + address;
@@ -297,7 +311,13 @@ export class Auditor {
     if (route !== undefined) attrs['http.route'] = route;
     if (statusText !== undefined) attrs['http.response.status_code'] = statusText;
     if (tokenFailure !== undefined) attrs['token.failure'] = tokenFailure;
-    this.events.set(key, { attrs, n: 1 });
+    const entry = { attrs, n: 1 };
+    this.events.set(key, entry);
+    if (plain) {
+      let byOutcome = this.plainEvents.get(name);
+      if (byOutcome === undefined) this.plainEvents.set(name, byOutcome = new Map());
+      byOutcome.set(outcome, entry);
+    }
   }
 
   private linkToSpan(span: Span, record: Record<string, unknown>): void {
@@ -319,7 +339,7 @@ export class Auditor {
       severityNumber: SEVERITY_NUMBER[record.severity as string] ?? SeverityNumber.INFO,
       severityText: record.severity as string,
       body: record['event.name'] as string,
-      attributes: JSON.parse(toJsonLine(attributes, this.limits, this.isRedacted, ['context'])) as Attributes,
+      attributes: JSON.parse(toJsonLine(attributes, this.limits, this.isRedacted, FREE_FORM)) as Attributes,
       timestamp: new Date(time as string),
     });
   }

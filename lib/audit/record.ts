@@ -125,16 +125,41 @@ function safeEntries(fields: unknown): unknown[] {
   return out;
 }
 
-/** Per catalogue event, its field names and the required ones (read once, not per record). */
-const specKeys = new WeakMap<EventSpec, { all: string[]; required: string[] }>();
-function keysOf(spec: EventSpec): { all: string[]; required: string[] } {
-  let k = specKeys.get(spec);
-  if (k === undefined) {
-    const all = Object.keys(spec.fields);
-    k = { all, required: all.filter((f) => spec.fields[f]!.required) };
-    specKeys.set(spec, k);
+/**
+ * What one valid event name allows, worked out once: its catalogue entry (none for an
+ * application's own event), its required fields, and each accepted field with its rule (common
+ * fields first, as the checks below; an event's own field only if auditrace does not own the
+ * name). A record's fields are then one table lookup each.
+ */
+interface EventRules {
+  spec: EventSpec | undefined;
+  required: readonly string[];
+  fields: ReadonlyMap<string, { common: boolean; rule: FieldSpec | { type: 'object' } }>;
+}
+
+const RULES_MAX = 1000;
+const rulesByName = new Map<string, EventRules>();
+
+function rulesFor(name: string): EventRules {
+  let rules = rulesByName.get(name);
+  if (rules === undefined) {
+    // Own properties only: `constructor` or `toString` must not find Object.prototype's.
+    const spec = Object.hasOwn(catalogue, name) ? (catalogue as Record<string, EventSpec>)[name] : undefined;
+    const fields = new Map<string, { common: boolean; rule: FieldSpec | { type: 'object' } }>();
+    for (const [k, rule] of Object.entries(commonFields)) fields.set(k, { common: true, rule });
+    const required: string[] = [];
+    if (spec) {
+      for (const [k, rule] of Object.entries(spec.fields)) {
+        if (rule.required) required.push(k);
+        if (!fields.has(k) && !reservedFields.has(k)) fields.set(k, { common: false, rule });
+      }
+    }
+    rules = { spec, required, fields };
+    // Application event names are the application's; still, never an unbounded table.
+    if (rulesByName.size >= RULES_MAX) rulesByName.clear();
+    rulesByName.set(name, rules);
   }
-  return k;
+  return rules;
 }
 
 /**
@@ -148,16 +173,20 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   isRedacted: (key: string) => boolean = () => false): BuiltRecord {
   const problems: string[] = [];
   let name = eventName;
-  if (typeof name !== 'string' || !EVENT_NAME.test(name) || name.length > 64) {
-    problems.push(`event.name: ${describeName(name)} is not lower_snake_case of at most 64 characters`);
-    name = 'invalid_event';
+  let rules = typeof name === 'string' ? rulesByName.get(name) : undefined;
+  if (rules === undefined) {
+    if (typeof name !== 'string' || !EVENT_NAME.test(name) || name.length > 64) {
+      problems.push(`event.name: ${describeName(name)} is not lower_snake_case of at most 64 characters`);
+      name = 'invalid_event';
+    }
+    rules = rulesFor(name);
   }
-  // Own properties only: `constructor` or `toString` must not find Object.prototype's.
-  let spec: EventSpec | undefined = Object.hasOwn(catalogue, name) ? (catalogue as Record<string, EventSpec>)[name] : undefined;
+  let spec = rules.spec;
   if (spec?.internal && !ambient.internal) {
     // An application must not be able to forge auditrace's own access or TLS records.
     problems.push(`event.name: ${name} is written by auditrace itself`);
     name = 'invalid_event';
+    rules = rulesFor(name);
     spec = undefined;
   }
   // The event's fields go straight into the record (the line is written in RFC 8785 key order
@@ -182,8 +211,9 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       problems.push(`${key.slice(0, 64)}: could not be read (its getter threw)`);
       continue;
     }
-    if (Object.hasOwn(commonFields, key)) {
-      const p = typeProblem(key, value, commonFields[key as keyof typeof commonFields]);
+    const known = rules.fields.get(key);
+    if (known !== undefined) {
+      const p = typeProblem(key, value, known.rule);
       if (p) problems.push(p);
       else record[key] = value;
       continue;
@@ -219,11 +249,8 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       record[key] = value;
     }
   }
-  const specFields = spec ? keysOf(spec) : undefined;
-  if (specFields) {
-    for (const key of specFields.required) {
-      if (!Object.hasOwn(record, key)) problems.push(`${key}: required by ${name}, missing`);
-    }
+  for (const key of rules.required) {
+    if (!Object.hasOwn(record, key)) problems.push(`${key}: required by ${name}, missing`);
   }
   if (!OUTCOMES.includes(outcome as Outcome)) {
     problems.push('event.outcome: expected success|failure');

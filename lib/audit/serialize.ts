@@ -312,7 +312,25 @@ interface Norm {
  * Limits as used: non-numbers take the default; `maxRecordBytes` is at least 128 and
  * `maxFieldBytes` between 64 and `maxRecordBytes`; `maxDepth` at most 100; `maxKeys` at most 100,000.
  */
+let lastLimits: unknown = null;
+let lastRaw: unknown[] = [];
+let lastNorm: Norm | null = null;
+
+/** `normaliseNow`, remembered for the last limits object while its four values stay the same. */
 function normalise(limits: SerializeLimits | undefined | null): Norm {
+  if (limits === lastLimits && lastNorm !== null && limits !== null && typeof limits === 'object'
+    && limits.maxFieldBytes === lastRaw[0] && limits.maxRecordBytes === lastRaw[1]
+    && limits.maxDepth === lastRaw[2] && limits.maxKeys === lastRaw[3]) return lastNorm;
+  const norm = normaliseNow(limits);
+  if (limits !== null && typeof limits === 'object') {
+    lastLimits = limits;
+    lastRaw = [limits.maxFieldBytes, limits.maxRecordBytes, limits.maxDepth, limits.maxKeys];
+    lastNorm = norm;
+  }
+  return norm;
+}
+
+function normaliseNow(limits: SerializeLimits | undefined | null): Norm {
   const l = (limits !== null && typeof limits === 'object' ? limits : defaultLimits) as Partial<SerializeLimits>;
   const maxRecordBytes = clampInt(l.maxRecordBytes, defaultLimits.maxRecordBytes, 128, 2 ** 30);
   return {
