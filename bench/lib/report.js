@@ -136,12 +136,12 @@ function render(results, targets, { notes = {} } = {}) {
     L.push(`Records per second into a file, one process per contender and round (pinned to the app CPU), ${a.durationMs / 1000} s each, ${a.rounds} interleaved rounds, median. `
       + 'auditrace: `audit.sensitiveRead({...})` with the preload (default settings: hash chain, `fdatasync` once a second, metrics counter); each call builds, chains, serialises and `write(2)`s one line before it returns. '
       + 'The others write the same record (every field auditrace wrote, copied; their own timestamp): pino with `pino.destination({ sync: true })`, winston with its File transport (asynchronous: the clock stops when the file holds every record), '
-      + `and the floor \`fs.writeSync(fd, JSON.stringify(record) + '\\n')\`. The record is ${a.recordBytes} bytes as auditrace writes it (the envelope — time, audit.id, service identity, chain id, sequence, previous hash — is most of it):`, '');
+      + `the floor \`fs.writeSync(fd, JSON.stringify(record) + '\\n')\`, and that floor plus the least any hash chain adds: the line encoded once, \`crypto.hash('sha256')\` of its bytes, the same bytes written. The record is ${a.recordBytes} bytes as auditrace writes it (the envelope — time, audit.id, service identity, chain id, sequence, previous hash — is most of it):`, '');
     L.push('```json', a.template, '```', '');
     L.push(table(['contender', 'records/s (median)', 'bytes/line', '× pino', '× winston', '× floor', 'rounds'],
-      ['auditrace', 'pino', 'winston', 'floor'].map((k) => {
+      ['auditrace', 'pino', 'winston', 'floor', 'floor-chained'].filter((k) => a.contenders[k]).map((k) => {
         const x = a.contenders[k];
-        const name = { auditrace: 'auditrace `audit.sensitiveRead`', pino: 'pino (sync destination)', winston: 'winston (File transport)', floor: 'floor: `fs.writeSync` + `JSON.stringify`' }[k];
+        const name = { auditrace: 'auditrace `audit.sensitiveRead`', pino: 'pino (sync destination)', winston: 'winston (File transport)', floor: 'floor: `fs.writeSync` + `JSON.stringify`', 'floor-chained': 'floor + SHA-256 of each line' }[k];
         return [name, f0(x.perSec), f0(x.bytesPerLine), f2(x.vsPino), f2(x.vsWinston), f2(x.vsFloor), x.rounds.map(f0).join(', ')];
       })));
   } else L.push('not measured', '', '```', results.errors.audit ?? '', '```');

@@ -1,12 +1,13 @@
 'use strict';
 // 3. Audit write path: records/s of audit.sensitiveRead() into a file (hash chain on) vs pino
-// (sync destination), winston (File transport) and the floor fs.writeSync(JSON.stringify()).
+// (sync destination), winston (File transport), the floor fs.writeSync(JSON.stringify()) and that
+// floor plus a SHA-256 of each line (the least a hash chain adds).
 // One process per contender and round, pinned to the app CPU; rounds interleaved.
 const fs = require('node:fs');
 const path = require('node:path');
 const c = require('../lib/common');
 
-const CONTENDERS = ['auditrace', 'pino', 'winston', 'floor'];
+const CONTENDERS = ['auditrace', 'pino', 'winston', 'floor', 'floor-chained'];
 const WRITER = path.join(c.BENCH, 'audit-writer.js');
 
 function args(kind, ms, file, template, extra = []) {

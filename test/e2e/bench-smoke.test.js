@@ -81,7 +81,7 @@ describe('benchmark suite, quick mode (smoke)', function () {
   });
 
   it('audit write path: records/s for every contender, every record in its file', () => {
-    for (const k of ['auditrace', 'pino', 'winston', 'floor']) {
+    for (const k of ['auditrace', 'pino', 'winston', 'floor', 'floor-chained']) {
       positive(results.scenarios.audit.contenders[k].perSec, `${k} records/s`);
       assert.equal(results.scenarios.audit.contenders[k].complete, true, `${k} file incomplete`);
     }
