@@ -1,7 +1,7 @@
 'use strict';
 const assert = require('node:assert/strict');
 const fc = require('fast-check');
-const { defaultLimits, createRedactor, sanitize, toJsonLine, toJsonLineCanonical } = require('../../dist/lib/audit/serialize.js');
+const { defaultLimits, createRedactor, sanitize, toJsonLine, toJsonLineCanonical, toJsonLineReference } = require('../../dist/lib/audit/serialize.js');
 const { canonicalize } = require('../../dist/lib/audit/chain.js');
 
 const isRedacted = createRedactor([]);
@@ -192,6 +192,29 @@ describe('serialize (properties)', function () {
     fc.assert(fc.property(fc.dictionary(fc.oneof(hostileString, fc.constantFrom('audit.truncated', 'a', 'time')),
       fc.oneof(hostileString, fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(hostileString, { maxLength: 3 }))),
     limitsArb, check), { numRuns: RUNS * 3 });
+  });
+
+  it('records with plain keys (the fast path) are written exactly as the general path writes them, also when values repeat and limits change', () => {
+    // The fast path remembers the last short string at each key position; a second call with the
+    // same values, or with other limits in between, must still write what the general path writes.
+    // Mostly plain keys (one key that needs an escape sends the whole record the general way).
+    const key = fc.oneof(
+      { weight: 6, arbitrary: fc.constantFrom('time', 'audit.id', 'audit.prev', 'audit.truncated', 'context', 'event.name', 'a') },
+      { weight: 6, arbitrary: fc.stringMatching(/^[a-z][a-z0-9._]{0,11}$/) },
+      { weight: 1, arbitrary: hostileString },
+    );
+    // Strings around the field limit: one-, two-, three- and four-byte characters repeated.
+    const long = fc.tuple(fc.constantFrom('a', 'é', '€', '😀'), fc.integer({ min: 1, max: 400 })).map(([c, n]) => c.repeat(n));
+    const value = fc.oneof(hostileString, long, fc.string({ maxLength: 300 }), fc.string({ unit: 'binary', maxLength: 60 }),
+      fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.array(hostileString, { maxLength: 3 }),
+      fc.dictionary(fc.oneof(hostileString, fc.constantFrom('password', 'x')), hostileString, { maxKeys: 3 }));
+    const small = fc.record({ maxFieldBytes: fc.integer({ min: 64, max: 300 }), maxRecordBytes: fc.integer({ min: 128, max: 2000 }),
+      maxDepth: fc.integer({ min: 0, max: 4 }), maxKeys: fc.integer({ min: 0, max: 5 }) });
+    fc.assert(fc.property(fc.dictionary(key, value, { maxKeys: 12 }), fc.oneof(limitsArb, small), fc.oneof(limitsArb, small), (record, l1, l2) => {
+      for (const limits of [l1, l1, l2, l1]) {
+        assert.equal(toJsonLine(record, limits, isRedacted, ['context']), toJsonLineReference(record, limits, isRedacted, ['context']));
+      }
+    }), { numRuns: RUNS * 3 });
   });
 
   it('a line is its own canonical form unless it needed an escape JSON does not make: the chain hashes the text on disk', () => {

@@ -61,6 +61,12 @@ function spyFs(overrides = {}) {
     calls[name] = 0;
     wrapped[name] = (...args) => {
       calls[name]++;
+      // The sink hands a line to write(2) as a string; the fakes below see its bytes, as the
+      // sink itself does when it goes on after a short write.
+      if (name === 'writeSync' && typeof args[1] === 'string') {
+        const b = Buffer.from(args[1], 'utf8');
+        args = [args[0], b, 0, b.length];
+      }
       return (overrides[name] ?? fs[name])(...args);
     };
   }
@@ -541,7 +547,7 @@ describe('audit sink', function () {
       sink.write(record(0));
       const before = calls.writeSync;
       sink.cork();
-      for (let i = 1; i <= 100; i++) sink.write(record(i), Buffer.from(record(i)));
+      for (let i = 1; i <= 100; i++) sink.write(record(i));
       assert.deepEqual(seqs(file), [0], 'nothing of the run is written before uncork()');
       sink.uncork();
       assert.equal(calls.writeSync - before, 1);
