@@ -759,8 +759,12 @@ export function toJsonLine(
   isRedacted: (key: string) => boolean,
   freeForm?: readonly string[],
 ): string {
+  return jsonLine(record, limits, isRedacted, freeForm, false);
+}
+
+function jsonLine(record: unknown, limits: SerializeLimits, isRedacted: unknown, freeForm: unknown, general: boolean): string {
   try {
-    return line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : []).text + '\n';
+    return line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : [], general).text + '\n';
   } catch {
     return FAILED_LINE;
   }
@@ -806,11 +810,7 @@ export function toJsonLineReference(
   isRedacted: (key: string) => boolean,
   freeForm?: readonly string[],
 ): string {
-  try {
-    return line(record, normalise(limits), safeRedactor(isRedacted), Array.isArray(freeForm) ? freeForm : [], true).text + '\n';
-  } catch {
-    return FAILED_LINE;
-  }
+  return jsonLine(record, limits, isRedacted, freeForm, true);
 }
 
 function line(record: unknown, l: Norm, isRedacted: (key: string) => boolean, freeForm: readonly string[], general = false): Written {
