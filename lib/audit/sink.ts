@@ -190,6 +190,8 @@ export function openSink(opts: SinkOptions): AuditSink {
   let needNewline = false;
   let dirty = false;
   let syncTimer: NodeJS.Timeout | null = null;
+  /** Descriptors of files rotated away under `interval`, to be fdatasynced and closed by the timer. */
+  let retired: number[] = [];
 
   // Lines that failed, oldest first (a queue with a moving head, compacted now and then).
   // `headWritten`: bytes of the head line already in the current file after a torn (short, then
@@ -253,23 +255,49 @@ export function openSink(opts: SinkOptions): AuditSink {
     }
   }
 
+  /** fdatasyncs and closes the files rotated away since the last tick. */
+  const syncRetired = (): void => {
+    const fds = retired;
+    retired = [];
+    for (const old of fds) {
+      try {
+        fs.fdatasyncSync(old);
+      } catch (err) {
+        const code = errorCode(err);
+        if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EROFS') {
+          notice('fsync', `audit destination ${label}: fsync of the file rotated away failed (${code}): its last records may not survive a machine crash`);
+        }
+      }
+      try {
+        fs.closeSync(old);
+      } catch {
+        // nothing more to do with it
+      }
+    }
+  };
+
+  /** The `interval` policy's timer: at most fsyncIntervalMs after a write, everything written is synced. */
+  const scheduleSync = (): void => {
+    if (syncTimer !== null || closed) return;
+    syncTimer = setTimeout(() => {
+      syncTimer = null;
+      try {
+        syncRetired();
+        if (dirty && fd !== null) syncNow();
+      } catch {
+        // never throws out of a timer either
+      }
+    }, fsyncIntervalMs);
+    syncTimer.unref();
+  };
+
   const afterWrite = (): void => {
     if (policy === 'always') {
       dirty = true;
       syncNow();
     } else if (policy === 'interval' && regular) {
       dirty = true;
-      if (syncTimer === null && !closed) {
-        syncTimer = setTimeout(() => {
-          syncTimer = null;
-          try {
-            if (dirty && fd !== null) syncNow();
-          } catch {
-            // never throws out of a timer either
-          }
-        }, fsyncIntervalMs);
-        syncTimer.unref();
-      }
+      scheduleSync();
     }
   };
 
@@ -486,7 +514,10 @@ export function openSink(opts: SinkOptions): AuditSink {
       // keep our count
     }
     if (size === 0 || size + bytes <= maxFileBytes) return;
-    syncNow(); // the file being rotated away is complete on disk (unless the policy is never)
+    // The file being rotated away is complete on disk (unless the policy is never): now under
+    // `always`; under `interval` by the timer, like every other write (the record that triggered
+    // the rotation does not wait for up to a second's worth of other records to reach the disk).
+    if (policy !== 'interval') syncNow();
     try {
       shiftAndRename();
     } catch (err) {
@@ -496,7 +527,14 @@ export function openSink(opts: SinkOptions): AuditSink {
       return;
     }
     stats.rotations++;
-    closeFd();
+    if (policy === 'interval' && dirty && fd !== null && !closed) {
+      retired.push(fd);
+      fd = null;
+      dirty = false;
+      scheduleSync();
+    } else {
+      closeFd();
+    }
     openFile(); // may throw: then the line is buffered and the open retried
   };
 
@@ -822,6 +860,7 @@ export function openSink(opts: SinkOptions): AuditSink {
     try {
       if (closed) return;
       if (buffered() > 0) retry(EAGAIN_BUDGET_MS);
+      syncRetired();
       if (policy !== 'never' && fd !== null) syncNow();
     } catch {
       // never throws
@@ -856,6 +895,7 @@ export function openSink(opts: SinkOptions): AuditSink {
         notify(opts.onError, `audit sink for ${label} closed with ${count(left, 'record')} still undeliverable (${code}): they are lost and counted as dropped`);
       }
       episode = null;
+      syncRetired();
       if (policy !== 'never') syncNow();
       closeFd();
     } catch {

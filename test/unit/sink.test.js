@@ -744,6 +744,40 @@ describe('audit sink', function () {
       assert.equal(calls.fsyncSync, 1, 'the directory, once');
     });
 
+    it("'interval': a file rotated away is fdatasynced by the timer, not on the write path, then closed", async () => {
+      const file = path.join(dir, 'rot-sync.jsonl');
+      // Descriptor numbers are reused (the directory's, then a data file's): track data files only.
+      const dataFds = [];
+      const live = new Set();
+      const synced = [];
+      const closedFds = [];
+      const { fs: spy, calls } = spyFs({
+        openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === file) { dataFds.push(fd); live.add(fd); } return fd; },
+        fdatasyncSync: (fd) => { if (live.has(fd)) synced.push(fd); return fs.fdatasyncSync(fd); },
+        closeSync: (fd) => { if (live.delete(fd)) closedFds.push(fd); return fs.closeSync(fd); },
+      });
+      const sink = open(options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 50, maxFileBytes: LEN * 2 }).opts);
+      for (let i = 0; i < 6; i++) sink.write(record(i)); // 2 per file: 2 rotations
+      assert.equal(dataFds.length, 3, 'three files written');
+      assert.equal(calls.fdatasyncSync, 0, 'no sync on the write path, rotations included');
+      assert.ok(!closedFds.includes(dataFds[0]) && !closedFds.includes(dataFds[1]), 'the rotated files stay open until synced');
+      for (let i = 0; i < 200 && calls.fdatasyncSync < 3; i++) await sleep(10);
+      assert.deepEqual([...synced].sort(), [...dataFds].sort(), 'each file once: the two rotated away and the current one');
+      assert.ok(closedFds.includes(dataFds[0]) && closedFds.includes(dataFds[1]), 'closed once synced');
+      sink.close();
+      assert.deepEqual([`${file}.2`, `${file}.1`, file].flatMap(seqs), range(0, 6));
+    });
+
+    it("'interval': close() syncs a file rotated away before the timer ran", () => {
+      const file = path.join(dir, 'rot-close.jsonl');
+      const { fs: spy, calls } = spyFs();
+      const sink = open(options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 60_000, maxFileBytes: LEN * 2 }).opts);
+      for (let i = 0; i < 3; i++) sink.write(record(i)); // one rotation
+      assert.equal(calls.fdatasyncSync, 0);
+      sink.close();
+      assert.equal(calls.fdatasyncSync, 2, 'the file rotated away and the current one');
+    });
+
     it("'never' never syncs, not even on flush or close", () => {
       const { sink, calls } = run('never');
       sink.flush();
