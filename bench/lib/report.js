@@ -149,7 +149,7 @@ function render(results, targets, { notes = {} } = {}) {
   h('## 4. Collector outage and log burst');
   if (s.outage) {
     const o = s.outage;
-    L.push(`**Outage.** The auditrace hello server exporting to the sink at ${f0(o.rate)} req/s (autocannon \`overallRate\`, 50 connections) for a ${o.warmupSeconds} s warm-up`
+    L.push(`**Outage.** The auditrace hello server${o.nodeArgs ? ` (started with \`${o.nodeArgs.join(' ')}\`: its young generation at the size V8 gives it under this load anyway, see bench/notes.md)` : ''} exporting to the sink at ${f0(o.rate)} req/s (autocannon \`overallRate\`, 50 connections) for a ${o.warmupSeconds} s warm-up`
       + (o.spanBytesBeforeOutage !== undefined ? ` (${f0(o.spanBytesBeforeOutage)} bytes of spans exported)` : '')
       + (o.warmupSteps ? `, in 10 s steps until the young generation had kept its size for two steps and RSS grew by less than 3 MiB in the last (${(o.warmupBoundsSeconds ?? [30, 90]).join('–')} s; RSS / young generation after each step, s → MiB: ${o.warmupSteps.map((x) => `${f0(x.t)} → ${f0(x.rssMiB)} / ${f0(x.newSpaceMiB)}`).join(', ')})` : '')
       + `; then the sink is stopped (the endpoint refuses connections) and the load goes on for ${o.seconds} s. Growth is measured from the moment the sink stops: under load V8 grows its young generation step by step to its maximum (128 MiB here — for upstream's register as well), which is load, not outage; the growth from the idle process is in the table too. `
