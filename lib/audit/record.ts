@@ -134,7 +134,7 @@ function safeEntries(fields: unknown): unknown[] {
 interface EventRules {
   spec: EventSpec | undefined;
   required: readonly string[];
-  fields: ReadonlyMap<string, { common: boolean; rule: FieldSpec | { type: 'object' } }>;
+  fields: ReadonlyMap<string, FieldSpec | { type: 'object' }>;
 }
 
 const RULES_MAX = 1000;
@@ -145,13 +145,13 @@ function rulesFor(name: string): EventRules {
   if (rules === undefined) {
     // Own properties only: `constructor` or `toString` must not find Object.prototype's.
     const spec = Object.hasOwn(catalogue, name) ? (catalogue as Record<string, EventSpec>)[name] : undefined;
-    const fields = new Map<string, { common: boolean; rule: FieldSpec | { type: 'object' } }>();
-    for (const [k, rule] of Object.entries(commonFields)) fields.set(k, { common: true, rule });
+    const fields = new Map<string, FieldSpec | { type: 'object' }>();
+    for (const [k, rule] of Object.entries(commonFields)) fields.set(k, rule);
     const required: string[] = [];
     if (spec) {
       for (const [k, rule] of Object.entries(spec.fields)) {
         if (rule.required) required.push(k);
-        if (!fields.has(k) && !reservedFields.has(k)) fields.set(k, { common: false, rule });
+        if (!fields.has(k) && !reservedFields.has(k)) fields.set(k, rule);
       }
     }
     rules = { spec, required, fields };
@@ -211,9 +211,9 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       problems.push(`${key.slice(0, 64)}: could not be read (its getter threw)`);
       continue;
     }
-    const known = rules.fields.get(key);
-    if (known !== undefined) {
-      const p = typeProblem(key, value, known.rule);
+    const rule = rules.fields.get(key);
+    if (rule !== undefined) {
+      const p = typeProblem(key, value, rule);
       if (p) problems.push(p);
       else record[key] = value;
       continue;
