@@ -315,10 +315,6 @@ interface Norm {
   maxKeys: number;
 }
 
-/**
- * Limits as used: non-numbers take the default; `maxRecordBytes` is at least 128 and
- * `maxFieldBytes` between 64 and `maxRecordBytes`; `maxDepth` at most 100; `maxKeys` at most 100,000.
- */
 let lastLimits: unknown = null;
 let lastRaw: unknown[] = [];
 let lastNorm: Norm | null = null;
@@ -337,6 +333,10 @@ function normalise(limits: SerializeLimits | undefined | null): Norm {
   return norm;
 }
 
+/**
+ * Limits as used: non-numbers take the default; `maxRecordBytes` is at least 128 and
+ * `maxFieldBytes` between 64 and `maxRecordBytes`; `maxDepth` at most 100; `maxKeys` at most 100,000.
+ */
 function normaliseNow(limits: SerializeLimits | undefined | null): Norm {
   const l = (limits !== null && typeof limits === 'object' ? limits : defaultLimits) as Partial<SerializeLimits>;
   const maxRecordBytes = clampInt(l.maxRecordBytes, defaultLimits.maxRecordBytes, 128, 2 ** 30);
