@@ -110,15 +110,11 @@ export function canonicalize(value: unknown): string {
 }
 
 /**
- * For each position of `keys` sorted in RFC 8785 order (UTF-16 code units), the index of that key
- * in `keys`: how the serialiser writes an object's members in canonical order. `keys` must be
- * distinct (an object's or a Map's string keys).
+ * How the serialiser writes an object with these keys in canonical order: `order[j]` is the index
+ * in `keys` of sorted position `j` (RFC 8785: UTF-16 code units), `keys` and `member` the keys in
+ * that order and each as RFC 8785 writes it with its `:`. `keys` must be distinct (an object's or
+ * a Map's string keys).
  */
-export function sortedKeyOrder(keys: readonly string[]): readonly number[] {
-  return planOf(keys).order;
-}
-
-/** `sortedKeyOrder`'s plan: also the keys in that order and each as RFC 8785 writes it with its `:`. */
 export function keyPlan(keys: readonly string[]): Plan {
   return planOf(keys);
 }
