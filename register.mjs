@@ -5,7 +5,16 @@ import { pathToFileURL } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 
 const require = createRequire(import.meta.url);
-const { start, __current: current } = require('./dist/auditrace.js');
+const bundle = require.resolve('./dist/auditrace.js');
+// With the code cache the build made for this Node (lib/code-cache.ts), as register.js does.
+function load() {
+  try {
+    return require('./dist/lib/code-cache.js').loadBundle(bundle);
+  } catch {
+    return require(bundle);
+  }
+}
+const { start, __current: current } = load();
 
 // Use the import-in-the-middle copy the instrumentations use (the bundle's `require` of it, from
 // dist/): hooks live in its module state.

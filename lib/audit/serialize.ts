@@ -270,7 +270,8 @@ function utf8PrefixEnd(s: string, maxBytes: number): number {
   return i;
 }
 
-const MARKER_RE = /…\[truncated (\d+) bytes\]$/;
+// \u2026, not the character: the bundle stays ASCII, so V8 holds its text in one byte per character.
+const MARKER_RE = /\u2026\[truncated (\d+) bytes\]$/;
 
 /**
  * `s` (of `bytes` UTF-8 bytes) cut at a code-point boundary so that it plus its marker

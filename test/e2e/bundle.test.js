@@ -20,7 +20,7 @@ describe('the bundle: what a start loads', function () {
 
   const env = () => ({ OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '50', OTEL_METRICS_EXPORTER: 'none' });
 
-  it('an empty script: register.js, dist/auditrace.js and import-in-the-middle (with its two helpers); no OpenTelemetry package file, no dist/lib file, no TLS module', async () => {
+  it('an empty script: register.js, its code-cache loader, dist/auditrace.js and import-in-the-middle (with its two helpers); no OpenTelemetry package file, no other dist/lib file, no TLS module', async () => {
     const r = await runApp(FIXTURE, { env: env() });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /^auditrace \d/m, 'started');
@@ -28,7 +28,7 @@ describe('the bundle: what a start loads', function () {
     assert.ok(builtins.includes('http'), 'the check sees built-ins');
     for (const m of ['tls', 'https', 'http2']) assert.ok(!builtins.includes(m), `${m} is not loaded before the app loads it`);
     const loaded = ours(atStart);
-    assert.deepEqual(loaded.filter((f) => !f.startsWith('node_modules/')), ['register.js', 'dist/auditrace.js']);
+    assert.deepEqual(loaded.filter((f) => !f.startsWith('node_modules/')), ['register.js', 'dist/lib/code-cache.js', 'dist/auditrace.js']);
     assert.deepEqual(loaded.filter((f) => f.startsWith('node_modules/@opentelemetry/')), []);
     assert.ok(loaded.length <= 6, `a few files: ${loaded.join(', ')}`);
   });

@@ -121,7 +121,8 @@ describe('pack: the npm tarball, installed in a fresh app, works', function () {
   }
 
   it('the tarball holds the entry points and the built library, and no tests', () => {
-    for (const f of ['package.json', 'register.js', 'register.mjs', 'dist/auditrace.js', 'dist/instrumentations/express.js', 'dist/lib/index.d.ts', 'dist/lib/index.js']) {
+    for (const f of ['package.json', 'register.js', 'register.mjs', 'dist/auditrace.js', `dist/auditrace.js.${process.version}-${process.arch}.code-cache`,
+      'dist/lib/code-cache.js', 'dist/instrumentations/express.js', 'dist/lib/index.d.ts', 'dist/lib/index.js']) {
       assert.ok(packedFiles.includes(f), `${f} is in the tarball`);
     }
     assert.deepEqual(packedFiles.filter((f) => f.startsWith('test/')), [], 'no test files shipped');
