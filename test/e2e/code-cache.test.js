@@ -7,18 +7,20 @@ const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { ROOT } = require('../helpers/run-app');
+const { cleanEnv, ROOT } = require('../helpers/run-app');
 
 const LOADER = path.join(ROOT, 'dist', 'lib', 'code-cache.js');
 const BUNDLE = path.join(ROOT, 'dist', 'auditrace.js');
 
+const AUDIT_FILE = path.join(os.tmpdir(), `auditrace-cc-${process.pid}.jsonl`);
+const made = [AUDIT_FILE];
+
 function node(args, { env = {}, cwd = ROOT } = {}) {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OTEL_') && !k.startsWith('AUDITRACE_') && k !== 'NODE_OPTIONS'));
   const r = spawnSync(process.execPath, args, {
     cwd,
     encoding: 'utf8',
     timeout: 30_000,
-    env: { ...clean, OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', AUDITRACE_AUDIT_FILE: path.join(os.tmpdir(), `auditrace-cc-${process.pid}.jsonl`), ...env },
+    env: { ...cleanEnv(), OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', AUDITRACE_AUDIT_FILE: AUDIT_FILE, ...env },
   });
   assert.equal(r.status, 0, `node ${args.join(' ')}\n${r.stderr}`);
   return r;
@@ -27,6 +29,7 @@ function node(args, { env = {}, cwd = ROOT } = {}) {
 /** A stand-in bundle in a temp dir: loadBundle works for any CommonJS file. */
 function tempBundle(text) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-cc-'));
+  made.push(dir);
   const file = path.join(dir, 'bundle.js');
   fs.writeFileSync(file, text);
   return { dir, file };
@@ -43,6 +46,7 @@ const makeCache = (file) => `
 
 describe('the code cache of the bundle', function () {
   this.timeout(60_000);
+  after(() => { for (const p of made) fs.rmSync(p, { recursive: true, force: true }); });
 
   it('the build made one for this Node, and `--require auditrace/register` uses it; `require(\'auditrace\')` then gets the same instance', () => {
     assert.ok(fs.existsSync(`${BUNDLE}.${process.version}-${process.arch}.code-cache`), 'npm run build wrote the cache');
