@@ -8,15 +8,15 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { startOtlpReceiver } = require('../helpers/otlp-receiver');
-const { startApp, ROOT } = require('../helpers/run-app');
+const { cleanEnv, startApp, ROOT } = require('../helpers/run-app');
 
 const SERVER = 2; // SpanKind.SERVER
 const VERSION = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version;
 
 /** Runs a command to completion, bounded in time; rejects with its output on failure. */
-function exec(cmd, args, { cwd, timeoutMs }) {
+function exec(cmd, args, { cwd, timeoutMs, env = process.env }) {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => { stdout += d; });
@@ -134,6 +134,20 @@ describe('pack: the npm tarball, installed in a fresh app, works', function () {
 
   it('node --import auditrace/register app.mjs: a span arrives with telemetry.distro.name=auditrace', async () => {
     assertRanWithTelemetry(await run('app.mjs', ['--import', 'auditrace/register']), '/packed-esm');
+  });
+
+  it('the installed package starts from its code cache; scripts/code-cache.js makes one where there is none (another Node)', async () => {
+    const pkg = path.join(appDir, 'node_modules', 'auditrace');
+    const cache = path.join(pkg, 'dist', `auditrace.js.${process.version}-${process.arch}.code-cache`);
+    const status = async () => (await exec(process.execPath, ['--require', 'auditrace/register', '-e',
+      'console.log(require(require("node:path").join(require.resolve("auditrace"), "..", "lib", "code-cache.js")).codeCacheStatus())'],
+    { cwd: appDir, timeoutMs: 30000, env: { ...cleanEnv(), OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none' } })).stdout.trim();
+    assert.equal(await status(), 'accepted');
+    fs.rmSync(cache);
+    assert.equal(await status(), 'absent');
+    const { stdout } = await exec(process.execPath, [path.join(pkg, 'scripts', 'code-cache.js')], { cwd: appDir, timeoutMs: 60000 });
+    assert.match(stdout, /^code cache: dist\/auditrace\.js\.v[\d.]+-\w+\.code-cache \d+ KiB$/m);
+    assert.equal(await status(), 'accepted');
   });
 
   it('the package entry points resolve from the app: require, import and the types', async () => {
