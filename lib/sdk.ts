@@ -17,6 +17,7 @@ import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
 import { auditClientErrors, auditHttpsClientErrors } from './client-errors'; // http_client_error records
 import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { currentRequest } from './request-context';
+import { EmitterContextManager } from './context-manager';
 import { version } from './version';
 
 /** What `start()` builds; `shutdown()` flushes and stops all of it. */
@@ -417,8 +418,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
   const pipelines = new Pipelines(config);
   const resource = buildResource(config);
 
-  const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks') as typeof import('@opentelemetry/context-async-hooks');
-  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  context.setGlobalContextManager(new EmitterContextManager().enable());
   const edge = createEdge(config);
   // Always installed, even with OTEL_PROPAGATORS=none: the request id must travel regardless.
   propagation.setGlobalPropagator(edge.propagator(buildPropagator(config)));
