@@ -15,9 +15,10 @@ import { Stream } from 'node:stream';
  *
  * Here a stream (every request, response and socket) gets one non-enumerable property, its
  * binding, and `EventEmitter.prototype`'s listener methods, patched once, wrap what is added to a
- * bound stream exactly as upstream's per-emitter methods do: a listener added after the binding
- * runs in the bound context, `removeListener`/`off` find it by the function the caller passed,
- * `removeAllListeners` forgets it, the first binding wins. Node's streams add and remove listeners
+ * bound stream as upstream's per-emitter methods do: a listener added after the binding runs in
+ * the bound context, `removeListener`/`off` find it by the function the caller passed,
+ * `removeAllListeners` forgets it, the first binding wins (a property test holds the two to the
+ * same behaviour). Only the wrapper's `length` differs (see wrapListener). Node's streams add and remove listeners
  * through those prototype methods. Any other emitter is bound the upstream way, since its class
  * may keep listeners its own way.
  */
