@@ -98,25 +98,39 @@ function patchRemoveAll(original: Method): Method {
   };
 }
 
-let patched = false;
+/** Whether EventEmitter.prototype carries our methods: decided at the first stream's binding. */
+let patched: boolean | undefined;
 
-/** Patches EventEmitter.prototype once per process; false when its methods are not what we expect. */
+/**
+ * Patches EventEmitter.prototype once per process. False (and nothing changed) when its methods
+ * are not plain functions or cannot be replaced (`--frozen-intrinsics`): streams are then bound
+ * the upstream way.
+ */
 function patchPrototype(): boolean {
-  if (patched) return true;
+  if (patched !== undefined) return patched;
   const proto = EventEmitter.prototype as unknown as Record<string, Method>;
   const names = [...ADD, ...REMOVE, 'removeAllListeners'];
+  patched = false;
   if (!names.every((n) => typeof proto[n] === 'function')) return false;
+  const originals = new Map(names.map((n) => [n, proto[n]!]));
   // `on` and `addListener` (and `off` and `removeListener`) are one function: one wrapper each.
   const done = new Map<Method, Method>();
   const wrap = (name: string, make: (m: Method) => Method): void => {
-    const original = proto[name]!;
+    const original = originals.get(name)!;
     let w = done.get(original);
     if (w === undefined) done.set(original, w = make(original));
     proto[name] = w;
   };
-  for (const n of ADD) wrap(n, patchAdd);
-  for (const n of REMOVE) wrap(n, patchRemove);
-  wrap('removeAllListeners', patchRemoveAll);
+  try {
+    for (const n of ADD) wrap(n, patchAdd);
+    for (const n of REMOVE) wrap(n, patchRemove);
+    wrap('removeAllListeners', patchRemoveAll);
+  } catch {
+    for (const [n, original] of originals) {
+      try { proto[n] = original; } catch { /* it was never replaced */ }
+    }
+    return false;
+  }
   patched = true;
   return true;
 }

@@ -116,6 +116,25 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
     assert.deepEqual(m.with(ctx('elsewhere'), () => bound.call(self, 1, 2)), ['request', self, 1, 2]);
   });
 
+  it('where EventEmitter.prototype\'s methods cannot be replaced, streams are bound the upstream way and the prototype is left as it was', () => {
+    const probe = (manager) => `
+      const { EventEmitter } = require('node:events');
+      const { PassThrough } = require('node:stream');
+      const { ROOT_CONTEXT } = require('@opentelemetry/api');
+      const before = Object.fromEntries(['addListener', 'on', 'once', 'removeListener'].map((k) => [k, EventEmitter.prototype[k]]));
+      Object.defineProperty(EventEmitter.prototype, 'once', { writable: false });
+      const m = new (${manager})().enable();
+      let outcome;
+      try { m.bind(ROOT_CONTEXT, new PassThrough()); outcome = 'bound'; } catch (err) { outcome = err.constructor.name; }
+      const untouched = Object.entries(before).every(([k, f]) => EventEmitter.prototype[k] === f);
+      console.log(JSON.stringify({ outcome, untouched }));`;
+    const run = (manager) => JSON.parse(require('node:child_process').execFileSync(process.execPath, ['-e', probe(manager)], { cwd: require('node:path').join(__dirname, '..', '..'), encoding: 'utf8' }));
+    const ours = run("require('./dist/lib/context-manager.js').EmitterContextManager");
+    const upstream = run("require('@opentelemetry/context-async-hooks').AsyncLocalStorageContextManager");
+    assert.deepEqual(ours, upstream);
+    assert.equal(ours.untouched, true);
+  });
+
   it('any sequence of adds, removes and emits on a bound stream behaves as on a stream bound by upstream\'s manager', () => {
     const upstream = new AsyncLocalStorageContextManager().enable();
     const op = fc.oneof(
