@@ -10,17 +10,17 @@ import { Stream } from 'node:stream';
  * handler's `req.on('data')` runs in the request's context. Upstream's manager does it by giving
  * each emitter eight own methods (eight closures, a listener map, and a new hidden class for
  * every request and response, which Node's own HTTP code then meets in many shapes). Measured on
- * the hello server at saturation: skipping the binding altogether saved ≈ 16 µs of CPU per request
- * (109 → 93), about a sixth of auditrace's cost there.
+ * the hello server at saturation: skipping the binding altogether saved ≈ 16 µs of CPU per
+ * request (109 → 93); this binding saved ≈ 13 (93.2 → 79.8, bench/notes.md "http-hello").
  *
  * Here a stream (every request, response and socket) gets one non-enumerable property, its
  * binding, and `EventEmitter.prototype`'s listener methods, patched once, wrap what is added to a
  * bound stream as upstream's per-emitter methods do: a listener added after the binding runs in
  * the bound context, `removeListener`/`off` find it by the function the caller passed,
  * `removeAllListeners` forgets it, the first binding wins (a property test holds the two to the
- * same behaviour). Only the wrapper's `length` differs (see wrapListener). Node's streams add and remove listeners
- * through those prototype methods. Any other emitter is bound the upstream way, since its class
- * may keep listeners its own way.
+ * same behaviour; only the wrapper's `length` differs, see wrapListener). Node's streams add and
+ * remove listeners through those prototype methods. Any other emitter is bound the upstream way,
+ * since its class may keep listeners its own way.
  */
 const BINDING = Symbol('auditrace.context.binding');
 
