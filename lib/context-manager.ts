@@ -38,7 +38,12 @@ const ADD = ['addListener', 'on', 'once', 'prependListener', 'prependOnceListene
 const REMOVE = ['removeListener', 'off'] as const;
 
 function bindingOf(target: unknown): Binding | undefined {
-  return target !== null && typeof target === 'object' ? (target as { [BINDING]?: Binding })[BINDING] : undefined;
+  if (target === null || typeof target !== 'object') return undefined;
+  try {
+    return (target as { [BINDING]?: Binding })[BINDING];
+  } catch {
+    return undefined; // a Proxy whose get trap throws: never one of ours, and its own `on` must still work
+  }
 }
 
 // While an original add method runs for a wrapped listener: `once` registers through `on`, whose

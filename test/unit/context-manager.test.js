@@ -97,6 +97,25 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
     assert.deepEqual(Object.getOwnPropertySymbols({ ...s }).map(String).filter((x) => x.includes('auditrace')), []);
   });
 
+  it('an emitter behind a Proxy that throws on unknown keys still adds and removes listeners (every emitter passes the patched methods)', () => {
+    m.bind(ctx('request'), new PassThrough()); // the prototype is patched
+    const strict = new Proxy(new EventEmitter(), {
+      get(target, key) {
+        if (typeof key === 'symbol' && !(key in target)) throw new Error(`no ${String(key)}`);
+        return Reflect.get(target, key);
+      },
+    });
+    let calls = 0;
+    const fn = () => calls++;
+    strict.on('x', fn);
+    strict.emit('x');
+    strict.removeListener('x', fn);
+    strict.emit('x');
+    strict.removeAllListeners();
+    assert.equal(calls, 1);
+    assert.equal(strict.listenerCount('x'), 0);
+  });
+
   it('an emitter that is not a stream is bound the upstream way', () => {
     const e = new EventEmitter();
     m.bind(ctx('request'), e);
