@@ -108,7 +108,7 @@ let patched: boolean | undefined;
 
 /**
  * Patches EventEmitter.prototype once per process. False (and nothing changed) when its methods
- * are not plain functions or cannot be replaced (`--frozen-intrinsics`): streams are then bound
+ * are not plain functions or cannot be replaced (made non-writable): streams are then bound
  * the upstream way.
  */
 function patchPrototype(): boolean {
