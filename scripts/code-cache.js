@@ -15,6 +15,7 @@ const BUNDLE = path.join(ROOT, 'dist', 'auditrace.js');
 const LOADER = path.join(ROOT, 'dist', 'lib', 'code-cache.js');
 
 const child = `
+const fs = require('node:fs');
 const loader = require(${JSON.stringify(LOADER)});
 const bundle = ${JSON.stringify(BUNDLE)};
 loader.loadBundle(bundle).start('require');
@@ -22,7 +23,6 @@ process.on('exit', () => {
   const file = loader.writeCodeCache(bundle);
   process.stdout.write(JSON.stringify({ file, bytes: fs.statSync(file).size }));
 });
-const fs = require('node:fs');
 `;
 
 function cleanEnv(extra) {

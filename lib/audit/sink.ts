@@ -162,6 +162,11 @@ interface Episode {
   overflowReported: boolean;
 }
 
+/** A filesystem or descriptor that cannot be synced at all (a pipe, tmpfs quirks, read-only): not a failure. */
+function syncUnsupported(code: string | undefined): boolean {
+  return code === 'EINVAL' || code === 'ENOTSUP' || code === 'EROFS';
+}
+
 export function openSink(opts: SinkOptions): AuditSink {
   const fs: SinkFs = opts.fs ?? nodeFs;
   const now = opts.now ?? Date.now;
@@ -250,7 +255,7 @@ export function openSink(opts: SinkOptions): AuditSink {
       else fs.fdatasyncSync(fd);
     } catch (err) {
       const code = errorCode(err);
-      if (code === 'EINVAL' || code === 'ENOTSUP' || code === 'EROFS') return;
+      if (syncUnsupported(code)) return;
       notice('fsync', `audit destination ${label}: fsync failed (${code}): records written since the last successful fsync may not survive a machine crash`);
     }
   }
@@ -264,7 +269,7 @@ export function openSink(opts: SinkOptions): AuditSink {
         fs.fdatasyncSync(old);
       } catch (err) {
         const code = errorCode(err);
-        if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EROFS') {
+        if (!syncUnsupported(code)) {
           notice('fsync', `audit destination ${label}: fsync of the file rotated away failed (${code}): its last records may not survive a machine crash`);
         }
       }
@@ -313,7 +318,7 @@ export function openSink(opts: SinkOptions): AuditSink {
       fs.fsyncSync(dfd);
     } catch (err) {
       const code = errorCode(err);
-      if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EROFS' && code !== 'EISDIR' && code !== 'EPERM' && code !== 'EACCES') {
+      if (!syncUnsupported(code) && code !== 'EISDIR' && code !== 'EPERM' && code !== 'EACCES') {
         notice('dirsync', `audit destination ${label}: fsync of its directory failed (${code}): a machine crash may lose the file's name`);
       }
     } finally {
