@@ -1,12 +1,10 @@
 import { context, propagation, trace, ROOT_CONTEXT } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
-import type { Context, Span, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
-import { ServerResponse } from 'node:http';
-import type { IncomingMessage, ClientRequest } from 'node:http';
+import type { Context, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
+import type { IncomingMessage, ClientRequest, ServerResponse } from 'node:http';
 import { subscribe } from 'node:diagnostics_channel';
 import { isIP } from 'node:net';
 import { getAuditor } from './audit/auditor';
-import { rfc3339Now } from './audit/ids';
 import { RateLimitedWarnings } from './diagnostics';
 import { resolveClientAddress } from './client-address';
 import type { EdgeConfig } from './config';
@@ -23,9 +21,9 @@ const accessWarnings = new RateLimitedWarnings(60_000);
  * request we decide once — from the socket peer and the trusted-proxy list — the real client
  * address, the request id and whether the caller's trace context may be continued. The decision
  * reaches the handler through the OTel context (our propagator's `extract`), the server span
- * through the http instrumentation's hooks, and the next service through `inject`.
+ * through http-server.ts, and the next service through `inject`.
  */
-interface Decision {
+export interface Decision {
   request: RequestContext & { authFailureRecorded?: boolean };
   peerTrusted: boolean;
   untrustedRequestId?: string | undefined;
@@ -39,12 +37,9 @@ interface Decision {
   endTime: string | undefined;
   /** Taken before any router rewrites req.url (Express strips mount paths). */
   path: string;
-  /** The response's `end` before `endRecorded` replaced it, and the access record to take then. */
-  end: ((...a: unknown[]) => unknown) | undefined;
-  record: (() => void) | undefined;
 }
 
-// Kept on the request's headers object: it is the carrier the http instrumentation hands to
+// Kept on the request's headers object: it is the carrier http-server.ts hands to
 // `propagation.extract`, and it lives exactly as long as the request. A non-enumerable symbol
 // property, not a WeakMap: a WeakMap entry per request made every scavenge walk an ephemeron table
 // of short-lived keys (measured: ≈ 10 µs less CPU per request at 4,000 req/s without it). Spread,
@@ -70,45 +65,6 @@ function keepDecision(carrier: object, d: Decision): void {
 
 const USER_AGENT_MAX = 256;
 
-// The access record of a response that has not ended yet, on the request's context object, where
-// the http instrumentation's close and error paths can reach it. Not enumerable: handlers see the
-// same object through `currentRequest()`.
-const PENDING = Symbol('auditrace.access.pending');
-type Pending = (() => void) | undefined;
-
-function pendingOf(request: RequestContext | undefined): Pending {
-  return request ? (request as { [PENDING]?: Pending })[PENDING] : undefined;
-}
-
-function setPending(request: RequestContext, record: Pending): void {
-  const r = request as { [PENDING]?: Pending };
-  if (Object.prototype.hasOwnProperty.call(r, PENDING)) r[PENDING] = record;
-  else if (record !== undefined) Object.defineProperty(r, PENDING, { value: record, enumerable: false, configurable: true, writable: true });
-}
-
-// The response's own `end` is one function for every response, which finds the request's decision
-// on the response: a closure per response installed as `res.end` made V8 keep each request's
-// objects (the request, its context, its span) through the next scavenge and promote them to the
-// old generation. Measured at 1,000 req/s on the hello server for 4 s (--trace-gc-nvp): 25–30 MB
-// promoted with the closure, 10 MB with the same closure kept on the response but not called as
-// its `end`, and 10 MB with access records off.
-const ACCESS = Symbol('auditrace.access.response');
-const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[]) => unknown;
-
-function endRecorded(this: ServerResponse, ...args: unknown[]): unknown {
-  const d = (this as { [ACCESS]?: Decision })[ACCESS];
-  // Only without a decision (the function was copied onto another object) is there no record to take.
-  if (d === undefined) return originalEnd.apply(this, args);
-  if (d.endNs === undefined) {
-    d.endNs = process.hrtime.bigint();
-    d.endTime = rfc3339Now();
-  }
-  const previous = d.end !== undefined && d.end !== endRecorded ? d.end : originalEnd;
-  const returned = previous.apply(this, args);
-  if (this.writableEnded) d.record?.();
-  return returned;
-}
-
 export class Edge {
   readonly trust: Trust;
   private readonly proxySourceOf: (socket: object) => { address: string } | undefined;
@@ -118,7 +74,7 @@ export class Edge {
     this.proxySourceOf = proxySourceOf ?? (() => undefined);
   }
 
-  /** Runs before the server span starts (instrumentation-http's startIncomingSpanHook). */
+  /** Runs before the server span starts (http-server.ts); once per request. */
   decide(req: IncomingMessage): Decision {
     const existing = decisionOf(req.headers);
     if (existing) return existing;
@@ -145,113 +101,47 @@ export class Edge {
       endNs: undefined,
       endTime: undefined,
       path: pathOnly(req.url),
-      end: undefined,
-      record: undefined,
     };
     keepDecision(req.headers, decision);
     return decision;
   }
 
-  /** Attributes for the server span, set at its start so a sampler sees them too. */
-  spanAttributes(req: IncomingMessage): Record<string, string> {
-    const d = this.decide(req);
-    const attrs: Record<string, string> = { 'request.id': d.request.requestId };
+  /** The edge's attributes for the server span (http-server.ts), set at its start so a sampler sees them too. */
+  spanAttributes(req: IncomingMessage, d: Decision, attrs: Record<string, string | number>): void {
+    attrs['request.id'] = d.request.requestId;
     if (d.request.clientAddress) attrs['client.address'] = d.request.clientAddress;
     if (d.request.peerAddress) attrs['network.peer.address'] = d.request.peerAddress;
     if (d.untrustedRequestId !== undefined) attrs['request.id.untrusted'] = d.untrustedRequestId;
     if (d.requestIdReplaced) attrs['request.id.replaced'] = d.requestIdReplaced;
     // Query values can carry tokens and personal data: keep the keys, never the values.
-    const q = (req.url ?? '').indexOf('?');
-    if (q >= 0) attrs['url.query'] = redactQuery((req.url ?? '').slice(q + 1));
-    return attrs;
+    const url = req.url ?? '';
+    const q = url.indexOf('?');
+    if (q >= 0) attrs['url.query'] = redactQuery(url.slice(q + 1));
   }
 
-  /** Inside the server span's context (instrumentation-http's requestHook). */
-  onServerSpan(span: Span, req: IncomingMessage): void {
-    const d = decisionOf(req.headers);
-    if (d?.untrustedParent) span.addLink({ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } });
-  }
-
-  /**
-   * Set once the http instrumentation tells us of every server response that closes without
-   * having ended (`watchResponsesOf`): then no listener is added per response. A listener on a
-   * response goes through the context manager's bound `on` (a wrapper closure, a WeakMap per event
-   * and an entry in it, which the garbage collector walks as an ephemeron).
-   */
-  private closeHooked = false;
-
-  /**
-   * Makes `instrumentation` (instrumentation-http) report responses that close unended. Its
-   * `applyCustomAttributesOnSpan` option (set in sdk.ts) covers a close; its `_onServerResponseError`
-   * a response that failed before closing (then the close is not reported). Without that method
-   * (another version) responses keep their own 'close' listener.
-   */
-  watchResponsesOf(instrumentation: object): void {
-    const i = instrumentation as { _onServerResponseError?: (...a: unknown[]) => unknown };
-    const onError = i._onServerResponseError;
-    if (typeof onError !== 'function') return;
-    i._onServerResponseError = function onServerResponseError(this: unknown, ...args: unknown[]) {
-      try {
-        pendingOf(requestFromContext(context.active()))?.();
-      } catch {
-        // the access record's own failures are counted where it is written
-      }
-      return onError.apply(this, args);
-    };
-    this.closeHooked = true;
-  }
-
-  /** A server response closed (instrumentation-http's `applyCustomAttributesOnSpan`). */
-  onServerResponseClosed(req: IncomingMessage): void {
-    const d = decisionOf(req.headers);
-    if (d) pendingOf(d.request)?.();
-  }
-
-  /** Inside the server span's context (instrumentation-http's responseHook). */
-  onServerResponse(res: ServerResponse): void {
-    const req = res.req;
-    const d = req ? decisionOf(req.headers) : undefined;
-    if (!req || !d) return;
+  /** As the server starts handling the request: the request id goes back to the caller. */
+  onServerResponse(res: ServerResponse, d: Decision): void {
     if (this.config.requestIdResponseHeader && !res.headersSent) res.setHeader(this.config.requestIdHeader, d.request.requestId);
+  }
+
+  /**
+   * The response ended, closed unended or failed (http-server.ts): its access record. What the
+   * response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the record is
+   * written at the end of this event-loop turn with the turn's other access records.
+   */
+  recordResponse(req: IncomingMessage, res: ServerResponse, d: Decision, ctx: Context, route: string | undefined): void {
     if (!this.config.accessRecords) return;
-    // A server that hands its request to another (`inner.emit('request', req, res)`) reaches this
-    // twice for one response: one record, taken by the first wrapper. (A second wrapper would find
-    // itself as the response's previous `end` and call itself for ever.)
-    if (Object.prototype.hasOwnProperty.call(res, ACCESS)) return;
-    const ctx = context.active();
-    const rpc = getRPCMetadata(ctx) as { route?: string } | undefined;
-    let recorded = false;
-    const record = (): void => {
-      if (recorded) return;
-      recorded = true;
-      d.record = undefined;
-      setPending(d.request, undefined);
-      // What the response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the
-      // record is written at the end of this event-loop turn with the turn's other access records.
-      const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
-      const resSize = contentLength(res.getHeader('content-length'));
-      const write = (): void => {
-        try {
-          context.with(ctx, () => this.recordRequest(req, d, rpc?.route, status, resSize));
-        } catch (err) {
-          accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
-        }
-      };
-      if (this.config.accessRecordWrite === 'turn') getAuditor().later(write);
-      else write();
+    const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
+    const resSize = contentLength(res.getHeader('content-length'));
+    const write = (): void => {
+      try {
+        context.with(ctx, () => this.recordRequest(req, d, route, status, resSize));
+      } catch (err) {
+        accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
+      }
     };
-    // The response's end is when the app calls res.end(), before any byte is handed to the socket:
-    // the caller cannot have its answer earlier, so a callee's interval always lies inside its
-    // caller's, however late either process runs afterwards (a busy machine preempts the writer as
-    // soon as the write wakes the reader). The record is taken as end() returns, its bytes handed
-    // to the socket (`endRecorded`); a response that closes without having ended (the client went
-    // away) is recorded as it closes.
-    d.end = res.end as unknown as (...a: unknown[]) => unknown;
-    d.record = record;
-    Object.defineProperty(res, ACCESS, { value: d, enumerable: false, configurable: true, writable: true });
-    res.end = endRecorded as ServerResponse['end'];
-    if (this.closeHooked) setPending(d.request, record);
-    else res.once('close', record);
+    if (this.config.accessRecordWrite === 'turn') getAuditor().later(write);
+    else write();
   }
 
   private recordRequest(req: IncomingMessage, d: Decision, route: string | undefined,
@@ -362,7 +252,7 @@ let watchingRoutes = false;
 /**
  * Fastify (>= 4.27) publishes each matched route on the `tracing:fastify.request.handler` channel
  * (there is no Fastify instrumentation among the upstream ones). The template goes where Express's
- * instrumentation puts its own: the request's RPC metadata, from which instrumentation-http names
+ * instrumentation puts its own: the request's RPC metadata, from which http-server.ts names
  * the server span and sets its `http.route`, and our access record reads it.
  */
 export function watchFrameworkRoutes(): void {
@@ -384,7 +274,7 @@ export function watchFrameworkRoutes(): void {
   });
 }
 
-function expressRoute(req: IncomingMessage): string | undefined {
+export function expressRoute(req: IncomingMessage): string | undefined {
   const r = req as IncomingMessage & { route?: { path?: unknown }; baseUrl?: unknown };
   if (typeof r.route?.path !== 'string') return undefined;
   return `${typeof r.baseUrl === 'string' ? r.baseUrl : ''}${r.route.path}`;

@@ -15,7 +15,8 @@ import { Edge, onOutgoingHttpRequest, onOutgoingUndiciRequest, watchFrameworkRou
 import { auditFetchCalls, watchHttpCall, watchHttpResponse } from './backend-calls'; // backend_call_fail records
 import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
 import { auditClientErrors, auditHttpsClientErrors } from './client-errors'; // http_client_error records
-import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage } from 'node:http';
+import { serveThrough } from './http-server';
 import { currentRequest } from './request-context';
 import { EmitterContextManager } from './context-manager';
 import { version } from './version';
@@ -266,21 +267,14 @@ function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<st
         const port = String(req.port ?? (req.protocol === 'https:' ? 443 : 80));
         return collectorOrigins.has(`${host}:${port}`) || collectorOrigins.has(`[${host}]:${port}`);
       },
-      startIncomingSpanHook: (req: IncomingMessage) => edge.spanAttributes(req),
-      requestHook: (span: Span, req: IncomingMessage | ClientRequest) => {
-        if (isServerRequest(req)) edge.onServerSpan(span, req);
-        else {
-          onOutgoingHttpRequest(edge, req as ClientRequest);
-          if (config.edge.backendCallRecords) watchHttpCall(req as ClientRequest); // backend_call_fail records
-        }
+      // The server side is ours (http-server.ts); the hooks below see client requests only.
+      disableIncomingRequestInstrumentation: true,
+      requestHook: (_span: Span, req: ClientRequest) => {
+        onOutgoingHttpRequest(edge, req);
+        if (config.edge.backendCallRecords) watchHttpCall(req); // backend_call_fail records
       },
-      // Called as a response closes (not after a response error; see Edge.watchResponsesOf).
-      applyCustomAttributesOnSpan: (_span: Span, req: IncomingMessage | ClientRequest) => {
-        if (isServerRequest(req)) edge.onServerResponseClosed(req);
-      },
-      responseHook: (_span: Span, res: IncomingMessage | ServerResponse) => {
-        if (isServerResponse(res)) edge.onServerResponse(res);
-        else if (config.edge.backendCallRecords) watchHttpResponse(res as IncomingMessage); // backend_call_fail records
+      responseHook: (_span: Span, res: IncomingMessage) => {
+        if (config.edge.backendCallRecords) watchHttpResponse(res); // backend_call_fail records
       },
     },
     undici: {
@@ -338,7 +332,7 @@ function loadReporting(names: readonly string[], configs: Record<string, object>
   const loaded = loadInstrumentations(names, configs);
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   for (const i of loaded.instrumentations) {
-    if (i.instrumentationName === '@opentelemetry/instrumentation-http') edge.watchResponsesOf(i);
+    if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge);
   }
   return loaded.instrumentations;
 }
@@ -482,16 +476,6 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
       return stopping;
     },
   };
-}
-
-// Duck-typed rather than `instanceof`: requiring node:http here, before the instrumentation is
-// enabled, is exactly what a preload must not do.
-function isServerRequest(r: IncomingMessage | ClientRequest): r is IncomingMessage {
-  return typeof (r as IncomingMessage).httpVersion === 'string' && typeof (r as IncomingMessage).headers === 'object'
-    && (r as IncomingMessage).statusCode === null;
-}
-function isServerResponse(r: IncomingMessage | ServerResponse): r is ServerResponse {
-  return typeof (r as ServerResponse).setHeader === 'function' && (r as ServerResponse).req !== undefined;
 }
 
 function hookedModules(instrumentations: Instrumentation[]): string[] {

@@ -1,0 +1,323 @@
+import { context, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
+import { RPCType, setRPCMetadata } from '@opentelemetry/core';
+import { ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import { rfc3339Now } from './audit/ids';
+import { RateLimitedWarnings } from './diagnostics';
+import { expressRoute } from './edge';
+import type { Decision, Edge } from './edge';
+
+/**
+ * The server side of HTTP: the server span, its context, the `http.server.request.duration`
+ * metric and the access record of every request an `http` or `https` server emits.
+ *
+ * instrumentation-http's own server side is turned off (`disableIncomingRequestInstrumentation`)
+ * and this takes its place, through the same module hooks (`serveThrough`), with the same span
+ * (scope, kind, name, stable-semconv attributes) and metric. It exists because the upstream one
+ * cost ≈ 60 µs of CPU per request where plain Node spends ≈ 18 (bench/notes.md, "http-hello"):
+ * attributes from a `URL` parse and a `Forwarded` parse, a `close` and an `errorMonitor` listener
+ * per response added through the bound emitter, a hook call per step, a Set of unended spans.
+ * Here the edge decision is taken once and gives the span its attributes; the span ends, the
+ * metric is recorded and the access record taken when the response ends, by one shared
+ * replacement of `res.end` and one shared `close` listener, which find the request's state on the
+ * response.
+ *
+ * What the edge requires is kept: the caller's trace context is continued only from a trusted
+ * peer (our propagator's `extract`), an untrusted one is a link; `client.address` is the resolved
+ * client, never a forwarded header of an untrusted peer; `url.query` keeps keys, not values.
+ */
+
+interface ServerInstrumentation {
+  /** The instrumentation's tracer (its scope: `@opentelemetry/instrumentation-http`). */
+  readonly tracer: Tracer;
+  /** The module definitions its hooks patch through (InstrumentationBase; `getModuleDefinitions()` makes new ones). */
+  _modules?: ModuleDefinition[];
+  _recordServerDuration?(durationMs: number, attributes: Attributes): void;
+}
+
+interface ModuleDefinition {
+  name: string;
+  patch?: (exports: unknown, version?: string) => unknown;
+  unpatch?: (exports: unknown, version?: string) => unknown;
+}
+
+type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) => boolean;
+type Component = 'http' | 'https';
+
+/** One request and its response, on the response (non-enumerable) from `emit` to the response's end. */
+interface Exchange {
+  readonly req: IncomingMessage;
+  readonly d: Decision;
+  readonly span: Span;
+  readonly ctx: Context;
+  readonly rpc: { route?: string };
+  readonly name: string;
+  readonly method: string;
+  readonly scheme: Component;
+  readonly instrumentation: ServerInstrumentation;
+  readonly edge: Edge;
+  /** The response's `end` before ours replaced it (another wrapper's, or the prototype's). */
+  readonly end: (...a: unknown[]) => unknown;
+  done: boolean;
+}
+
+const EXCHANGE = Symbol('auditrace.http.exchange');
+const WRAPPED = Symbol('auditrace.http.server');
+const USER_AGENT_MAX = 256;
+const warnings = new RateLimitedWarnings(60_000);
+const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[]) => unknown;
+
+/**
+ * Makes `instrumentation` (instrumentation-http, created with `disableIncomingRequestInstrumentation`)
+ * serve requests through us: when it patches `http` or `https`, their `Server.prototype.emit` is
+ * wrapped too, and unwrapped when it unpatches. Without those module definitions (another version
+ * of the package) there are no server spans and no access records, and a warning says so.
+ */
+export function serveThrough(instrumentation: object, edge: Edge): void {
+  const i = instrumentation as ServerInstrumentation;
+  const defs = Array.isArray(i._modules) ? i._modules : [];
+  let found = 0;
+  for (const def of defs) {
+    if (def.name !== 'http' && def.name !== 'https') continue;
+    found++;
+    const component: Component = def.name;
+    const patch = def.patch;
+    const unpatch = def.unpatch;
+    def.patch = function (this: unknown, exports: unknown, version?: string) {
+      const out = patch ? patch.call(this, exports, version) : exports;
+      wrapServer(exports, component, i, edge);
+      return out;
+    };
+    def.unpatch = function (this: unknown, exports: unknown, version?: string) {
+      unwrapServer(exports);
+      return unpatch?.call(this, exports, version);
+    };
+  }
+  if (found === 0) warnings.warn('http-server', 'this instrumentation-http has no http module definitions: no server spans and no access records');
+}
+
+function serverPrototype(exports: unknown): { emit: Emit } | undefined {
+  const server = (exports as { Server?: { prototype?: { emit?: unknown } } } | null)?.Server;
+  const proto = server?.prototype;
+  return proto && typeof proto.emit === 'function' ? proto as { emit: Emit } : undefined;
+}
+
+function wrapServer(exports: unknown, component: Component, instrumentation: ServerInstrumentation, edge: Edge): void {
+  const proto = serverPrototype(exports);
+  if (!proto || (proto.emit as { [WRAPPED]?: Emit })[WRAPPED]) return;
+  const original = proto.emit;
+  const emit = function emit(this: unknown, event: string | symbol): boolean {
+    // `arguments` rather than rest parameters: every event of every server passes here.
+    // eslint-disable-next-line prefer-rest-params
+    if (event !== 'request') return Reflect.apply(original, this, arguments) as boolean;
+    // eslint-disable-next-line prefer-rest-params
+    return serve(this, original, arguments, component, instrumentation, edge);
+  } as Emit & { [WRAPPED]?: Emit };
+  emit[WRAPPED] = original;
+  proto.emit = emit;
+}
+
+function unwrapServer(exports: unknown): void {
+  const proto = serverPrototype(exports);
+  const original = proto ? (proto.emit as { [WRAPPED]?: Emit })[WRAPPED] : undefined;
+  if (proto && original) proto.emit = original;
+}
+
+function serve(server: unknown, original: Emit, args: IArguments, component: Component,
+  instrumentation: ServerInstrumentation, edge: Edge): boolean {
+  let x: Exchange | undefined;
+  try {
+    x = begin(args[1], args[2], component, instrumentation, edge);
+  } catch (err) {
+    // The request is served untraced rather than not at all.
+    warnings.warn('http-server', `a request could not be traced: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (x === undefined) return Reflect.apply(original, server, args) as boolean;
+  return context.with(x.ctx, handle, server, original, args, x, args[2] as ServerResponse);
+}
+
+function handle(this: unknown, original: Emit, args: IArguments, x: Exchange, res: ServerResponse): boolean {
+  try {
+    return Reflect.apply(original, this, args) as boolean;
+  } catch (err) {
+    // A handler that throws: the span says so and ends, the access record is taken, and the
+    // error goes on to the application as before.
+    if (!x.done) {
+      try {
+        const e = err instanceof Error ? err : new Error(String(err));
+        x.span.setAttribute('error.type', e.name);
+        x.span.setStatus({ code: SpanStatusCode.ERROR, message: e.message });
+        x.span.recordException(e);
+      } catch {
+        // the span's own failure must not replace the application's error
+      }
+      finish(res, x, e2t(err));
+    }
+    throw err;
+  }
+}
+
+function e2t(err: unknown): string {
+  return err instanceof Error ? err.name : 'Error';
+}
+
+function begin(reqArg: unknown, resArg: unknown, component: Component, instrumentation: ServerInstrumentation,
+  edge: Edge): Exchange | undefined {
+  if (reqArg === null || typeof reqArg !== 'object' || resArg === null || typeof resArg !== 'object') return undefined;
+  const req = reqArg as IncomingMessage;
+  const res = resArg as ServerResponse;
+  if (req.headers === null || typeof req.headers !== 'object' || typeof res.end !== 'function') return undefined;
+  // A server that hands its request to another (`inner.emit('request', req, res)`): one exchange,
+  // the first, in whose context the inner server runs.
+  if (Object.prototype.hasOwnProperty.call(res, EXCHANGE)) return undefined;
+  const d = edge.decide(req);
+  // Our propagator continues the caller's trace only from a trusted peer and puts the request's
+  // context (id, client) in; an untrusted caller's trace context is kept as `d.untrustedParent`.
+  const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+  const method = normalizeMethod(req.method);
+  const attributes: Record<string, string | number> = {
+    'http.request.method': method,
+    'url.scheme': component,
+    'url.path': d.path,
+  };
+  edge.spanAttributes(req, d, attributes);
+  serverAddress(req.headers.host, component, attributes);
+  const socket = req.socket as { remotePort?: unknown } | null | undefined;
+  if (typeof socket?.remotePort === 'number') attributes['network.peer.port'] = socket.remotePort;
+  if (typeof req.httpVersion === 'string') attributes['network.protocol.version'] = req.httpVersion;
+  const ua = req.headers['user-agent'];
+  if (typeof ua === 'string') attributes['user_agent.original'] = ua.slice(0, USER_AGENT_MAX);
+  if (method === '_OTHER' && typeof req.method === 'string') attributes['http.request.method_original'] = req.method.slice(0, 32);
+  const links: Link[] | undefined = d.untrustedParent
+    ? [{ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } }] : undefined;
+  const name = method === '_OTHER' ? 'HTTP' : method;
+  const span = instrumentation.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, ...(links ? { links } : {}) }, parent);
+  const rpc: { type: RPCType.HTTP; span: Span; route?: string } = { type: RPCType.HTTP, span };
+  const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
+  const x: Exchange = {
+    req, d, span, ctx, rpc, name, method, scheme: component, instrumentation, edge,
+    end: res.end as unknown as (...a: unknown[]) => unknown, done: false,
+  };
+  Object.defineProperty(res, EXCHANGE, { value: x, enumerable: false, configurable: true, writable: true });
+  res.end = endObserved as ServerResponse['end'];
+  // Added before the binding below, so it is not wrapped for the context: it needs none.
+  res.on('close', onClose);
+  context.bind(ctx, req);
+  context.bind(ctx, res);
+  edge.onServerResponse(res, d);
+  return x;
+}
+
+// The response's `end` is one function for every response, which finds the request's state on the
+// response: a closure per response installed as `res.end` made V8 keep each request's objects (the
+// request, its context, its span) through the next scavenge and promote them to the old
+// generation. Measured at 1,000 req/s on the hello server for 4 s (--trace-gc-nvp): 25–30 MB
+// promoted with the closure, 10 MB with the same closure kept on the response but not called as
+// its `end`, and 10 MB with access records off.
+//
+// The response's end is when the app calls res.end(), before any byte is handed to the socket:
+// the caller cannot have its answer earlier, so a callee's interval always lies inside its
+// caller's, however late either process runs afterwards (a busy machine preempts the writer as
+// soon as the write wakes the reader). So the span ends and the access record is taken as end()
+// returns, its bytes handed to the socket; a response that closes without having ended (the
+// client went away) is recorded as it closes.
+function endObserved(this: ServerResponse): unknown {
+  const x = (this as { [EXCHANGE]?: Exchange })[EXCHANGE];
+  // eslint-disable-next-line prefer-rest-params
+  if (x === undefined) return Reflect.apply(originalEnd, this, arguments);
+  const d = x.d;
+  if (d.endNs === undefined) {
+    d.endNs = process.hrtime.bigint();
+    d.endTime = rfc3339Now();
+  }
+  const previous = x.end !== endObserved ? x.end : originalEnd;
+  // eslint-disable-next-line prefer-rest-params
+  const returned = Reflect.apply(previous, this, arguments);
+  if (this.writableEnded && !x.done) finish(this, x, undefined);
+  return returned;
+}
+
+function onClose(this: ServerResponse): void {
+  const x = (this as { [EXCHANGE]?: Exchange })[EXCHANGE];
+  if (x !== undefined && !x.done) finish(this, x, undefined);
+}
+
+/** `thrown`: the error type of a handler that threw. Never throws itself. */
+function finish(res: ServerResponse, x: Exchange, thrown: string | undefined): void {
+  x.done = true;
+  try {
+    const { span, d, req } = x;
+    const ended = res.headersSent || res.writableFinished;
+    const status = ended ? res.statusCode : undefined;
+    const route = x.rpc.route ?? d.route ?? expressRoute(req);
+    const metric: Attributes = {
+      'http.request.method': x.method,
+      'url.scheme': x.scheme,
+    };
+    if (typeof req.httpVersion === 'string') metric['network.protocol.version'] = req.httpVersion;
+    if (route !== undefined) {
+      span.setAttribute('http.route', route);
+      span.updateName(`${x.name} ${route}`);
+      metric['http.route'] = route;
+    }
+    let errorType = thrown;
+    if (status !== undefined) {
+      span.setAttribute('http.response.status_code', status);
+      metric['http.response.status_code'] = status;
+      if (status >= 500 && status < 600) {
+        errorType ??= String(status);
+        span.setStatus({ code: SpanStatusCode.ERROR });
+      }
+    }
+    if (errorType !== undefined) {
+      if (thrown === undefined) span.setAttribute('error.type', errorType);
+      metric['error.type'] = errorType;
+    }
+    span.end();
+    const start = d.startNs;
+    x.instrumentation._recordServerDuration?.(Number((d.endNs ?? process.hrtime.bigint()) - start) / 1e6, metric);
+    x.edge.recordResponse(req, res, d, x.ctx, route);
+  } catch (err) {
+    warnings.warn('http-server', `a request's span or access record could not be completed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
+
+/** Semantic conventions: a method outside the known set is `_OTHER` (its text goes in `http.request.method_original`). */
+export function normalizeMethod(method: unknown): string {
+  if (typeof method !== 'string') return 'GET';
+  if (KNOWN_METHODS.has(method)) return method;
+  const upper = method.toUpperCase();
+  return KNOWN_METHODS.has(upper) ? upper : '_OTHER';
+}
+
+/**
+ * `server.address` / `server.port` from the Host header: the name the client asked for (the port
+ * defaults by scheme). Forwarded host headers are not read: anyone can send them.
+ */
+export function serverAddress(host: unknown, component: Component, out: Record<string, string | number>): void {
+  if (typeof host !== 'string' || host.length === 0 || host.length > 255) return;
+  let name = host;
+  let port: string | undefined;
+  if (host.charCodeAt(0) === 91 /* [ */) {
+    const close = host.indexOf(']');
+    if (close < 0) return;
+    name = host.slice(0, close + 1);
+    const rest = host.slice(close + 1);
+    if (rest.startsWith(':')) port = rest.slice(1);
+    else if (rest !== '') return;
+  } else {
+    const colon = host.indexOf(':');
+    if (colon >= 0) {
+      if (host.indexOf(':', colon + 1) >= 0) return;
+      name = host.slice(0, colon);
+      port = host.slice(colon + 1);
+    }
+  }
+  if (name === '') return;
+  out['server.address'] = name;
+  const n = port === undefined ? (component === 'https' ? 443 : 80) : /^\d{1,5}$/.test(port) ? Number(port) : NaN;
+  if (n >= 0 && n <= 65535) out['server.port'] = n;
+}
