@@ -49,12 +49,11 @@ export function auditClientErrors(trusted: (peer: string) => boolean): () => voi
   // same error: that is a tls_handshake_fail record (tls-audit.ts), not a request Node could not parse.
   const handshakeErrors = new WeakSet<object>();
   const observe = (proto: object): void => {
-    undos.push(observeEmit(proto as unknown as { emit: Emit }, MARK, (server, event, args) => {
-      const err = args[0];
+    undos.push(observeEmit(proto as unknown as { emit: Emit }, MARK, (server, event, err, socket) => {
       if (event === 'tlsClientError') {
         if (err !== null && typeof err === 'object') handshakeErrors.add(err);
       } else if (event === 'clientError' && !(err !== null && typeof err === 'object' && handshakeErrors.has(err))) {
-        record(server, err, args[1], trusted);
+        record(server, err, socket, trusted);
       }
     }));
   };

@@ -9,20 +9,24 @@ export type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) =
 type Wrapped = Emit & { [mark: symbol]: true | undefined };
 
 /**
- * Calls `observer(this, event, args)` before every `emit` on instances of `proto`. Idempotent per
+ * Calls `observer(this, event, first, second)` (the event's first two arguments) before every
+ * `emit` on instances of `proto`. Idempotent per
  * `mark` (another copy of auditrace that already observes is left alone). Returns an undo that
  * restores `emit` or, when something wrapped it after us, turns our wrapper into a pass-through.
  */
 export function observeEmit(proto: { emit: Emit }, mark: symbol,
-  observer: (target: unknown, event: string | symbol, args: unknown[]) => void): () => void {
+  observer: (target: unknown, event: string | symbol, first: unknown, second: unknown) => void): () => void {
   const current = proto.emit as Wrapped;
   if (current[mark]) return () => undefined;
   const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
   const original = proto.emit;
   let active = true;
-  const wrapped = function emit(this: unknown, event: string | symbol, ...args: unknown[]): boolean {
-    if (active) observer(this, event, args);
-    return Reflect.apply(original, this, [event, ...args]) as boolean;
+  // `arguments`, not rest parameters and a spread: every event of every such server passes here.
+  const wrapped = function emit(this: unknown, event: string | symbol): boolean {
+    // eslint-disable-next-line prefer-rest-params
+    if (active) observer(this, event, arguments[1], arguments[2]);
+    // eslint-disable-next-line prefer-rest-params
+    return Reflect.apply(original, this, arguments) as boolean;
   } as Wrapped;
   wrapped[mark] = true;
   proto.emit = wrapped;

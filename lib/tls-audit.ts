@@ -49,9 +49,9 @@ export function auditTlsFailures(): () => void {
   if (installed) return installed.undo;
   const tls = require('node:tls') as typeof import('node:tls');
   const peers = new WeakMap<object, string>();
-  const restore = observeEmit(tls.Server.prototype as unknown as { emit: Emit }, MARK, (_server, event, args) => {
-    if (event === 'connection') rememberPeer(peers, args[0]);
-    else if (event === 'tlsClientError') record(peers, args[0], args[1]);
+  const restore = observeEmit(tls.Server.prototype as unknown as { emit: Emit }, MARK, (_server, event, first, second) => {
+    if (event === 'connection') rememberPeer(peers, first);
+    else if (event === 'tlsClientError') record(peers, first, second);
   });
   const undo = (): void => {
     restore();
