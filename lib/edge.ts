@@ -127,7 +127,8 @@ export class Edge {
   /**
    * The response ended, closed unended or failed (http-server.ts): its access record. What the
    * response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the record is
-   * written at the end of this event-loop turn with the turn's other access records.
+   * written at the end of this event-loop turn with the turn's other access records. `route`: the
+   * template a framework matched (RPC metadata, Fastify's channel or Express's `req.route`).
    */
   recordResponse(req: IncomingMessage, res: ServerResponse, d: Decision, ctx: Context, route: string | undefined): void {
     if (!this.config.accessRecords) return;
@@ -155,8 +156,7 @@ export class Edge {
       'http.server.request.duration': Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e9,
       'network.peer.address': d.request.peerAddress ?? 'unknown',
     };
-    const fullRoute = route ?? d.route ?? expressRoute(req);
-    if (fullRoute) fields['http.route'] = fullRoute;
+    if (route) fields['http.route'] = route;
     if (status !== undefined) fields['http.response.status_code'] = status;
     const reqSize = contentLength(req.headers['content-length']);
     if (reqSize !== undefined) fields['http.request.body.size'] = reqSize;
@@ -173,8 +173,8 @@ export class Edge {
       time: d.endTime, // undefined (client gone before res.end()): the auditor takes the time now
     });
     if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
-      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(fullRoute ? { 'http.route': fullRoute } : {}) }, {});
-      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${fullRoute ?? path}`, reason: 'http_403' }, {});
+      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(route ? { 'http.route': route } : {}) }, {});
+      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${route ?? path}`, reason: 'http_403' }, {});
     }
   }
 

@@ -152,14 +152,10 @@ function handle(this: unknown, original: Emit, args: IArguments, x: Exchange, re
       } catch {
         // the span's own failure must not replace the application's error
       }
-      finish(res, x, e2t(err));
+      finish(res, x, err instanceof Error ? err.name : 'Error');
     }
     throw err;
   }
-}
-
-function e2t(err: unknown): string {
-  return err instanceof Error ? err.name : 'Error';
 }
 
 function begin(reqArg: unknown, resArg: unknown, component: Component, instrumentation: ServerInstrumentation,
