@@ -116,7 +116,10 @@ export class Edge {
     // Query values can carry tokens and personal data: keep the keys, never the values.
     const url = req.url ?? '';
     const q = url.indexOf('?');
-    if (q >= 0) attrs['url.query'] = redactQuery(url.slice(q + 1));
+    if (q >= 0) {
+      const hash = url.indexOf('#', q);
+      attrs['url.query'] = redactQuery(url.slice(q + 1, hash >= 0 ? hash : undefined));
+    }
   }
 
   /** As the server starts handling the request: the request id goes back to the caller. */
@@ -125,18 +128,19 @@ export class Edge {
   }
 
   /**
-   * The response ended, closed unended or failed (http-server.ts): its access record. What the
-   * response was is taken now; by default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the record is
-   * written at the end of this event-loop turn with the turn's other access records. `route`: the
-   * template a framework matched (RPC metadata, Fastify's channel or Express's `req.route`).
+   * The response ended, closed unended or its handler threw (http-server.ts): its access record.
+   * `status` is undefined when no response was sent; `errorType` says why a response did not end
+   * normally (`client_aborted`, the name of a thrown error) or is its 5xx status. `route`: the
+   * template a framework matched. By default (AUDITRACE_ACCESS_RECORD_WRITE=turn) the record is
+   * written at the end of this event-loop turn with the turn's other access records.
    */
-  recordResponse(req: IncomingMessage, res: ServerResponse, d: Decision, ctx: Context, route: string | undefined): void {
+  recordResponse(req: IncomingMessage, res: ServerResponse, d: Decision, ctx: Context, route: string | undefined,
+    status: number | undefined, errorType: string | undefined, threw: boolean): void {
     if (!this.config.accessRecords) return;
-    const status = res.headersSent || res.writableFinished ? res.statusCode : undefined;
     const resSize = contentLength(res.getHeader('content-length'));
     const write = (): void => {
       try {
-        context.with(ctx, () => this.recordRequest(req, d, route, status, resSize));
+        context.with(ctx, () => this.recordRequest(req, d, route, status, resSize, errorType, threw));
       } catch (err) {
         accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
       }
@@ -146,7 +150,7 @@ export class Edge {
   }
 
   private recordRequest(req: IncomingMessage, d: Decision, route: string | undefined,
-    status: number | undefined, resSize: number | undefined): void {
+    status: number | undefined, resSize: number | undefined, errorType: string | undefined, threw: boolean): void {
     const auditor = getAuditor();
     const path = d.path;
     const ua = req.headers['user-agent'];
@@ -165,11 +169,13 @@ export class Edge {
     if (d.untrustedRequestId !== undefined) fields['request.id.untrusted'] = d.untrustedRequestId;
     if (d.requestIdReplaced) fields['request.id.replaced'] = d.requestIdReplaced;
     if (d.untrustedParent) fields['trace.untrusted_parent'] = d.untrustedParent.traceId;
-    if (status === undefined) fields['error.type'] = 'client_aborted';
-    const failed = status === undefined || status >= 400;
+    // A 5xx status says itself; the record names only what the status does not tell.
+    const notStatus = errorType !== undefined && errorType !== String(status) ? errorType : undefined;
+    if (notStatus !== undefined) fields['error.type'] = notStatus;
+    const failed = notStatus !== undefined || status === undefined || status >= 400;
     auditor.emit('http_request', fields, {
       outcome: failed ? 'failure' : 'success',
-      severity: status !== undefined && status >= 500 ? 'ERROR' : failed ? 'WARN' : 'INFO',
+      severity: threw || (status !== undefined && status >= 500) ? 'ERROR' : failed ? 'WARN' : 'INFO',
       time: d.endTime, // undefined (client gone before res.end()): the auditor takes the time now
     });
     if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
@@ -228,10 +234,22 @@ class EdgePropagator implements TextMapPropagator {
 
 const requestOf = requestFromContext;
 
-function pathOnly(url: string | undefined): string {
-  const u = url ?? '/';
-  const q = u.indexOf('?');
-  return (q >= 0 ? u.slice(0, q) : u).slice(0, 2048);
+/**
+ * The path of a request-target: without query or fragment, and for the absolute form a proxy
+ * client sends (`http://user:pass@host/p`) without scheme, credentials and host. The authority
+ * (`CONNECT host:443`) and asterisk (`OPTIONS *`) forms have no path and are kept.
+ */
+export function pathOnly(url: string | undefined): string {
+  let u = url ?? '/';
+  if (u.charCodeAt(0) !== 47 /* / */) {
+    const scheme = u.indexOf('://');
+    if (scheme > 0) {
+      const slash = u.indexOf('/', scheme + 3);
+      u = slash >= 0 ? u.slice(slash) : '/';
+    }
+  }
+  const end = u.search(/[?#]/);
+  return (end >= 0 ? u.slice(0, end) : u).slice(0, 2048);
 }
 
 function contentLength(v: unknown): number | undefined {

@@ -59,7 +59,10 @@ interface Exchange {
   readonly edge: Edge;
   /** The response's `end` before ours replaced it (another wrapper's, or the prototype's). */
   readonly end: (...a: unknown[]) => unknown;
-  done: boolean;
+  recorded: boolean;
+  spanEnded: boolean;
+  /** The name of the error a handler threw. */
+  thrown: string | undefined;
 }
 
 const EXCHANGE = Symbol('auditrace.http.exchange');
@@ -108,9 +111,11 @@ function wrapServer(exports: unknown, component: Component, instrumentation: Ser
   if (!proto || (proto.emit as { [WRAPPED]?: Emit })[WRAPPED]) return;
   const original = proto.emit;
   const emit = function emit(this: unknown, event: string | symbol): boolean {
-    // `arguments` rather than rest parameters: every event of every server passes here.
+    // `arguments` rather than rest parameters: every event of every server passes here. A request
+    // with `Expect:` reaches the app as `checkContinue`/`checkExpectation` when it listens for
+    // them (and is usually passed on as 'request': the same exchange then).
     // eslint-disable-next-line prefer-rest-params
-    if (event !== 'request') return Reflect.apply(original, this, arguments) as boolean;
+    if (event !== 'request' && event !== 'checkContinue' && event !== 'checkExpectation') return Reflect.apply(original, this, arguments) as boolean;
     // eslint-disable-next-line prefer-rest-params
     return serve(this, original, arguments, component, instrumentation, edge);
   } as Emit & { [WRAPPED]?: Emit };
@@ -141,20 +146,37 @@ function handle(this: unknown, original: Emit, args: IArguments, x: Exchange, re
   try {
     return Reflect.apply(original, this, args) as boolean;
   } catch (err) {
-    // A handler that throws: the span says so and ends, the access record is taken, and the
-    // error goes on to the application as before.
-    if (!x.done) {
-      try {
-        const e = err instanceof Error ? err : new Error(String(err));
-        x.span.setAttribute('error.type', e.name);
-        x.span.setStatus({ code: SpanStatusCode.ERROR, message: e.message });
-        x.span.recordException(e);
-      } catch {
-        // the span's own failure must not replace the application's error
-      }
-      finish(res, x, err instanceof Error ? err.name : 'Error');
-    }
+    // Rethrown unchanged (Node's crash report then quotes this line rather than the app's; its
+    // stack is the app's own, as with instrumentation-http, which did the same).
+    handlerThrew(res, x, err);
     throw err;
+  }
+}
+
+/**
+ * A handler threw: the span gets the exception and `error.type` (the error's name); the response
+ * may still be answered (an `uncaughtException` handler that sends a 500), and its record then
+ * carries the status and that error type. With nobody to catch it the process is about to die:
+ * the record is taken and the span ended now. Never throws (a hostile error object included).
+ */
+function handlerThrew(res: ServerResponse, x: Exchange, err: unknown): void {
+  try {
+    let type = 'Error';
+    let message: string | undefined;
+    if (err instanceof Error) {
+      type = String(err.name).slice(0, 64) || 'Error';
+      message = String(err.message);
+    }
+    x.thrown = type;
+    x.span.setAttribute('error.type', type);
+    x.span.setStatus({ code: SpanStatusCode.ERROR, ...(message !== undefined ? { message } : {}) });
+    if (err instanceof Error) x.span.recordException(err);
+    if (process.listenerCount('uncaughtException') === 0) {
+      if (!x.recorded) takeRecord(res, x);
+      endSpan(res, x);
+    }
+  } catch {
+    // the application's error goes on unchanged
   }
 }
 
@@ -193,7 +215,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, instrumen
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
   const x: Exchange = {
     req, d, span, ctx, rpc, name, method, scheme: component, instrumentation, edge,
-    end: res.end as unknown as (...a: unknown[]) => unknown, done: false,
+    end: res.end as unknown as (...a: unknown[]) => unknown, recorded: false, spanEnded: false, thrown: undefined,
   };
   Object.defineProperty(res, EXCHANGE, { value: x, enumerable: false, configurable: true, writable: true });
   res.end = endObserved as ServerResponse['end'];
@@ -223,30 +245,62 @@ function endObserved(this: ServerResponse): unknown {
   // eslint-disable-next-line prefer-rest-params
   if (x === undefined) return Reflect.apply(originalEnd, this, arguments);
   const d = x.d;
-  if (d.endNs === undefined) {
-    d.endNs = process.hrtime.bigint();
-    d.endTime = rfc3339Now();
-  }
+  const endNs = d.endNs === undefined ? process.hrtime.bigint() : undefined;
   const previous = x.end !== endObserved ? x.end : originalEnd;
   // eslint-disable-next-line prefer-rest-params
   const returned = Reflect.apply(previous, this, arguments);
-  if (this.writableEnded && !x.done) finish(this, x, undefined);
+  // Only an end() that returned is the response's end (one that threw on a bad argument is not).
+  if (endNs !== undefined && d.endNs === undefined) {
+    d.endNs = endNs;
+    d.endTime = rfc3339Now();
+  }
+  if (this.writableEnded && !x.recorded) takeRecord(this, x);
   return returned;
 }
 
+/**
+ * The span ends as the response closes, as instrumentation-http's did: what the app does after
+ * `res.end()` in the same turn (an attribute, a 'finish' listener, a throw) still reaches it.
+ */
 function onClose(this: ServerResponse): void {
   const x = (this as { [EXCHANGE]?: Exchange })[EXCHANGE];
-  if (x !== undefined && !x.done) finish(this, x, undefined);
+  if (x === undefined) return;
+  if (!x.recorded) takeRecord(this, x);
+  if (!x.spanEnded) endSpan(this, x);
 }
 
-/** `thrown`: the error type of a handler that threw. Never throws itself. */
-function finish(res: ServerResponse, x: Exchange, thrown: string | undefined): void {
-  x.done = true;
+/** What the response was; `error.type` for one that did not end normally. */
+function outcome(res: ServerResponse, x: Exchange): { status: number | undefined; errorType: string | undefined } {
+  const status = res.headersSent ? res.statusCode : undefined;
+  // A response that closes without the app having ended it: its client went away (after the
+  // headers or before), or a handler threw.
+  const errorType = x.thrown ?? (!res.writableEnded ? 'client_aborted'
+    : status !== undefined && status >= 500 && status < 600 ? String(status) : undefined);
+  return { status, errorType };
+}
+
+function routeOf(x: Exchange): string | undefined {
+  return x.rpc.route ?? x.d.route ?? expressRoute(x.req);
+}
+
+/** The access record, taken once. Never throws. */
+function takeRecord(res: ServerResponse, x: Exchange): void {
+  x.recorded = true;
+  try {
+    const { status, errorType } = outcome(res, x);
+    x.edge.recordResponse(x.req, res, x.d, x.ctx, routeOf(x), status, errorType, x.thrown !== undefined);
+  } catch (err) {
+    warnings.warn('http-server', `a request's access record could not be taken: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/** The span's end and the duration metric, once. Never throws. */
+function endSpan(res: ServerResponse, x: Exchange): void {
+  x.spanEnded = true;
   try {
     const { span, d, req } = x;
-    const ended = res.headersSent || res.writableFinished;
-    const status = ended ? res.statusCode : undefined;
-    const route = x.rpc.route ?? d.route ?? expressRoute(req);
+    const { status, errorType } = outcome(res, x);
+    const route = routeOf(x);
     const metric: Attributes = {
       'http.request.method': x.method,
       'url.scheme': x.scheme,
@@ -257,25 +311,19 @@ function finish(res: ServerResponse, x: Exchange, thrown: string | undefined): v
       span.updateName(`${x.name} ${route}`);
       metric['http.route'] = route;
     }
-    let errorType = thrown;
     if (status !== undefined) {
       span.setAttribute('http.response.status_code', status);
       metric['http.response.status_code'] = status;
-      if (status >= 500 && status < 600) {
-        errorType ??= String(status);
-        span.setStatus({ code: SpanStatusCode.ERROR });
-      }
+      if (status >= 500 && status < 600 && x.thrown === undefined) span.setStatus({ code: SpanStatusCode.ERROR });
     }
     if (errorType !== undefined) {
-      if (thrown === undefined) span.setAttribute('error.type', errorType);
+      if (x.thrown === undefined) span.setAttribute('error.type', errorType);
       metric['error.type'] = errorType;
     }
     span.end();
-    const start = d.startNs;
-    x.instrumentation._recordServerDuration?.(Number((d.endNs ?? process.hrtime.bigint()) - start) / 1e6, metric);
-    x.edge.recordResponse(req, res, d, x.ctx, route);
+    x.instrumentation._recordServerDuration?.(Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e6, metric);
   } catch (err) {
-    warnings.warn('http-server', `a request's span or access record could not be completed: ${err instanceof Error ? err.message : String(err)}`);
+    warnings.warn('http-server', `a request's span could not be ended: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
 

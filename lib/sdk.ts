@@ -368,6 +368,11 @@ function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: 
     return list;
   };
   const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  // The server side (http-server.ts) rides on the http instrumentation's module hooks.
+  if (config.edge.accessRecords && !names.includes('http')) {
+    writeLine('auditrace: warning: the http instrumentation is not enabled (OTEL_NODE_ENABLED_INSTRUMENTATIONS / '
+      + 'OTEL_NODE_DISABLED_INSTRUMENTATIONS): no server spans and no http_request access records');
+  }
   const later = names.filter(patchesOnlyPackages);
   // aws-lambda, which has no module to wait for, only in a Lambda function.
   const now = create(presentInstrumentations(names.filter((n) => !later.includes(n)), [], process.env));

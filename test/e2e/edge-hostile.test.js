@@ -352,8 +352,12 @@ describe('edge under hostile input (fixtures/edge/hostile-server.js, with and wi
       { name: 'two Host lines', raw: (t) => line(t, 'Host: a\r\nHost: b\r\nConnection: close\r\n') },
       { name: 'HTTP/1.1 without Host', expect: 400, raw: (t) => line(t, 'Connection: close\r\n') },
       { name: 'HTTP/1.0 without Host', raw: (t) => `GET ${t} HTTP/1.0\r\n\r\n` },
-      { name: 'absolute-form target with a query', raw: (t) => line(`http://evil.example${t}?token=q-secret`), recordPath: (t) => `http://evil.example${t}` },
-      { name: 'broken absolute-form target', raw: (t) => line(`http://[::1${t}?token=q-secret`), recordPath: (t) => `http://[::1${t}` },
+      // The absolute form (what a client sends a proxy) is recorded by its path: never the
+      // credentials or host a client wrote into it.
+      { name: 'absolute-form target with a query', raw: (t) => line(`http://evil.example${t}?token=q-secret`) },
+      { name: 'absolute-form target with credentials', raw: (t) => line(`http://alice:q-secret@evil.example${t}`) },
+      { name: 'broken absolute-form target', raw: (t) => line(`http://[::1${t}?token=q-secret`) },
+      { name: 'target with a fragment', raw: (t) => line(`${t}#access_token=q-secret`) },
       { name: 'target starting with //', raw: (t) => line(`/${t}?token=q-secret`), recordPath: (t) => `/${t}` },
       { name: 'query without a path', expect: 400, raw: () => line('?token=q-secret') },
       { name: 'percent-encoded CR, LF, NUL, RLO', raw: (t) => line(`${t}/a%0d%0ab%00%E2%80%AE?token=q-secret`), recordPath: (t) => `${t}/a%0d%0ab%00%E2%80%AE` },

@@ -11,16 +11,23 @@ const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
 const { startApp } = require('../helpers/run-app.js');
 const { normalizeMethod, serverAddress } = require('../../dist/lib/http-server.js');
 
-function send(port, { method = 'GET', urlPath, headers = {}, abortAfterMs }) {
+function send(port, { method = 'GET', urlPath, headers = {}, abortAfterMs, body }) {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, headers, agent: false }, (res) => {
       let body = '';
       res.on('data', (d) => { body += d; });
       res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }));
+      res.on('error', () => undefined);
     });
+    // Destroyed after the response began: no 'error', only 'close'.
+    if (abortAfterMs) req.on('close', () => setTimeout(() => resolve({ aborted: true }), 50));
     req.on('error', (err) => (abortAfterMs ? resolve({ aborted: true }) : reject(err)));
     if (abortAfterMs) setTimeout(() => req.destroy(), abortAfterMs);
-    req.end();
+    if (body !== undefined) {
+      req.on('continue', () => req.end(body));
+      req.flushHeaders(); // the body waits for the 100, the headers must not
+    }
+    else req.end();
   });
 }
 
@@ -46,10 +53,15 @@ describe('http server: auditrace\'s own server span', function () {
     const thrown = await send(port, { urlPath: '/throw' });
     assert.equal(thrown.body, 'caught handler broke', 'the application still handles its own error');
     await send(port, { urlPath: '/hang', abortAfterMs: 150 });
+    await send(port, { urlPath: '/partial', abortAfterMs: 150 });
+    await send(port, { urlPath: '/after-end' });
+    await send(port, { urlPath: '/throw-after-end' });
+    await send(port, { urlPath: '/bad-end' });
+    await send(port, { method: 'POST', urlPath: '/expect', headers: { expect: '100-continue', 'content-length': '2' }, body: 'hi' });
     await send(port, { method: 'PROPFIND', urlPath: '/dav', headers: { host: '[::1]' } });
     await send(port, { urlPath: '/handoff' });
-    await rx.waitFor(() => ['/ok', '/fail', '/throw', '/hang', '/dav', '/handoff'].every((p) => spansFor(p).length > 0), { timeoutMs: 15_000 });
-    await rx.waitFor(() => access().length >= 6, { timeoutMs: 15_000 });
+    await rx.waitFor(() => ['/ok', '/fail', '/throw', '/hang', '/dav', '/handoff', '/partial', '/after-end', '/throw-after-end', '/bad-end', '/expect'].every((p) => spansFor(p).length > 0), { timeoutMs: 15_000 });
+    await rx.waitFor(() => access().length >= 11, { timeoutMs: 15_000 });
   });
   after(async () => {
     await app?.kill('SIGKILL');
@@ -85,24 +97,67 @@ describe('http server: auditrace\'s own server span', function () {
     assert.equal(s.status.code, 2);
   });
 
-  it('a handler that throws: the span records the exception and ends; the error still reaches the app', () => {
+  it('a handler that throws: the span records the exception; the app\'s own 500 and the error type reach span and record', () => {
     const spans = spansFor('/throw');
     assert.equal(spans.length, 1);
     const [s] = spans;
     assert.equal(s.status.code, 2);
     assert.equal(s.status.message, 'handler broke');
     assert.equal(s.attributes['error.type'], 'RangeError');
+    assert.equal(s.attributes['http.response.status_code'], 500, 'the uncaughtException handler answered');
     assert.equal(s.events.filter((e) => e.name === 'exception').length, 1);
     assert.equal(s.events[0].attributes['exception.type'], 'RangeError');
+    const [r] = access().filter((x) => x['url.path'] === '/throw');
+    assert.equal(r['http.response.status_code'], 500);
+    assert.equal(r['error.type'], 'RangeError', 'a crash is not a client abort');
+    assert.equal(r['event.outcome'], 'failure');
+    assert.equal(r.severity, 'ERROR');
+  });
+
+  it('a handler that throws after answering: the span (still open) says so; the record is of the answer', () => {
+    const [s] = spansFor('/throw-after-end');
+    assert.equal(s.status.code, 2);
+    assert.equal(s.attributes['error.type'], 'TypeError');
+    assert.equal(s.attributes['http.response.status_code'], 200);
+    const [r] = access().filter((x) => x['url.path'] === '/throw-after-end');
+    assert.equal(r['http.response.status_code'], 200);
+  });
+
+  it('the span ends as the response closes: what the app sets after res.end() in that turn reaches it', () => {
+    const [s] = spansFor('/after-end');
+    assert.equal(s.attributes['app.after_end'], 1);
+    assert.equal(s.attributes['app.on_finish'], 1);
+  });
+
+  it('an end() that threw is not the response\'s end: the record\'s duration runs to the end() that worked', () => {
+    const [r] = access().filter((x) => x['url.path'] === '/bad-end');
+    assert.ok(r['http.server.request.duration'] >= 0.25, String(r['http.server.request.duration']));
+    assert.equal(r['http.response.status_code'], 200);
+  });
+
+  it('a request the app takes through checkContinue (Expect: 100-continue) is one exchange', () => {
+    assert.equal(spansFor('/expect').length, 1);
+    assert.equal(access().filter((x) => x['url.path'] === '/expect').length, 1);
   });
 
   it('a response its client abandons still ends its span and leaves a client_aborted record', () => {
     const [s] = spansFor('/hang');
     assert.ok(s.endTimeUnixNano >= s.startTimeUnixNano);
     assert.equal(s.attributes['http.response.status_code'], undefined, 'no response was sent');
+    assert.equal(s.attributes['error.type'], 'client_aborted');
     const [r] = access().filter((x) => x['url.path'] === '/hang');
     assert.equal(r['error.type'], 'client_aborted');
     assert.equal(r.trace_id, s.traceId);
+  });
+
+  it('abandoned after the headers: the status that was sent, and still client_aborted, not a success', () => {
+    const [s] = spansFor('/partial');
+    assert.equal(s.attributes['http.response.status_code'], 200);
+    assert.equal(s.attributes['error.type'], 'client_aborted');
+    const [r] = access().filter((x) => x['url.path'] === '/partial');
+    assert.equal(r['http.response.status_code'], 200);
+    assert.equal(r['error.type'], 'client_aborted');
+    assert.equal(r['event.outcome'], 'failure');
   });
 
   it('a method outside the known set is _OTHER, and the span is named HTTP; Host [::1] gives the default port', () => {
@@ -120,7 +175,7 @@ describe('http server: auditrace\'s own server span', function () {
   });
 
   it('every request has one access record in the trace of its span', () => {
-    for (const p of ['/ok', '/fail', '/throw', '/hang', '/dav', '/handoff']) {
+    for (const p of ['/ok', '/fail', '/throw', '/hang', '/dav', '/handoff', '/partial', '/after-end', '/throw-after-end', '/bad-end', '/expect']) {
       const records = access().filter((r) => r['url.path'] === p);
       assert.equal(records.length, 1, p);
       assert.equal(records[0].trace_id, spansFor(p)[0].traceId, p);
