@@ -245,14 +245,16 @@ function endObserved(this: ServerResponse): unknown {
   // eslint-disable-next-line prefer-rest-params
   if (x === undefined) return Reflect.apply(originalEnd, this, arguments);
   const d = x.d;
+  // Taken as end() is called ('prefinish' listeners run inside it), kept only if it returns: one
+  // that threw on a bad argument did not end the response.
   const endNs = d.endNs === undefined ? process.hrtime.bigint() : undefined;
+  const endTime = endNs !== undefined ? rfc3339Now() : undefined;
   const previous = x.end !== endObserved ? x.end : originalEnd;
   // eslint-disable-next-line prefer-rest-params
   const returned = Reflect.apply(previous, this, arguments);
-  // Only an end() that returned is the response's end (one that threw on a bad argument is not).
   if (endNs !== undefined && d.endNs === undefined) {
     d.endNs = endNs;
-    d.endTime = rfc3339Now();
+    d.endTime = endTime;
   }
   if (this.writableEnded && !x.recorded) takeRecord(this, x);
   return returned;
