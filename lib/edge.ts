@@ -63,7 +63,8 @@ function keepDecision(carrier: object, d: Decision): void {
   }
 }
 
-const USER_AGENT_MAX = 256;
+/** A client's user agent, cut to this in the access record and on the server span. */
+export const USER_AGENT_MAX = 256;
 
 export class Edge {
   readonly trust: Trust;

@@ -5,7 +5,7 @@ import { ServerResponse } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { rfc3339Now } from './audit/ids';
 import { RateLimitedWarnings } from './diagnostics';
-import { expressRoute } from './edge';
+import { expressRoute, USER_AGENT_MAX } from './edge';
 import type { Decision, Edge } from './edge';
 
 /**
@@ -67,7 +67,6 @@ interface Exchange {
 
 const EXCHANGE = Symbol('auditrace.http.exchange');
 const WRAPPED = Symbol('auditrace.http.server');
-const USER_AGENT_MAX = 256;
 const warnings = new RateLimitedWarnings(60_000);
 const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[]) => unknown;
 
