@@ -18,10 +18,9 @@ import type { Decision, Edge } from './edge';
  * cost ≈ 60 µs of CPU per request where plain Node spends ≈ 18 (bench/notes.md, "http-hello"):
  * attributes from a `URL` parse and a `Forwarded` parse, a `close` and an `errorMonitor` listener
  * per response added through the bound emitter, a hook call per step, a Set of unended spans.
- * Here the edge decision is taken once and gives the span its attributes; the span ends, the
- * metric is recorded and the access record taken when the response ends, by one shared
- * replacement of `res.end` and one shared `close` listener, which find the request's state on the
- * response.
+ * Here the edge decision is taken once and gives the span its attributes; one shared replacement
+ * of `res.end` takes the access record as the response ends, and one shared `close` listener ends
+ * the span and records the metric; both find the request's state on the response.
  *
  * What the edge requires is kept: the caller's trace context is continued only from a trusted
  * peer (our propagator's `extract`), an untrusted one is a link; `client.address` is the resolved
@@ -236,9 +235,9 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, instrumen
 // The response's end is when the app calls res.end(), before any byte is handed to the socket:
 // the caller cannot have its answer earlier, so a callee's interval always lies inside its
 // caller's, however late either process runs afterwards (a busy machine preempts the writer as
-// soon as the write wakes the reader). So the span ends and the access record is taken as end()
-// returns, its bytes handed to the socket; a response that closes without having ended (the
-// client went away) is recorded as it closes.
+// soon as the write wakes the reader). So the access record is taken as end() returns, its bytes
+// handed to the socket; a response that closes without having ended (the client went away) is
+// recorded as it closes. The span ends at the close (`onClose`).
 function endObserved(this: ServerResponse): unknown {
   const x = (this as { [EXCHANGE]?: Exchange })[EXCHANGE];
   // eslint-disable-next-line prefer-rest-params
