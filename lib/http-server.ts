@@ -7,6 +7,7 @@ import { rfc3339Now } from './audit/ids';
 import { RateLimitedWarnings } from './diagnostics';
 import { expressRoute, USER_AGENT_MAX } from './edge';
 import type { Decision, Edge } from './edge';
+import type { ServerDurations } from './server-durations';
 
 /**
  * The server side of HTTP: the server span, its context, the `http.server.request.duration`
@@ -56,6 +57,7 @@ interface Exchange {
   readonly scheme: Component;
   readonly instrumentation: ServerInstrumentation;
   readonly edge: Edge;
+  readonly durations: ServerDurations | undefined;
   /** The response's `end` before ours replaced it (another wrapper's, or the prototype's). */
   readonly end: (...a: unknown[]) => unknown;
   recorded: boolean;
@@ -75,8 +77,14 @@ const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[])
  * wrapped too, and unwrapped when it unpatches. Without those module definitions (another version
  * of the package) there are no server spans and no access records, and a warning says so.
  */
-export function serveThrough(instrumentation: object, edge: Edge): void {
+export function serveThrough(instrumentation: object, edge: Edge, durations?: ServerDurations): void {
   const i = instrumentation as ServerInstrumentation;
+  if (durations) {
+    const { instrumentationName, instrumentationVersion } = i as { instrumentationName?: unknown; instrumentationVersion?: unknown };
+    if (typeof instrumentationName === 'string') {
+      durations.scope = { name: instrumentationName, ...(typeof instrumentationVersion === 'string' ? { version: instrumentationVersion } : {}) };
+    }
+  }
   const defs = Array.isArray(i._modules) ? i._modules : [];
   let found = 0;
   for (const def of defs) {
@@ -87,7 +95,7 @@ export function serveThrough(instrumentation: object, edge: Edge): void {
     const unpatch = def.unpatch;
     def.patch = function (this: unknown, exports: unknown, version?: string) {
       const out = patch ? patch.call(this, exports, version) : exports;
-      wrapServer(exports, component, i, edge);
+      wrapServer(exports, component, i, edge, durations);
       return out;
     };
     def.unpatch = function (this: unknown, exports: unknown, version?: string) {
@@ -104,7 +112,8 @@ function serverPrototype(exports: unknown): { emit: Emit } | undefined {
   return proto && typeof proto.emit === 'function' ? proto as { emit: Emit } : undefined;
 }
 
-function wrapServer(exports: unknown, component: Component, instrumentation: ServerInstrumentation, edge: Edge): void {
+function wrapServer(exports: unknown, component: Component, instrumentation: ServerInstrumentation, edge: Edge,
+  durations: ServerDurations | undefined): void {
   const proto = serverPrototype(exports);
   if (!proto || (proto.emit as { [WRAPPED]?: Emit })[WRAPPED]) return;
   const original = proto.emit;
@@ -115,7 +124,7 @@ function wrapServer(exports: unknown, component: Component, instrumentation: Ser
     // eslint-disable-next-line prefer-rest-params
     if (event !== 'request' && event !== 'checkContinue' && event !== 'checkExpectation') return Reflect.apply(original, this, arguments) as boolean;
     // eslint-disable-next-line prefer-rest-params
-    return serve(this, original, arguments, component, instrumentation, edge);
+    return serve(this, original, arguments, component, instrumentation, edge, durations);
   } as Emit & { [WRAPPED]?: Emit };
   emit[WRAPPED] = original;
   proto.emit = emit;
@@ -128,10 +137,10 @@ function unwrapServer(exports: unknown): void {
 }
 
 function serve(server: unknown, original: Emit, args: IArguments, component: Component,
-  instrumentation: ServerInstrumentation, edge: Edge): boolean {
+  instrumentation: ServerInstrumentation, edge: Edge, durations: ServerDurations | undefined): boolean {
   let x: Exchange | undefined;
   try {
-    x = begin(args[1], args[2], component, instrumentation, edge);
+    x = begin(args[1], args[2], component, instrumentation, edge, durations);
   } catch (err) {
     // The request is served untraced rather than not at all.
     warnings.warn('http-server', `a request could not be traced: ${err instanceof Error ? err.message : String(err)}`);
@@ -179,7 +188,7 @@ function handlerThrew(res: ServerResponse, x: Exchange, err: unknown): void {
 }
 
 function begin(reqArg: unknown, resArg: unknown, component: Component, instrumentation: ServerInstrumentation,
-  edge: Edge): Exchange | undefined {
+  edge: Edge, durations: ServerDurations | undefined): Exchange | undefined {
   if (reqArg === null || typeof reqArg !== 'object' || resArg === null || typeof resArg !== 'object') return undefined;
   const req = reqArg as IncomingMessage;
   const res = resArg as ServerResponse;
@@ -212,7 +221,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, instrumen
   const rpc: { type: RPCType.HTTP; span: Span; route?: string } = { type: RPCType.HTTP, span };
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
   const x: Exchange = {
-    req, d, span, ctx, rpc, name, method, scheme: component, instrumentation, edge,
+    req, d, span, ctx, rpc, name, method, scheme: component, instrumentation, edge, durations,
     end: res.end as unknown as (...a: unknown[]) => unknown, recorded: false, spanEnded: false, thrown: undefined,
   };
   Object.defineProperty(res, EXCHANGE, { value: x, enumerable: false, configurable: true, writable: true });
@@ -301,27 +310,28 @@ function endSpan(res: ServerResponse, x: Exchange): void {
     const { span, d, req } = x;
     const { status, errorType } = outcome(res, x);
     const route = routeOf(x);
-    const metric: Attributes = {
-      'http.request.method': x.method,
-      'url.scheme': x.scheme,
-    };
-    if (typeof req.httpVersion === 'string') metric['network.protocol.version'] = req.httpVersion;
     if (route !== undefined) {
       span.setAttribute('http.route', route);
       span.updateName(`${x.name} ${route}`);
-      metric['http.route'] = route;
     }
     if (status !== undefined) {
       span.setAttribute('http.response.status_code', status);
-      metric['http.response.status_code'] = status;
       if (status >= 500 && status < 600 && x.thrown === undefined) span.setStatus({ code: SpanStatusCode.ERROR });
     }
-    if (errorType !== undefined) {
-      if (x.thrown === undefined) span.setAttribute('error.type', errorType);
-      metric['error.type'] = errorType;
-    }
+    if (errorType !== undefined && x.thrown === undefined) span.setAttribute('error.type', errorType);
     span.end();
-    x.instrumentation._recordServerDuration?.(Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e6, metric);
+    const ns = Number((d.endNs ?? process.hrtime.bigint()) - d.startNs);
+    const version = typeof req.httpVersion === 'string' ? req.httpVersion : undefined;
+    if (x.durations?.lean) {
+      x.durations.record(ns / 1e9, x.method, x.scheme, version, route, status, errorType);
+    } else if (x.instrumentation._recordServerDuration) {
+      const metric: Attributes = { 'http.request.method': x.method, 'url.scheme': x.scheme };
+      if (version !== undefined) metric['network.protocol.version'] = version;
+      if (route !== undefined) metric['http.route'] = route;
+      if (status !== undefined) metric['http.response.status_code'] = status;
+      if (errorType !== undefined) metric['error.type'] = errorType;
+      x.instrumentation._recordServerDuration(ns / 1e6, metric);
+    }
   } catch (err) {
     warnings.warn('http-server', `a request's span could not be ended: ${err instanceof Error ? err.message : String(err)}`);
   }

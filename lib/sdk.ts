@@ -17,6 +17,7 @@ import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
 import { auditClientErrors, auditHttpsClientErrors } from './client-errors'; // http_client_error records
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { serveThrough } from './http-server';
+import { ServerDurations } from './server-durations';
 import { currentRequest } from './request-context';
 import { EmitterContextManager } from './context-manager';
 import { version } from './version';
@@ -184,14 +185,21 @@ export class Pipelines {
     this.losses.bind();
   }
 
-  metricReaders(): import('@opentelemetry/sdk-metrics').MetricReader[] {
+  /** With `durations`, each reader also reports the server durations aggregated there (server-durations.ts). */
+  metricReaders(durations?: ServerDurations): import('@opentelemetry/sdk-metrics').MetricReader[] {
     const m = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
     const c = this.config.metrics;
-    return this.exportersFor('metrics', c).map(({ exporter, backoff }) => flushesAlwaysSend(new m.PeriodicExportingMetricReader({
-      exporter: exporter as import('@opentelemetry/sdk-metrics').PushMetricExporter,
-      exportIntervalMillis: c.intervalMs,
-      exportTimeoutMillis: c.exportTimeoutMs,
-    }), backoff));
+    return this.exportersFor('metrics', c).map(({ exporter, backoff }) => {
+      const producer = durations?.producer();
+      const reader = new m.PeriodicExportingMetricReader({
+        exporter: exporter as import('@opentelemetry/sdk-metrics').PushMetricExporter,
+        exportIntervalMillis: c.intervalMs,
+        exportTimeoutMillis: c.exportTimeoutMs,
+        ...(producer ? { metricProducers: [producer] } : {}),
+      });
+      producer?.attach(reader);
+      return flushesAlwaysSend(reader, backoff);
+    });
   }
 
   /**
@@ -328,11 +336,12 @@ function presentSelection(config: Readonly<Config>): string[] {
   return presentInstrumentations(names, appModuleDirs(), process.env);
 }
 
-function loadReporting(names: readonly string[], configs: Record<string, object>, edge: Edge): Instrumentation[] {
+function loadReporting(names: readonly string[], configs: Record<string, object>, edge: Edge,
+  durations?: ServerDurations): Instrumentation[] {
   const loaded = loadInstrumentations(names, configs);
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   for (const i of loaded.instrumentations) {
-    if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge);
+    if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge, durations);
   }
   return loaded.instrumentations;
 }
@@ -359,11 +368,12 @@ interface StartedInstrumentations {
  * when their package is first required or imported (`deferInstrumentations`), so start-up pays
  * only for what the app loads.
  */
-function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: Providers): StartedInstrumentations {
+function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: Providers,
+  durations: ServerDurations | undefined): StartedInstrumentations {
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const configs = instrumentationConfigs(config, edge);
   const create = (names: readonly string[]) => {
-    const list = loadReporting(names, configs, edge);
+    const list = loadReporting(names, configs, edge, durations);
     if (list.length > 0) registerInstrumentations({ instrumentations: list, ...providers });
     return list;
   };
@@ -424,9 +434,11 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
 
   // Metrics first: the trace and log processors report their own drops through it.
   let meterProvider: import('@opentelemetry/sdk-metrics').MeterProvider | undefined;
+  let durations: ServerDurations | undefined;
   if (config.metrics.exporters.length > 0) {
     const m = require('@opentelemetry/sdk-metrics') as typeof import('@opentelemetry/sdk-metrics');
-    meterProvider = new m.MeterProvider({ resource, readers: pipelines.metricReaders() });
+    durations = new ServerDurations();
+    meterProvider = new m.MeterProvider({ resource, readers: pipelines.metricReaders(durations) });
     metrics.setGlobalMeterProvider(meterProvider);
     pipelines.bindLossCounters();
   }
@@ -457,7 +469,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     ...(tracerProvider ? { tracerProvider } : {}),
     ...(meterProvider ? { meterProvider } : {}),
     ...(loggerProvider ? { loggerProvider } : {}),
-  });
+  }, durations);
   const instrumentations = started.now;
   if (config.edge.backendCallRecords) auditFetchCalls(); // backend-calls.ts
 

@@ -57,6 +57,31 @@ const common = {
   write: false,
 };
 
+/**
+ * @opentelemetry/core 3.0's `isAnyValue` makes a WeakSet (its guard against cyclic values) before
+ * it looks at the value's type: for every attribute of every span, twice as the span starts. On
+ * the hello server that was ≈ 3.4 KB of the ≈ 22 KB auditrace allocated per request, and a weak
+ * collection for the GC to visit each time (bench/notes.md, "Allocation per request"). A string,
+ * number or boolean needs no guard: it is answered first, with the answer the guarded walk gives.
+ * Another core whose text differs is bundled unchanged, and the build says so.
+ */
+const ANY_VALUE_FROM = 'function isAnyValue(val) {\n\treturn isAnyValueInternal(val, /* @__PURE__ */ new WeakSet());\n}';
+const ANY_VALUE_TO = 'function isAnyValue(val) {\n\tconst type = typeof val;\n\tif (type === "string" || type === "number" || type === "boolean") return true;\n'
+  + '\treturn isAnyValueInternal(val, /* @__PURE__ */ new WeakSet());\n}';
+const coreAnyValue = {
+  name: 'core-any-value',
+  setup(build) {
+    build.onLoad({ filter: /@opentelemetry[\\/]core[\\/]dist[\\/]common[\\/]attributes\.cjs$/ }, (args) => {
+      const text = fs.readFileSync(args.path, 'utf8');
+      if (!text.includes(ANY_VALUE_FROM)) {
+        process.stderr.write(`bundle: warning: ${rel(args.path)} has no isAnyValue of the known form: bundled unchanged\n`);
+        return undefined;
+      }
+      return { contents: text.replace(ANY_VALUE_FROM, ANY_VALUE_TO), loader: 'js' };
+    });
+  },
+};
+
 const deferred = Object.keys(instrumentationModules).filter((n) => !EAGER.includes(n));
 
 /** The deferred instrumentation packages stay out of the main bundle: their own files are loaded. */
@@ -192,7 +217,7 @@ async function main() {
 
   // Pass 2: the main bundle alone, to learn which files it carries.
   const mainEntry = { contents: "module.exports = require('./dist/lib/index.js');", resolveDir: ROOT, sourcefile: 'auditrace-entry.js', loader: 'js' };
-  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand] });
+  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue] });
   const carried = new Set(Object.keys(probe.metafile.inputs).map((f) => path.resolve(ROOT, f)));
   const shared = [...imported].filter((f) => carried.has(f)).map(rel).sort();
   const semconv = slimSemconv([...Object.keys(probe.metafile.inputs), ...instrInputs]);
@@ -211,7 +236,7 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
   // audit } from 'auditrace'`): the annotation esbuild writes for its own ESM entries.
   const names = Object.keys(require(path.join(DIST, 'lib', 'index.js')));
   const footer = { js: `0 && (module.exports = { ${names.join(', ')} });` };
-  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, semconv.plugin] });
+  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, semconv.plugin] });
 
   // Pass 4: each deferred instrumentation, taking the shared modules from the main bundle.
   const sharedSet = new Set(shared);

@@ -69,3 +69,36 @@ describe('the bundle: what a start loads', function () {
     assert.equal(handler.traceId, server.traceId, spans.map((s) => `${s.scope.name} ${s.name}`).join('; '));
   });
 });
+
+describe('the bundle: its one change to a dependency', () => {
+  // scripts/bundle.js answers isAnyValue for primitives before core makes its WeakSet.
+  const fc = require('fast-check');
+  const bundled = () => require('../../dist/auditrace.js').__shared['node_modules/@opentelemetry/core/dist/index.cjs'];
+  const original = require('@opentelemetry/core');
+
+  it('core\'s isAnyValue was patched in the bundle (no WeakSet for a primitive)', () => {
+    const source = String(bundled().isAnyValue);
+    assert.match(source, /typeof val/, source);
+    assert.notEqual(source, String(original.isAnyValue));
+  });
+
+  it('answers as the original for any value, cyclic ones included (property)', () => {
+    const { isAnyValue } = bundled();
+    const cyclic = { a: 1 };
+    cyclic.self = cyclic;
+    const loop = [1];
+    loop.push(loop);
+    for (const v of [cyclic, loop, [cyclic], new Uint8Array(2), null, undefined, 1n, Symbol('s'), () => 1, new Date(), NaN, -0, '']) {
+      assert.equal(isAnyValue(v), original.isAnyValue(v), String(typeof v));
+    }
+    fc.assert(fc.property(fc.anything({ withBigInt: true, withDate: true, withMap: true, withSet: true, withTypedArray: true, withNullPrototype: true }),
+      (v) => isAnyValue(v) === original.isAnyValue(v)), { numRuns: 2000 });
+  });
+
+  it('spans keep what cleanAttributes kept: the same attributes in the same order, a bad one dropped', () => {
+    const b = bundled();
+    const attrs = { s: 'x'.repeat(10), n: 3, f: 1.5, t: true, arr: ['a', 1], obj: { k: 'v' }, bad: () => 1, big: 10n, u: undefined };
+    const limits = { attributeCountLimit: 128, attributeValueLengthLimit: 4 };
+    assert.deepEqual(b.cleanAttributes(attrs, limits), original.cleanAttributes(attrs, limits));
+  });
+});
