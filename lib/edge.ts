@@ -1,4 +1,4 @@
-import { context, propagation, trace, ROOT_CONTEXT } from '@opentelemetry/api';
+import { context, propagation, trace } from '@opentelemetry/api';
 import { getRPCMetadata } from '@opentelemetry/core';
 import type { Context, TextMapGetter, TextMapPropagator, TextMapSetter } from '@opentelemetry/api';
 import type { IncomingMessage, ClientRequest, ServerResponse } from 'node:http';
@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { getAuditor } from './audit/auditor';
 import { RateLimitedWarnings } from './diagnostics';
 import { resolveClientAddress } from './client-address';
+import { LINKED_ROOT } from './linked-context';
 import type { EdgeConfig } from './config';
 import { requestFromContext, setRequestContext } from './request-context';
 import type { RequestContext } from './request-context';
@@ -141,7 +142,7 @@ export class Edge {
     const resSize = contentLength(res.getHeader('content-length'));
     const write = (): void => {
       try {
-        context.with(ctx, () => this.recordRequest(req, d, route, status, resSize, errorType, threw));
+        this.recordRequest(req, d, ctx, route, status, resSize, errorType, threw);
       } catch (err) {
         accessWarnings.warn('access-record', `could not write an access record: ${(err as Error)?.message ?? String(err)}`);
       }
@@ -150,7 +151,7 @@ export class Edge {
     else write();
   }
 
-  private recordRequest(req: IncomingMessage, d: Decision, route: string | undefined,
+  private recordRequest(req: IncomingMessage, d: Decision, ctx: Context, route: string | undefined,
     status: number | undefined, resSize: number | undefined, errorType: string | undefined, threw: boolean): void {
     const auditor = getAuditor();
     const path = d.path;
@@ -178,10 +179,11 @@ export class Edge {
       outcome: failed ? 'failure' : 'success',
       severity: threw || (status !== undefined && status >= 500) ? 'ERROR' : failed ? 'WARN' : 'INFO',
       time: d.endTime, // undefined (client gone before res.end()): the auditor takes the time now
+      context: ctx,
     });
     if ((status === 401 || status === 403) && !d.request.authFailureRecorded) {
-      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(route ? { 'http.route': route } : {}) }, {});
-      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${route ?? path}`, reason: 'http_403' }, {});
+      if (status === 401) auditor.emit('authn_fail', { 'url.path': path, ...(route ? { 'http.route': route } : {}) }, { context: ctx });
+      else auditor.emit('authz_fail', { 'authz.action': `${String(req.method ?? 'GET').slice(0, 32)} ${route ?? path}`, reason: 'http_403' }, { context: ctx });
     }
   }
 
@@ -222,7 +224,7 @@ class EdgePropagator implements TextMapPropagator {
     } else if (this.inner) {
       // Not continued: a new root trace starts. The caller's context is kept only as a link, so
       // a forged trace id cannot join or flood a real trace, and sampled=00 cannot hide a request.
-      const remote = trace.getSpanContext(this.inner.extract(ROOT_CONTEXT, carrier, getter));
+      const remote = trace.getSpanContext(this.inner.extract(LINKED_ROOT, carrier, getter));
       if (remote) d.untrustedParent = remote;
     }
     return setRequestContext(out, d.request);

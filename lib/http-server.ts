@@ -1,9 +1,10 @@
-import { context, propagation, trace, ROOT_CONTEXT, SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { context, propagation, trace, SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
 import { RPCType, setRPCMetadata } from '@opentelemetry/core';
 import { ServerResponse } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { rfc3339Now } from './audit/ids';
+import { LINKED_ROOT } from './linked-context';
 import { RateLimitedWarnings } from './diagnostics';
 import { expressRoute, USER_AGENT_MAX } from './edge';
 import type { Decision, Edge } from './edge';
@@ -199,7 +200,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, instrumen
   const d = edge.decide(req);
   // Our propagator continues the caller's trace only from a trusted peer and puts the request's
   // context (id, client) in; an untrusted caller's trace context is kept as `d.untrustedParent`.
-  const parent = propagation.extract(ROOT_CONTEXT, req.headers);
+  const parent = propagation.extract(LINKED_ROOT, req.headers);
   const method = normalizeMethod(req.method);
   const attributes: Record<string, string | number> = {
     'http.request.method': method,

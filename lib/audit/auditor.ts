@@ -1,5 +1,5 @@
 import { context, logs, metrics, ROOT_CONTEXT, SeverityNumber, trace } from '@opentelemetry/api';
-import type { Attributes, Span } from '@opentelemetry/api';
+import type { Attributes, Context, Span } from '@opentelemetry/api';
 import { formatConfigError, parseConfig } from '../config';
 import type { Config } from '../config';
 import { RateLimitedWarnings, writeLine } from '../diagnostics';
@@ -190,10 +190,12 @@ export class Auditor {
   /** Writes one record; returns its `audit.id` ('' only if auditrace itself failed). Never throws. */
   /** `own` is set only by auditrace's own records (access, TLS): the application's calls never pass it. */
   /** `own.time` is when the event happened, when that was before the record could be written. */
-  emit(eventName: string, fields: unknown, own?: { outcome?: Outcome; severity?: Severity; time?: string }): string {
+  emit(eventName: string, fields: unknown, own?: { outcome?: Outcome; severity?: Severity; time?: string; context?: Context }): string {
     try {
       if (!this.sink) this.init();
-      const active = context.active();
+      // auditrace's own records may name their request's context rather than run in it (a
+      // `context.with` per access record copies the async context frame).
+      const active = own?.context ?? context.active();
       const span = trace.getSpan(active);
       const sc = span?.spanContext();
       const valid = sc !== undefined && sc.traceId !== '00000000000000000000000000000000';
@@ -242,7 +244,7 @@ export class Auditor {
       // The access record repeats what the server span already carries: no span event for it
       // (measured: ~15 more attributes to serialise per request).
       if (span?.isRecording() && eventName !== 'http_request') this.linkToSpan(span, record);
-      if (this.config.audit.otlp) this.emitLog(record);
+      if (this.config.audit.otlp) this.emitLog(record, active);
       return record['audit.id'] as string;
     } catch (err) {
       this.internalErrors++;
@@ -326,9 +328,10 @@ export class Auditor {
     if (typeof record['user.id'] === 'string') span.setAttribute('user.id', record['user.id']);
   }
 
-  private emitLog(record: Record<string, unknown>): void {
+  private emitLog(record: Record<string, unknown>, active: Context): void {
     const { time, trace_id: _t, span_id: _s, ...attributes } = record;
     logs.getLogger('auditrace.audit', version).emit({
+      context: active,
       eventName: record['event.name'] as string,
       severityNumber: SEVERITY_NUMBER[record.severity as string] ?? SeverityNumber.INFO,
       severityText: record.severity as string,

@@ -229,8 +229,38 @@ describe('audit and logger API, end to end', function () {
       assert.equal(log.traceId, span.traceId);
       assert.equal(log.spanId, span.spanId);
       assert.equal(log.severityText, 'WARN');
+      // The access record is written after the handler's turn, outside the request's context:
+      // its OTLP copy still names the request's span.
+      const access = await rx.waitFor(() => rx.logs().find((l) => l.eventName === 'http_request' && l.attributes['url.path'] === '/read'), { timeoutMs: 15000 });
+      assert.equal(access.traceId, span.traceId);
+      assert.equal(access.spanId, span.spanId);
+      assert.match(String(access.attributes['request.id']), /^[0-9a-f]{32}$/);
+      assert.equal(access.attributes['request.id'], log.attributes['request.id']);
       const record = readRecords(path.join(dir, 'audit.jsonl')).find((r) => r['audit.id'] === id);
       assert.equal(record?.['event.name'], 'sensitive_read', 'and it is still in the file');
+    });
+
+    it('=true: access records written in one turn each name their own request\'s span', async () => {
+      rx = await startOtlpReceiver();
+      const app = start('audit/api-server.js', { env: env({ AUDITRACE_AUDIT_OTLP: 'true' }) });
+      const port = await listening(app);
+      // Both responses end in the same turn, so both access records are written together.
+      await Promise.all([fetch(`http://127.0.0.1:${port}/held`), new Promise((r) => setTimeout(r, 200)).then(() => fetch(`http://127.0.0.1:${port}/held`))]);
+      const accesses = await rx.waitFor(() => {
+        const l = rx.logs().filter((x) => x.eventName === 'http_request' && x.attributes['url.path'] === '/held');
+        return l.length === 2 ? l : undefined;
+      }, { timeoutMs: 15000 });
+      const spans = await rx.waitFor(() => {
+        const s = rx.spans().filter((x) => x.kind === 2 && x.attributes['url.path'] === '/held');
+        return s.length === 2 ? s : undefined;
+      }, { timeoutMs: 15000 });
+      assert.notEqual(spans[0].traceId, spans[1].traceId);
+      for (const a of accesses) {
+        const own = spans.find((s) => s.attributes['request.id'] === a.attributes['request.id']);
+        assert.ok(own, `a span with request.id ${a.attributes['request.id']}`);
+        assert.equal(a.traceId, own.traceId);
+        assert.equal(a.spanId, own.spanId);
+      }
     });
 
     it('unset: no audit record is sent over OTLP (the app logger\'s record is)', async () => {
