@@ -44,6 +44,26 @@ interface ModuleDefinition {
 }
 
 type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) => boolean;
+
+/** What serves every request of a process: made once, in `serveThrough`. */
+interface ServerSide {
+  readonly instrumentation: ServerInstrumentation;
+  readonly edge: Edge;
+  /** The duration histogram aggregated in place; undefined: the instrumentation's own records. */
+  readonly durations: ServerDurations | undefined;
+  /**
+   * Whether the span's attributes are given at its start, for a sampler to see. auditrace's own
+   * samplers (OTEL_TRACES_SAMPLER: always_*, traceidratio, parentbased_*) never look at them:
+   * then they are set just after the start, which spares the SDK's two validating copies of them.
+   */
+  readonly attributesAtStart: boolean;
+}
+
+export interface ServeOptions {
+  durations?: ServerDurations;
+  /** False only when the tracer provider's sampler is known to ignore attributes (ours). */
+  attributesAtStart?: boolean;
+}
 type Component = 'http' | 'https';
 
 /** One request and its response, on the response (non-enumerable) from `emit` to the response's end. */
@@ -56,9 +76,7 @@ interface Exchange {
   readonly name: string;
   readonly method: string;
   readonly scheme: Component;
-  readonly instrumentation: ServerInstrumentation;
-  readonly edge: Edge;
-  readonly durations: ServerDurations | undefined;
+  readonly side: ServerSide;
   /** The response's `end` before ours replaced it (another wrapper's, or the prototype's). */
   readonly end: (...a: unknown[]) => unknown;
   recorded: boolean;
@@ -78,8 +96,10 @@ const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[])
  * wrapped too, and unwrapped when it unpatches. Without those module definitions (another version
  * of the package) there are no server spans and no access records, and a warning says so.
  */
-export function serveThrough(instrumentation: object, edge: Edge, durations?: ServerDurations): void {
+export function serveThrough(instrumentation: object, edge: Edge, options: ServeOptions = {}): void {
   const i = instrumentation as ServerInstrumentation;
+  const { durations } = options;
+  const side: ServerSide = { instrumentation: i, edge, durations, attributesAtStart: options.attributesAtStart !== false };
   if (durations) {
     const { instrumentationName, instrumentationVersion } = i as { instrumentationName?: unknown; instrumentationVersion?: unknown };
     if (typeof instrumentationName === 'string') {
@@ -96,7 +116,7 @@ export function serveThrough(instrumentation: object, edge: Edge, durations?: Se
     const unpatch = def.unpatch;
     def.patch = function (this: unknown, exports: unknown, version?: string) {
       const out = patch ? patch.call(this, exports, version) : exports;
-      wrapServer(exports, component, i, edge, durations);
+      wrapServer(exports, component, side);
       return out;
     };
     def.unpatch = function (this: unknown, exports: unknown, version?: string) {
@@ -113,8 +133,7 @@ function serverPrototype(exports: unknown): { emit: Emit } | undefined {
   return proto && typeof proto.emit === 'function' ? proto as { emit: Emit } : undefined;
 }
 
-function wrapServer(exports: unknown, component: Component, instrumentation: ServerInstrumentation, edge: Edge,
-  durations: ServerDurations | undefined): void {
+function wrapServer(exports: unknown, component: Component, side: ServerSide): void {
   const proto = serverPrototype(exports);
   if (!proto || (proto.emit as { [WRAPPED]?: Emit })[WRAPPED]) return;
   const original = proto.emit;
@@ -125,7 +144,7 @@ function wrapServer(exports: unknown, component: Component, instrumentation: Ser
     // eslint-disable-next-line prefer-rest-params
     if (event !== 'request' && event !== 'checkContinue' && event !== 'checkExpectation') return Reflect.apply(original, this, arguments) as boolean;
     // eslint-disable-next-line prefer-rest-params
-    return serve(this, original, arguments, component, instrumentation, edge, durations);
+    return serve(this, original, arguments, component, side);
   } as Emit & { [WRAPPED]?: Emit };
   emit[WRAPPED] = original;
   proto.emit = emit;
@@ -137,11 +156,10 @@ function unwrapServer(exports: unknown): void {
   if (proto && original) proto.emit = original;
 }
 
-function serve(server: unknown, original: Emit, args: IArguments, component: Component,
-  instrumentation: ServerInstrumentation, edge: Edge, durations: ServerDurations | undefined): boolean {
+function serve(server: unknown, original: Emit, args: IArguments, component: Component, side: ServerSide): boolean {
   let x: Exchange | undefined;
   try {
-    x = begin(args[1], args[2], component, instrumentation, edge, durations);
+    x = begin(args[1], args[2], component, side);
   } catch (err) {
     // The request is served untraced rather than not at all.
     warnings.warn('http-server', `a request could not be traced: ${err instanceof Error ? err.message : String(err)}`);
@@ -188,8 +206,8 @@ function handlerThrew(res: ServerResponse, x: Exchange, err: unknown): void {
   }
 }
 
-function begin(reqArg: unknown, resArg: unknown, component: Component, instrumentation: ServerInstrumentation,
-  edge: Edge, durations: ServerDurations | undefined): Exchange | undefined {
+function begin(reqArg: unknown, resArg: unknown, component: Component, side: ServerSide): Exchange | undefined {
+  const edge = side.edge;
   if (reqArg === null || typeof reqArg !== 'object' || resArg === null || typeof resArg !== 'object') return undefined;
   const req = reqArg as IncomingMessage;
   const res = resArg as ServerResponse;
@@ -218,11 +236,13 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, instrumen
   const links: Link[] | undefined = d.untrustedParent
     ? [{ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } }] : undefined;
   const name = method === '_OTHER' ? 'HTTP' : method;
-  const span = instrumentation.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, ...(links ? { links } : {}) }, parent);
+  const span = side.attributesAtStart
+    ? side.instrumentation.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, ...(links ? { links } : {}) }, parent)
+    : side.instrumentation.tracer.startSpan(name, { kind: SpanKind.SERVER, ...(links ? { links } : {}) }, parent).setAttributes(attributes);
   const rpc: { type: RPCType.HTTP; span: Span; route?: string } = { type: RPCType.HTTP, span };
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
   const x: Exchange = {
-    req, d, span, ctx, rpc, name, method, scheme: component, instrumentation, edge, durations,
+    req, d, span, ctx, rpc, name, method, scheme: component, side,
     end: res.end as unknown as (...a: unknown[]) => unknown, recorded: false, spanEnded: false, thrown: undefined,
   };
   Object.defineProperty(res, EXCHANGE, { value: x, enumerable: false, configurable: true, writable: true });
@@ -298,7 +318,7 @@ function takeRecord(res: ServerResponse, x: Exchange): void {
   x.recorded = true;
   try {
     const { status, errorType } = outcome(res, x);
-    x.edge.recordResponse(x.req, res, x.d, x.ctx, routeOf(x), status, errorType, x.thrown !== undefined);
+    x.side.edge.recordResponse(x.req, res, x.d, x.ctx, routeOf(x), status, errorType, x.thrown !== undefined);
   } catch (err) {
     warnings.warn('http-server', `a request's access record could not be taken: ${err instanceof Error ? err.message : String(err)}`);
   }
@@ -323,15 +343,16 @@ function endSpan(res: ServerResponse, x: Exchange): void {
     span.end();
     const ns = Number((d.endNs ?? process.hrtime.bigint()) - d.startNs);
     const version = typeof req.httpVersion === 'string' ? req.httpVersion : undefined;
-    if (x.durations?.lean) {
-      x.durations.record(ns / 1e9, x.method, x.scheme, version, route, status, errorType);
-    } else if (x.instrumentation._recordServerDuration) {
+    const { durations, instrumentation } = x.side;
+    if (durations?.lean) {
+      durations.record(ns / 1e9, x.method, x.scheme, version, route, status, errorType);
+    } else if (instrumentation._recordServerDuration) {
       const metric: Attributes = { 'http.request.method': x.method, 'url.scheme': x.scheme };
       if (version !== undefined) metric['network.protocol.version'] = version;
       if (route !== undefined) metric['http.route'] = route;
       if (status !== undefined) metric['http.response.status_code'] = status;
       if (errorType !== undefined) metric['error.type'] = errorType;
-      x.instrumentation._recordServerDuration(ns / 1e6, metric);
+      instrumentation._recordServerDuration(ns / 1e6, metric);
     }
   } catch (err) {
     warnings.warn('http-server', `a request's span could not be ended: ${err instanceof Error ? err.message : String(err)}`);

@@ -17,6 +17,7 @@ import { auditTlsFailures } from './tls-audit'; // tls_handshake_fail records
 import { auditClientErrors, auditHttpsClientErrors } from './client-errors'; // http_client_error records
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import { serveThrough } from './http-server';
+import type { ServeOptions } from './http-server';
 import { ServerDurations } from './server-durations';
 import { currentRequest } from './request-context';
 import { EmitterContextManager } from './context-manager';
@@ -337,11 +338,11 @@ function presentSelection(config: Readonly<Config>): string[] {
 }
 
 function loadReporting(names: readonly string[], configs: Record<string, object>, edge: Edge,
-  durations?: ServerDurations): Instrumentation[] {
+  serve?: ServeOptions): Instrumentation[] {
   const loaded = loadInstrumentations(names, configs);
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   for (const i of loaded.instrumentations) {
-    if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge, durations);
+    if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge, serve);
   }
   return loaded.instrumentations;
 }
@@ -369,11 +370,11 @@ interface StartedInstrumentations {
  * only for what the app loads.
  */
 function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: Providers,
-  durations: ServerDurations | undefined): StartedInstrumentations {
+  serve: ServeOptions): StartedInstrumentations {
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const configs = instrumentationConfigs(config, edge);
   const create = (names: readonly string[]) => {
-    const list = loadReporting(names, configs, edge, durations);
+    const list = loadReporting(names, configs, edge, serve);
     if (list.length > 0) registerInstrumentations({ instrumentations: list, ...providers });
     return list;
   };
@@ -469,7 +470,11 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     ...(tracerProvider ? { tracerProvider } : {}),
     ...(meterProvider ? { meterProvider } : {}),
     ...(loggerProvider ? { loggerProvider } : {}),
-  }, durations);
+  }, {
+    ...(durations ? { durations } : {}),
+    // Our tracer provider's sampler is one of OTEL_TRACES_SAMPLER's, none of which reads attributes.
+    attributesAtStart: false,
+  });
   const instrumentations = started.now;
   if (config.edge.backendCallRecords) auditFetchCalls(); // backend-calls.ts
 

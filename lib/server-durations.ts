@@ -114,13 +114,36 @@ export class ServerDurations {
   record(seconds: number, method: string, scheme: string, protocolVersion: string | undefined,
     route: string | undefined, status: number | undefined, errorType: string | undefined): void {
     if (!(seconds >= 0)) return; // as the SDK: a negative value is dropped (and NaN)
+    let a: Accumulation | undefined;
+    const last = this.last;
+    // Most requests are in the series of the one before: no key to build then.
+    if (last !== undefined && last.method === method && last.status === status && last.route === route
+      && last.scheme === scheme && last.protocolVersion === protocolVersion && last.errorType === errorType
+      && this.current.get(last.key) === last.accumulation) {
+      a = last.accumulation;
+    } else {
+      a = this.series(method, scheme, protocolVersion, route, status, errorType);
+    }
+    a.counts[bucketOf(this.boundaries, seconds)]! += 1;
+    a.sum += seconds;
+    a.count += 1;
+    if (seconds < a.min) a.min = seconds;
+    if (seconds > a.max) a.max = seconds;
+  }
+
+  private last: (DurationSeries & { key: string; accumulation: Accumulation }) | undefined;
+
+  /** The current interval's accumulation for a series (the overflow series past the limit). */
+  private series(method: string, scheme: string, protocolVersion: string | undefined,
+    route: string | undefined, status: number | undefined, errorType: string | undefined): Accumulation {
     // \u0000 cannot occur in a header-borne method or version, a route or an error name here;
     // \u0002 tells an absent value from an empty one.
-    const key = `${method}\u0000${scheme}\u0000${protocolVersion ?? '\u0002'}\u0000${route ?? '\u0002'}\u0000${status ?? ''}\u0000${errorType ?? '\u0002'}`;
+    let key = `${method}\u0000${scheme}\u0000${protocolVersion ?? '\u0002'}\u0000${route ?? '\u0002'}\u0000${status ?? ''}\u0000${errorType ?? '\u0002'}`;
     let a = this.current.get(key);
     if (a === undefined) {
       // The limit counts the overflow series itself, as the SDK's does.
       if (this.current.size >= this.cardinalityLimit - 1) {
+        key = OVERFLOW_KEY;
         a = this.current.get(OVERFLOW_KEY);
         if (a === undefined) {
           a = emptyAccumulation(OVERFLOW_ATTRIBUTES, hrNow(), this.boundaries.length + 1);
@@ -132,11 +155,8 @@ export class ServerDurations {
         this.current.set(key, a);
       }
     }
-    a.counts[bucketOf(this.boundaries, seconds)]! += 1;
-    a.sum += seconds;
-    a.count += 1;
-    if (seconds < a.min) a.min = seconds;
-    if (seconds > a.max) a.max = seconds;
+    this.last = { method, scheme, protocolVersion, route, status, errorType, key, accumulation: a };
+    return a;
   }
 
   /** A producer for `reader` (pass it in the reader's `metricProducers`, then `attach` the reader). */

@@ -15,6 +15,8 @@ describe('nodeSdkOptions() for apps that build their own NodeSDK', () => {
     });
     assert.equal(code, 0, stderr);
     assert.match(stdout, /done/);
+    // The user's own sampler is given the server span's attributes at its start.
+    assert.match(stdout, /sampler saw url\.path \["\/x"\]/);
     const server = rx.spans().find((s) => s.kind === 2);
     assert.ok(server, 'the http instrumentation auditrace added produced a server span');
     assert.equal(server.resource['telemetry.distro.name'], 'auditrace');
