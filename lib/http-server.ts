@@ -236,9 +236,9 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
   const links: Link[] | undefined = d.untrustedParent
     ? [{ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } }] : undefined;
   const name = method === '_OTHER' ? 'HTTP' : method;
-  const span = side.attributesAtStart
-    ? side.instrumentation.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, ...(links ? { links } : {}) }, parent)
-    : side.instrumentation.tracer.startSpan(name, { kind: SpanKind.SERVER, ...(links ? { links } : {}) }, parent).setAttributes(attributes);
+  const span = side.instrumentation.tracer.startSpan(name,
+    { kind: SpanKind.SERVER, ...(side.attributesAtStart ? { attributes } : {}), ...(links ? { links } : {}) }, parent);
+  if (!side.attributesAtStart) span.setAttributes(attributes);
   const rpc: { type: RPCType.HTTP; span: Span; route?: string } = { type: RPCType.HTTP, span };
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
   const x: Exchange = {

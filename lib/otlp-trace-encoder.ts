@@ -25,7 +25,7 @@ interface SpanContextLike { traceId: string; spanId: string; traceFlags: number;
 const MIN_INT64 = -(2 ** 63);
 const MAX_INT64 = 2 ** 63;
 const TWO_32 = 4294967296;
-/** Keys longer than this, or beyond this many, are encoded each time rather than cached. */
+/** Keys longer than this are encoded each time; past this many the cache starts afresh. */
 const KEY_CACHE_MAX_LENGTH = 100;
 const KEY_CACHE_MAX_ENTRIES = 4096;
 /** Below this many UTF-16 units a JS loop beats the call into Node's encoder. */
@@ -119,24 +119,22 @@ class Writer {
     this.u32(value >>> 0);
   }
 
-  /** Nanoseconds since the epoch of an HrTime, as fixed64, exactly (past 2^53 too). */
+  /**
+   * Nanoseconds since the epoch of an HrTime, as fixed64, exactly past 2^53: seconds split at 16
+   * bits, each part times 1e9 exact in a double. The same integer conversions as upstream (a
+   * 32-bit mask, truncating shifts), so that even a negative or fractional time (a user's
+   * `span.end(-1500)`) gives upstream's bytes.
+   */
   hrTime(t: HrTime): void {
     this.ensure(8);
     const seconds = t[0];
     const nanos = t[1];
-    // seconds·1e9 + nanos = hi16·65536e9 + lo16·1e9 + nanos, each part exact in a double.
-    const hi16 = Math.floor(seconds / 65536);
-    const lo16 = seconds - hi16 * 65536;
-    const a = lo16 * 1e9 + nanos;
-    const b = hi16 * 1e9;
-    const aHigh = Math.floor(a / TWO_32);
-    const aLow = a - aHigh * TWO_32;
-    const bHigh = Math.floor(b / 65536);
-    const bLow = b - bHigh * 65536;
-    const sum = aLow + bLow * 65536;
+    const fromLow16 = (seconds & 0xffff) * 1e9;
+    const fromHigh = ((seconds / 65536) >>> 0) * 1e9; // its product with 65536 is the rest
+    const sum = (fromLow16 >>> 0) + (((fromHigh & 0xffff) * 65536) >>> 0) + nanos;
     const carry = Math.floor(sum / TWO_32);
-    this.u32((sum - carry * TWO_32) >>> 0);
-    this.u32((aHigh + bHigh + carry) >>> 0);
+    this.u32(sum >>> 0);
+    this.u32((Math.floor(fromLow16 / TWO_32) + ((fromHigh / 65536) >>> 0) + carry) >>> 0);
   }
 
   /** Four bytes, little-endian (capacity ensured by the caller). */
@@ -182,8 +180,13 @@ class Writer {
     this.buf[p] = v;
   }
 
-  /** A string as a length-delimited field's contents (its length, then its UTF-8). */
-  string(s: string): void {
+  /**
+   * A string as a length-delimited field's contents (its length, then its UTF-8). Anything else
+   * (a span named by a number from untyped code) is written as its `String()`: upstream writes a
+   * malformed field for it, and doubles its buffer on each.
+   */
+  string(value: string): void {
+    const s = typeof value === 'string' ? value : safeString(value);
     const n = s.length;
     if (n >= NATIVE_STRING_FROM) {
       this.nativeString(s);
@@ -239,7 +242,9 @@ class Writer {
       const start = this.pos;
       this.byte(0x0a);
       this.string(k);
-      if (k.length > KEY_CACHE_MAX_LENGTH || this.keyCache.size >= KEY_CACHE_MAX_ENTRIES) return;
+      if (k.length > KEY_CACHE_MAX_LENGTH) return;
+      // Full (keys made of ids, say): start afresh, so the keys of every span are cached again.
+      if (this.keyCache.size >= KEY_CACHE_MAX_ENTRIES) this.keyCache.clear();
       cached = Buffer.from(this.buf.subarray(start, this.pos));
       this.keyCache.set(k, cached);
       return;
@@ -251,6 +256,14 @@ class Writer {
     let p = this.pos;
     for (let i = 0; i < n; i++) buf[p++] = cached[i]!;
     this.pos = p;
+  }
+}
+
+function safeString(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    return '';
   }
 }
 

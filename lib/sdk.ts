@@ -472,8 +472,9 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     ...(loggerProvider ? { loggerProvider } : {}),
   }, {
     ...(durations ? { durations } : {}),
-    // Our tracer provider's sampler is one of OTEL_TRACES_SAMPLER's, none of which reads attributes.
-    attributesAtStart: false,
+    // Our tracer provider's sampler is one of OTEL_TRACES_SAMPLER's, none of which reads
+    // attributes; without ours (traces off) spans go to whoever's is global: theirs may.
+    attributesAtStart: tracerProvider === undefined,
   });
   const instrumentations = started.now;
   if (config.edge.backendCallRecords) auditFetchCalls(); // backend-calls.ts

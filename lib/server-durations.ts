@@ -180,6 +180,8 @@ export class DurationProducer implements MetricProducer {
   readonly unreported: Map<string, Accumulation>[] = [];
   private reported = new Map<string, Accumulation>();
   private lastCollection: HrTime | undefined;
+  /** The series of the last delta report. */
+  private lastKeys = new Set<string>();
   private temporality: number | undefined;
   private reader: MetricReader | undefined;
 
@@ -215,8 +217,12 @@ export class DurationProducer implements MetricProducer {
     }
     let points: Map<string, Accumulation>;
     if (this.temporality === sdkMetrics().AggregationTemporality.DELTA) {
-      // A delta point starts where the last collection ended (or where its series began).
-      if (this.lastCollection !== undefined) for (const a of merged.values()) a.startTime = this.lastCollection;
+      // As the SDK: a series reported last time starts where that collection ended; a new one
+      // where its first value was recorded.
+      if (this.lastCollection !== undefined) {
+        for (const [key, a] of merged) if (this.lastKeys.has(key)) a.startTime = this.lastCollection;
+      }
+      this.lastKeys = new Set(merged.keys());
       points = merged;
     } else {
       for (const [key, a] of merged) {

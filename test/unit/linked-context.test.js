@@ -11,7 +11,7 @@ const KEYS = [createContextKey('a'), createContextKey('b'), createContextKey('a'
 describe('linked context: the API\'s context semantics without a Map copy per value', () => {
   it('any sequence of sets and deletes reads the same as ROOT_CONTEXT\'s, at every step and in every ancestor (property)', () => {
     const op = fc.record({ del: fc.boolean(), key: fc.nat(KEYS.length - 1), value: fc.oneof(fc.anything(), fc.constant(undefined)) });
-    fc.assert(fc.property(fc.array(op, { maxLength: 30 }), (ops) => {
+    fc.assert(fc.property(fc.array(op, { maxLength: 60, size: 'max' }), (ops) => {
       const api = [ROOT_CONTEXT];
       const ours = [LINKED_ROOT];
       for (const { del, key, value } of ops) {
@@ -24,6 +24,19 @@ describe('linked context: the API\'s context semantics without a Map copy per va
         for (const k of KEYS) assert.equal(ours[i].getValue(k), api[i].getValue(k));
       }
     }), { numRuns: 500 });
+  });
+
+  it('a context derived from the last one without end keeps a bounded chain (the values it replaced are not held)', () => {
+    let ctx = LINKED_ROOT;
+    const key = KEYS[0];
+    for (let i = 0; i < 10_000; i++) ctx = ctx.setValue(key, { i });
+    ctx = ctx.setValue(KEYS[1], 'b');
+    let nodes = 0;
+    for (let n = ctx; n !== undefined; n = n.parent) nodes++;
+    assert.ok(nodes <= 17, `${nodes} nodes reachable`);
+    assert.deepEqual(ctx.getValue(key), { i: 9999 });
+    assert.equal(ctx.getValue(KEYS[1]), 'b');
+    assert.equal(ctx.getValue(KEYS[3]), undefined);
   });
 
   it('the API\'s helpers work on it (a span set, read back, deleted)', () => {

@@ -25,8 +25,12 @@ function sameBytes(spans) {
 // --- arbitrary spans, wider than the SDK ever makes them
 const KEYS = ['http.request.method', 'url.path', 'request.id', 'client.address', 'service.name', 'k'];
 const key = fc.oneof(fc.constantFrom(...KEYS), fc.string({ unit: 'binary', maxLength: 12 }), fc.string({ minLength: 101, maxLength: 140 }));
+// Any UTF-16 unit, lone surrogates included (written as U+FFFD by both).
+const utf16 = fc.nat(0xffff).map((c) => String.fromCharCode(c));
 const scalar = fc.oneof(
   fc.string({ unit: 'binary', maxLength: 40 }),
+  fc.string({ unit: utf16, maxLength: 40 }),
+  fc.string({ unit: utf16, minLength: 30, maxLength: 400 }),
   fc.string({ unit: 'grapheme', maxLength: 300 }),
   fc.string({ minLength: 120, maxLength: 20000 }),
   fc.integer(),
@@ -44,8 +48,13 @@ const value = fc.letrec((tie) => ({
   v: fc.oneof({ depthSize: 'small', withCrossShrink: true }, scalar, fc.array(tie('v'), { maxLength: 4 }), fc.dictionary(fc.string({ maxLength: 6 }), tie('v'), { maxKeys: 4 })),
 })).v;
 const attributes = fc.dictionary(key, value, { maxKeys: 20 });
-const hex = (n) => fc.stringMatching(new RegExp(`^[0-9a-fA-F]{${n}}$`));
-const hrTime = fc.tuple(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 999_999_999 }));
+const hex = (n) => fc.oneof(fc.stringMatching(new RegExp(`^[0-9a-fA-F]{${n}}$`)), fc.stringMatching(new RegExp(`^[0-9a-f]{${n - 1}}$`)));
+const hrTime = fc.oneof(
+  fc.tuple(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 0, max: 999_999_999 })),
+  // what a user's odd end time gives (span.end(-1500) → [-1, -5e8]) or a fractional one
+  fc.tuple(fc.oneof(fc.integer({ min: -(2 ** 33), max: 2 ** 33 }), fc.double({ min: -1e10, max: 1e10, noNaN: true })),
+    fc.oneof(fc.integer({ min: -1e9, max: 2e9 }), fc.double({ min: -1e9, max: 1e9, noNaN: true }))),
+);
 const traceState = fc.option(fc.string({ maxLength: 60 }).map((s) => ({ serialize: () => s })), { nil: undefined });
 const context = fc.record({
   traceId: hex(32), spanId: hex(16), traceFlags: fc.integer({ min: 0, max: 300 }),
@@ -122,6 +131,15 @@ describe('OTLP trace encoding: upstream\'s bytes, our cost', function () {
     const big = { 'a.large': 'x'.repeat(2 * 1024 * 1024 + 7), nested: { deep: ['y'.repeat(70_000), new Uint8Array(20_000)] } };
     fc.assert(fc.property(span, (s) => sameBytes([{ ...s, attributes: big }, s])), { numRuns: 3 });
     fc.assert(fc.property(fc.array(span, { minLength: 1, maxLength: 2 }), (spans) => sameBytes(spans)), { numRuns: 50 });
+  });
+
+  it('a name that is not a string (untyped code) is written as its String(), without growing the buffer', () => {
+    fc.assert(fc.property(span, fc.oneof(fc.integer(), fc.constant(null), fc.constant(undefined), fc.boolean()), (s, name) => {
+      const got = ours([{ ...s, name }]);
+      assert.ok(got.equals(upstream([{ ...s, name: String(name) }])));
+    }), { numRuns: 100 });
+    const big = ours(Array.from({ length: 64 }, () => ({ ...fc.sample(span, 1)[0], name: 42 })));
+    assert.ok(big.length < 10 * 1024 * 1024, `${big.length} bytes`);
   });
 
   it('is used by the protobuf trace exporter, and only there', () => {

@@ -157,6 +157,29 @@ describe('server durations: http.server.request.duration without the SDK\'s per-
     assert.deepEqual(third.resourceMetrics.scopeMetrics, [], 'nothing recorded, nothing reported');
   });
 
+  it('a delta reader: a series reported last time starts at that collection; a new one at its first value (as the SDK)', async () => {
+    const lean = leanSide(AggregationTemporality.DELTA);
+    const points = async () => {
+      const r = await lean.reader.collect();
+      return r.resourceMetrics.scopeMetrics[0].metrics[0].dataPoints;
+    };
+    const ns = (t) => t[0] * 1e9 + t[1];
+    lean.record(0.02, ['GET', 'http', '1.1', '/a', 200, undefined]);
+    const [a1] = await points();
+    await new Promise((r) => setTimeout(r, 30));
+    const beforeB = Date.now();
+    lean.record(0.02, ['GET', 'http', '1.1', '/b', 200, undefined]);
+    lean.record(0.02, ['GET', 'http', '1.1', '/a', 200, undefined]);
+    const second = await points();
+    const b = second.find((p) => p.attributes['http.route'] === '/b');
+    const a2 = second.find((p) => p.attributes['http.route'] === '/a');
+    assert.deepEqual(a2.startTime, a1.endTime, '/a was reported last time');
+    assert.ok(ns(b.startTime) >= beforeB * 1e6 && ns(b.startTime) > ns(a1.endTime) + 20e6, '/b starts at its first value');
+    lean.record(0.02, ['GET', 'http', '1.1', '/b', 200, undefined]);
+    const [b3] = await points();
+    assert.deepEqual(b3.startTime, b.endTime);
+  });
+
   it('two readers each get every request (one cumulative, one delta)', async () => {
     const durations = new ServerDurations();
     const readers = [AggregationTemporality.CUMULATIVE, AggregationTemporality.DELTA].map((t) => {
