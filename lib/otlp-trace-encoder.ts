@@ -373,8 +373,8 @@ function event(w: Writer, e: ReadableSpan['events'][number]): void {
   w.varint(e.droppedAttributesCount || 0);
 }
 
-function link(w: Writer, l: ReadableSpan['links'][number]): void {
-  const c = l.context as SpanContextLike;
+/** trace_id (1), span_id (2) and trace_state (3): the same fields in a Span and in a Span.Link. */
+function contextFields(w: Writer, c: SpanContextLike): void {
   w.byte(0x0a);
   w.hexBytes(c.traceId);
   w.byte(0x12);
@@ -384,6 +384,11 @@ function link(w: Writer, l: ReadableSpan['links'][number]): void {
     w.byte(0x1a);
     w.string(state);
   }
+}
+
+function link(w: Writer, l: ReadableSpan['links'][number]): void {
+  const c = l.context as SpanContextLike;
+  contextFields(w, c);
   if (l.attributes) attributes(w, l.attributes as Attributes, 4);
   w.byte(0x28);
   w.varint(l.droppedAttributesCount || 0);
@@ -393,15 +398,7 @@ function link(w: Writer, l: ReadableSpan['links'][number]): void {
 
 function span(w: Writer, s: ReadableSpan): void {
   const ctx = s.spanContext() as SpanContextLike;
-  w.byte(0x0a);
-  w.hexBytes(ctx.traceId);
-  w.byte(0x12);
-  w.hexBytes(ctx.spanId);
-  const state = ctx.traceState?.serialize();
-  if (state) {
-    w.byte(0x1a);
-    w.string(state);
-  }
+  contextFields(w, ctx);
   const parent = s.parentSpanContext as SpanContextLike | undefined;
   if (parent?.spanId) {
     w.byte(0x22);

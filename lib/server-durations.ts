@@ -1,4 +1,5 @@
 import { ValueType } from '@opentelemetry/api';
+import { millisToHrTime } from '@opentelemetry/core';
 import type { Attributes, HrTime } from '@opentelemetry/api';
 import type {
   CollectionResult, HistogramMetricData, MetricProducer, MetricReader, ResourceMetrics,
@@ -50,9 +51,9 @@ interface DurationSeries {
   errorType: string | undefined;
 }
 
+/** Now, as the SDK stamps a record. */
 function hrNow(): HrTime {
-  const ms = Date.now();
-  return [Math.floor(ms / 1000), (ms % 1000) * 1e6];
+  return millisToHrTime(Date.now());
 }
 
 /** The first index whose boundary is ≥ value (the SDK's buckets are inclusive upper bounds). */
