@@ -156,26 +156,24 @@ export class Edge {
     const auditor = getAuditor();
     const path = d.path;
     const ua = req.headers['user-agent'];
-    const fields: Record<string, unknown> = {
-      'http.request.method': String(req.method ?? 'GET').slice(0, 32),
-      'url.path': path,
-      'http.server.request.duration': Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e9,
-      'network.peer.address': d.request.peerAddress ?? 'unknown',
-    };
-    if (route) fields['http.route'] = route;
-    if (status !== undefined) fields['http.response.status_code'] = status;
-    const reqSize = contentLength(req.headers['content-length']);
-    if (reqSize !== undefined) fields['http.request.body.size'] = reqSize;
-    if (resSize !== undefined) fields['http.response.body.size'] = resSize;
-    if (typeof ua === 'string') fields['user_agent.original'] = ua.slice(0, USER_AGENT_MAX);
-    if (d.untrustedRequestId !== undefined) fields['request.id.untrusted'] = d.untrustedRequestId;
-    if (d.requestIdReplaced) fields['request.id.replaced'] = d.requestIdReplaced;
-    if (d.untrustedParent) fields['trace.untrusted_parent'] = d.untrustedParent.traceId;
     // A 5xx status says itself; the record names only what the status does not tell.
     const notStatus = errorType !== undefined && errorType !== String(status) ? errorType : undefined;
-    if (notStatus !== undefined) fields['error.type'] = notStatus;
     const failed = notStatus !== undefined || status === undefined || status >= 400;
-    auditor.emit('http_request', fields, {
+    auditor.access({
+      method: String(req.method ?? 'GET').slice(0, 32),
+      path,
+      duration: Number((d.endNs ?? process.hrtime.bigint()) - d.startNs) / 1e9,
+      peer: d.request.peerAddress ?? 'unknown',
+      route,
+      status,
+      requestBodySize: contentLength(req.headers['content-length']),
+      responseBodySize: resSize,
+      userAgent: typeof ua === 'string' ? ua.slice(0, USER_AGENT_MAX) : undefined,
+      untrustedRequestId: d.untrustedRequestId,
+      requestIdReplaced: d.requestIdReplaced,
+      untrustedParent: d.untrustedParent?.traceId,
+      errorType: notStatus,
+    }, {
       outcome: failed ? 'failure' : 'success',
       severity: threw || (status !== undefined && status >= 500) ? 'ERROR' : failed ? 'WARN' : 'INFO',
       time: d.endTime, // undefined (client gone before res.end()): the auditor takes the time now

@@ -14,7 +14,9 @@ import { rfc3339Now, uuidv7 } from './ids';
 import { buildRecord } from './record';
 import { openSink } from './sink';
 import type { AuditSink } from './sink';
-import { createRedactor, toJsonLine, toJsonLineCanonical } from './serialize';
+import { appliedLimits, createRedactor, toJsonLine, toJsonLineCanonical } from './serialize';
+import { accessLine, accessRecordFields } from './access-line';
+import type { AccessFields } from './access-line';
 import { HashChain, readPreviousChain } from './chain';
 import type { SerializeLimits } from './serialize';
 
@@ -49,6 +51,9 @@ export class Auditor {
   /** The entries of `events` without address, route, status or token failure, by name and outcome. */
   private readonly plainEvents = new Map<string, Map<string, { attrs: Record<string, string>; n: number }>>();
   private readonly addresses = new Set<string>();
+  /** The attributes `countParts` looked up last (status as given), and their entry. */
+  private lastCounted: { name: string; outcome: string; address: string | undefined; route: string | undefined;
+    status: unknown; tokenFailure: string | undefined; entry: { n: number } } | undefined;
 
   private init(): void {
     const started = current();
@@ -254,19 +259,61 @@ export class Auditor {
   }
 
   /**
+   * The access record of one request (`http_request`): from the fixed template when its values
+   * allow (lib/audit/access-line.ts), else as any other record. Never throws.
+   */
+  access(fields: AccessFields, own: { outcome: Outcome; severity: Severity; time?: string | undefined; context: Context }): void {
+    try {
+      if (!this.sink) this.init();
+      const chain = this.chain;
+      const active = own.context;
+      const sc = trace.getSpan(active)?.spanContext();
+      const valid = sc !== undefined && sc.traceId !== '00000000000000000000000000000000';
+      const request = requestFromContext(active);
+      const limits = appliedLimits(this.limits);
+      const line = accessLine(fields, {
+        time: own.time ?? rfc3339Now(),
+        auditId: uuidv7(),
+        outcome: own.outcome,
+        severity: own.severity,
+        traceId: valid ? sc.traceId : undefined,
+        spanId: valid ? sc.spanId : undefined,
+        requestId: request?.requestId,
+        clientAddress: request?.clientAddress,
+        identity: this.identity,
+        chain: chain && { id: chain.id, seq: chain.nextSeq, prev: chain.previous },
+      }, limits.maxFieldBytes, limits.maxRecordBytes);
+      if (line === undefined) {
+        this.emit('http_request', accessRecordFields(fields), own);
+        return;
+      }
+      chain?.commitCanonical(line);
+      this.sink!.write(line + '\n');
+      this.countParts('http_request', own.outcome, request?.clientAddress || undefined, fields.route || undefined, fields.status, undefined);
+      if (this.config.audit.otlp) this.emitLog(JSON.parse(line) as Record<string, unknown>, active);
+    } catch (err) {
+      this.internalErrors++;
+      this.warnings.warn('internal', `audit record could not be written (${err instanceof Error ? err.message : String(err)}); ${this.internalErrors} so far`);
+    }
+  }
+
+  /**
    * The security metric alerting runs on. Client addresses are labels only on failures (that is
    * where scanning and credential attacks show), and only for the first MAX_ADDRESSES distinct
    * ones, which bounds the series a process can create.
    */
   private count(record: Record<string, unknown>): void {
-    if (!this.events) return;
     const name = record['event.name'] as string;
-    if (name.startsWith('audit_c')) return;
-    const outcome = record['event.outcome'] as string;
     // A failed TLS handshake or an unparseable request has no request yet, so no resolved client:
     // its peer is the address.
     const addr = record['client.address']
       ?? (name === 'tls_handshake_fail' || name === 'http_client_error' ? record['network.peer.address'] : undefined);
+    this.countParts(name, record['event.outcome'] as string, addr, record['http.route'], record['http.response.status_code'], record['token.failure']);
+  }
+
+  private countParts(name: string, outcome: string, addr: unknown, r: unknown, status: unknown, tf: unknown): void {
+    if (!this.events) return;
+    if (name.startsWith('audit_c')) return;
     let address: string | undefined;
     if (outcome === 'failure' && typeof addr === 'string') {
       if (this.addresses.has(addr) || this.addresses.size < MAX_ADDRESSES) {
@@ -276,11 +323,8 @@ export class Auditor {
         address = 'other';
       }
     }
-    const r = record['http.route'];
-    const status = record['http.response.status_code'];
     const route = typeof r === 'string' && r.length <= 128 ? r : name === 'http_request' && status === 404 ? 'unmatched' : undefined;
     const statusText = typeof status === 'number' ? String(status) : undefined;
-    const tf = record['token.failure'];
     const tokenFailure = typeof tf === 'string' ? tf : undefined;
     const plain = address === undefined && route === undefined && statusText === undefined && tokenFailure === undefined;
     if (plain) {
@@ -291,6 +335,13 @@ export class Auditor {
         return;
       }
     }
+    // A server's records mostly repeat the last one's attributes: found without building a key.
+    const last = this.lastCounted;
+    if (last !== undefined && last.name === name && last.outcome === outcome && last.address === address
+      && last.route === route && last.status === status && last.tokenFailure === tokenFailure) {
+      last.entry.n++;
+      return;
+    }
     // One part per attribute present, tagged: no two attribute sets share a key.
     let key = name + '\u0000' + outcome;
     if (address !== undefined) key += '\u0000a' + address;
@@ -300,6 +351,7 @@ export class Auditor {
     const seen = this.events.get(key);
     if (seen) {
       seen.n++;
+      this.lastCounted = { name, outcome, address, route, status, tokenFailure, entry: seen };
       return;
     }
     const attrs: Record<string, string> = { 'event.name': name, 'event.outcome': outcome };
@@ -309,6 +361,7 @@ export class Auditor {
     if (tokenFailure !== undefined) attrs['token.failure'] = tokenFailure;
     const entry = { attrs, n: 1 };
     this.events.set(key, entry);
+    this.lastCounted = { name, outcome, address, route, status, tokenFailure, entry };
     if (plain) {
       let byOutcome = this.plainEvents.get(name);
       if (byOutcome === undefined) this.plainEvents.set(name, byOutcome = new Map());

@@ -208,6 +208,11 @@ export class HashChain {
     return this.seq;
   }
 
+  /** The hash the next record's `audit.prev` names (none before a chain's first record with no predecessor). */
+  get previous(): string | undefined {
+    return this.prev;
+  }
+
   mac(record: Record<string, unknown>): string | undefined {
     return this.key ? checkpointMac(record, this.key) : undefined;
   }

@@ -334,6 +334,12 @@ function normalise(limits: SerializeLimits | undefined | null): Norm {
   return norm;
 }
 
+/** The field and record limits as the serialiser applies them (after clamping). */
+export function appliedLimits(limits: SerializeLimits): { maxFieldBytes: number; maxRecordBytes: number } {
+  const n = normalise(limits);
+  return { maxFieldBytes: n.maxFieldBytes, maxRecordBytes: n.maxRecordBytes };
+}
+
 /**
  * Limits as used: non-numbers take the default; `maxRecordBytes` is at least 128 and
  * `maxFieldBytes` between 64 and `maxRecordBytes`; `maxDepth` at most 100; `maxKeys` at most 100,000.

@@ -1,0 +1,129 @@
+/**
+ * The access record (`http_request`) written from a fixed template.
+ *
+ * Every request gets one, so it is the one record whose cost is paid at the server's request rate.
+ * Its fields are known in advance, with their types, so when every value is plain (printable ASCII
+ * other than `"` and `\`, within the field limit) the line can be written straight in RFC 8785 key
+ * order: no record object, no catalogue check per field, no key plan. Anything else — a value that
+ * needs an escape or a cut, a value of the wrong type, a line over the record limit — gets
+ * `undefined`, and the caller writes the record the general way (builder and serialiser), which is
+ * the reference this template is held to byte for byte (test/unit/access-line.test.js).
+ */
+
+/** What the edge knows of one request and its response. */
+export interface AccessFields {
+  method: string;
+  path: string;
+  /** Seconds. */
+  duration: number;
+  peer: string;
+  route?: string | undefined;
+  status?: number | undefined;
+  requestBodySize?: number | undefined;
+  responseBodySize?: number | undefined;
+  userAgent?: string | undefined;
+  untrustedRequestId?: string | undefined;
+  requestIdReplaced?: string | undefined;
+  untrustedParent?: string | undefined;
+  errorType?: string | undefined;
+}
+
+/** What surrounds the record: the auditor's clock, ids, request, identity and chain. */
+export interface AccessAmbient {
+  time: string;
+  auditId: string;
+  outcome: 'success' | 'failure';
+  severity: 'INFO' | 'WARN' | 'ERROR' | 'CRITICAL';
+  traceId?: string | undefined;
+  spanId?: string | undefined;
+  requestId?: string | undefined;
+  clientAddress?: string | undefined;
+  identity: { 'service.name': string; 'service.instance.id': string; 'k8s.pod.name'?: string | undefined };
+  /** The chain's stamp, when the chain is on. */
+  chain?: { id: string; seq: number; prev: string | undefined } | undefined;
+}
+
+/** The record's own fields as the general path takes them (`audit.emit('http_request', …)`). */
+export function accessRecordFields(f: AccessFields): Record<string, unknown> {
+  const fields: Record<string, unknown> = {
+    'http.request.method': f.method,
+    'url.path': f.path,
+    'http.server.request.duration': f.duration,
+    'network.peer.address': f.peer,
+  };
+  if (f.route) fields['http.route'] = f.route;
+  if (f.status !== undefined) fields['http.response.status_code'] = f.status;
+  if (f.requestBodySize !== undefined) fields['http.request.body.size'] = f.requestBodySize;
+  if (f.responseBodySize !== undefined) fields['http.response.body.size'] = f.responseBodySize;
+  if (f.userAgent !== undefined) fields['user_agent.original'] = f.userAgent;
+  if (f.untrustedRequestId !== undefined) fields['request.id.untrusted'] = f.untrustedRequestId;
+  if (f.requestIdReplaced) fields['request.id.replaced'] = f.requestIdReplaced;
+  if (f.untrustedParent) fields['trace.untrusted_parent'] = f.untrustedParent;
+  if (f.errorType !== undefined) fields['error.type'] = f.errorType;
+  return fields;
+}
+
+/** Printable ASCII other than `"` and `\`: written as is, and RFC 8785 writes it the same way. */
+const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/**
+ * The line (without its newline) the general path would write for this access record, or
+ * `undefined` when the template cannot tell. The line is its own RFC 8785 form: the chain hashes
+ * it as it is.
+ */
+export function accessLine(f: AccessFields, a: AccessAmbient, maxFieldBytes: number, maxRecordBytes: number): string | undefined {
+  // A string the template may write: plain, and short enough that the general path would not cut it.
+  const plain = (s: unknown): s is string => typeof s === 'string' && s.length <= maxFieldBytes && PLAIN_ASCII.test(s);
+  const id = a.identity;
+  const chain = a.chain;
+  if (!plain(a.time) || !plain(a.auditId) || !plain(f.method) || !plain(f.path) || !plain(f.peer)
+    || !plain(id['service.name']) || !plain(id['service.instance.id'])
+    || typeof f.duration !== 'number' || !Number.isFinite(f.duration)) return undefined;
+  if (chain !== undefined && (!plain(chain.id) || !Number.isSafeInteger(chain.seq)
+    || (chain.prev !== undefined && !plain(chain.prev)))) return undefined;
+  const { route, status, requestBodySize: reqSize, responseBodySize: resSize, userAgent, untrustedRequestId, untrustedParent, errorType } = f;
+  const replaced = f.requestIdReplaced;
+  if ((route && !plain(route)) || (status !== undefined && !Number.isSafeInteger(status))
+    || (reqSize !== undefined && !Number.isSafeInteger(reqSize)) || (resSize !== undefined && !Number.isSafeInteger(resSize))
+    || (userAgent !== undefined && !plain(userAgent)) || (untrustedRequestId !== undefined && !plain(untrustedRequestId))
+    || (replaced && replaced !== 'malformed' && replaced !== 'multiple')
+    || (untrustedParent && !plain(untrustedParent)) || (errorType !== undefined && !plain(errorType))
+    || (a.traceId && !plain(a.traceId)) || (a.spanId && !plain(a.spanId))
+    || (a.requestId && !plain(a.requestId)) || (a.clientAddress && !plain(a.clientAddress))
+    || (id['k8s.pod.name'] && !plain(id['k8s.pod.name']))) return undefined;
+
+  // Members in RFC 8785 order (UTF-16 code units of the keys); optional ones only when present,
+  // with the same tests for presence as the builder's.
+  let s = '{';
+  if (chain !== undefined) s += '"audit.chain":"' + chain.id + '",';
+  s += '"audit.id":"' + a.auditId + '",';
+  if (chain !== undefined) {
+    if (chain.prev !== undefined) s += '"audit.prev":"' + chain.prev + '",';
+    s += '"audit.seq":' + chain.seq + ',';
+  }
+  if (a.clientAddress) s += '"client.address":"' + a.clientAddress + '",';
+  if (errorType !== undefined) s += '"error.type":"' + errorType + '",';
+  s += '"event.name":"http_request","event.outcome":"' + a.outcome + '",';
+  if (reqSize !== undefined) s += '"http.request.body.size":' + reqSize + ',';
+  s += '"http.request.method":"' + f.method + '",';
+  if (resSize !== undefined) s += '"http.response.body.size":' + resSize + ',';
+  if (status !== undefined) s += '"http.response.status_code":' + status + ',';
+  if (route) s += '"http.route":"' + route + '",';
+  s += '"http.server.request.duration":' + f.duration + ',';
+  if (id['k8s.pod.name']) s += '"k8s.pod.name":"' + id['k8s.pod.name'] + '",';
+  s += '"network.peer.address":"' + f.peer + '",';
+  if (a.requestId) s += '"request.id":"' + a.requestId + '",';
+  if (replaced) s += '"request.id.replaced":"' + replaced + '",';
+  if (untrustedRequestId !== undefined) s += '"request.id.untrusted":"' + untrustedRequestId + '",';
+  s += '"service.instance.id":"' + id['service.instance.id'] + '","service.name":"' + id['service.name']
+    + '","severity":"' + a.severity + '",';
+  if (a.spanId) s += '"span_id":"' + a.spanId + '",';
+  s += '"time":"' + a.time + '",';
+  if (untrustedParent) s += '"trace.untrusted_parent":"' + untrustedParent + '",';
+  if (a.traceId) s += '"trace_id":"' + a.traceId + '",';
+  s += '"url.path":"' + f.path + '"';
+  if (userAgent !== undefined) s += ',"user_agent.original":"' + userAgent + '"';
+  s += '}';
+  // ASCII: one byte per unit.
+  return s.length <= maxRecordBytes ? s : undefined;
+}
