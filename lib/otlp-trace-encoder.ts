@@ -45,6 +45,7 @@ class Writer {
   buf: Buffer;
   pos = 0;
   private readonly keyCache = new Map<string, Buffer>();
+  readonly attributeMemo = new Map<string, AttributeMemo>();
 
   constructor(size: number) {
     this.buf = Buffer.allocUnsafe(size);
@@ -249,15 +250,33 @@ class Writer {
       this.keyCache.set(k, cached);
       return;
     }
-    // A loop: Buffer#copy costs more than it saves on a few dozen bytes.
-    const n = cached.length;
+    this.raw(cached);
+  }
+
+  /** Bytes encoded before. A loop: Buffer#copy costs more than it saves on a few dozen bytes. */
+  raw(bytes: Buffer): void {
+    const n = bytes.length;
     this.ensure(n);
     const buf = this.buf;
     let p = this.pos;
-    for (let i = 0; i < n; i++) buf[p++] = cached[i]!;
+    for (let i = 0; i < n; i++) buf[p++] = bytes[i]!;
     this.pos = p;
   }
 }
+
+/**
+ * Per attribute key, the last short string or number value written under it, and once the same
+ * value came again, the whole attribute's encoding (tag, length, key, value): a server's spans
+ * repeat most of their values (method, path, addresses, ports, status), which are then copied,
+ * not encoded. A value that changes every span (a request id) allocates nothing.
+ */
+interface AttributeMemo {
+  tag: number;
+  value: unknown;
+  bytes: Buffer | undefined;
+}
+const ATTRIBUTE_MEMO_MAX_ENTRIES = 1024;
+const ATTRIBUTE_MEMO_MAX_VALUE = 128;
 
 function safeString(v: unknown): string {
   try {
@@ -275,11 +294,39 @@ function attributes(w: Writer, attrs: Attributes, field: number): void {
   const tag = (field << 3) | 2;
   for (const k in attrs) {
     if (!Object.prototype.hasOwnProperty.call(attrs, k)) continue;
-    w.byte(tag);
-    const kv = w.open();
-    keyValue(w, k, attrs[k]);
-    w.close(kv);
+    const v = attrs[k];
+    if (typeof v === 'string' ? v.length > ATTRIBUTE_MEMO_MAX_VALUE : typeof v !== 'number') {
+      attribute(w, tag, k, v);
+      continue;
+    }
+    const memo = w.attributeMemo.get(k);
+    if (memo !== undefined && memo.tag === tag && Object.is(memo.value, v)) {
+      if (memo.bytes !== undefined) {
+        w.raw(memo.bytes);
+      } else {
+        const start = w.pos;
+        attribute(w, tag, k, v);
+        memo.bytes = Buffer.from(w.buf.subarray(start, w.pos));
+      }
+      continue;
+    }
+    attribute(w, tag, k, v);
+    if (memo !== undefined) {
+      memo.tag = tag;
+      memo.value = v;
+      memo.bytes = undefined;
+    } else if (k.length <= KEY_CACHE_MAX_LENGTH) {
+      if (w.attributeMemo.size >= ATTRIBUTE_MEMO_MAX_ENTRIES) w.attributeMemo.clear();
+      w.attributeMemo.set(k, { tag, value: v, bytes: undefined });
+    }
   }
+}
+
+function attribute(w: Writer, tag: number, k: string, v: unknown): void {
+  w.byte(tag);
+  const kv = w.open();
+  keyValue(w, k, v);
+  w.close(kv);
 }
 
 function keyValue(w: Writer, k: string, value: unknown): void {

@@ -1,17 +1,8 @@
-import { randomFillSync } from 'node:crypto';
-
-const POOL = Buffer.allocUnsafe(16 * 256);
-let offset = POOL.length;
+import { randomHex } from './random-hex';
 
 /** 128 random bits as 32 lowercase hex characters. */
 export function newRequestId(): string {
-  if (offset >= POOL.length) {
-    randomFillSync(POOL);
-    offset = 0;
-  }
-  const id = POOL.toString('hex', offset, offset + 16);
-  offset += 16;
-  return id;
+  return randomHex(32);
 }
 
 /** What a trusted peer may send: bounded, and only characters that are safe in any log or header. */

@@ -22,6 +22,7 @@ import { ServerDurations } from './server-durations';
 import { currentRequest } from './request-context';
 import { EmitterContextManager } from './context-manager';
 import { version } from './version';
+import { PooledIdGenerator } from './random-hex';
 
 /** What `start()` builds; `shutdown()` flushes and stops all of it. */
 export interface Telemetry {
@@ -450,6 +451,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     tracerProvider = new t.TracerProvider({
       resource,
       sampler: buildSampler(config),
+      idGenerator: new PooledIdGenerator(),
       spanLimits: definedOnly(config.spanLimits),
       spanProcessors: pipelines.spanProcessors(meterProvider),
     });

@@ -66,31 +66,53 @@ export function accessRecordFields(f: AccessFields): Record<string, unknown> {
 /** Printable ASCII other than `"` and `\`: written as is, and RFC 8785 writes it the same way. */
 const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
+/** A string the template may write: plain, and short enough that the general path would not cut it. */
+function plain(s: unknown, maxFieldBytes: number): s is string {
+  return typeof s === 'string' && s.length <= maxFieldBytes && PLAIN_ASCII.test(s);
+}
+
+/**
+ * The values that repeat from one request to the next (method, path, peer, route, user agent,
+ * identity …), by slot: the last one found plain is compared, not scanned again.
+ */
+const remembered: (string | undefined)[] = [];
+let rememberedFor = -1;
+
+function plainAgain(slot: number, s: unknown, maxFieldBytes: number): s is string {
+  if (s === remembered[slot] && s !== undefined) return true;
+  if (!plain(s, maxFieldBytes)) return false;
+  remembered[slot] = s;
+  return true;
+}
+
 /**
  * The line (without its newline) the general path would write for this access record, or
  * `undefined` when the template cannot tell. The line is its own RFC 8785 form: the chain hashes
  * it as it is.
  */
 export function accessLine(f: AccessFields, a: AccessAmbient, maxFieldBytes: number, maxRecordBytes: number): string | undefined {
-  // A string the template may write: plain, and short enough that the general path would not cut it.
-  const plain = (s: unknown): s is string => typeof s === 'string' && s.length <= maxFieldBytes && PLAIN_ASCII.test(s);
+  if (maxFieldBytes !== rememberedFor) {
+    remembered.length = 0;
+    rememberedFor = maxFieldBytes;
+  }
+  const m = maxFieldBytes;
   const id = a.identity;
   const chain = a.chain;
-  if (!plain(a.time) || !plain(a.auditId) || !plain(f.method) || !plain(f.path) || !plain(f.peer)
-    || !plain(id['service.name']) || !plain(id['service.instance.id'])
+  if (!plain(a.time, m) || !plain(a.auditId, m) || !plainAgain(0, f.method, m) || !plainAgain(1, f.path, m)
+    || !plainAgain(2, f.peer, m) || !plainAgain(3, id['service.name'], m) || !plainAgain(4, id['service.instance.id'], m)
     || typeof f.duration !== 'number' || !Number.isFinite(f.duration)) return undefined;
-  if (chain !== undefined && (!plain(chain.id) || !Number.isSafeInteger(chain.seq)
-    || (chain.prev !== undefined && !plain(chain.prev)))) return undefined;
+  if (chain !== undefined && (!plainAgain(5, chain.id, m) || !Number.isSafeInteger(chain.seq)
+    || (chain.prev !== undefined && !plain(chain.prev, m)))) return undefined;
   const { route, status, requestBodySize: reqSize, responseBodySize: resSize, userAgent, untrustedRequestId, untrustedParent, errorType } = f;
   const replaced = f.requestIdReplaced;
-  if ((route && !plain(route)) || (status !== undefined && !Number.isSafeInteger(status))
+  if ((route && !plainAgain(6, route, m)) || (status !== undefined && !Number.isSafeInteger(status))
     || (reqSize !== undefined && !Number.isSafeInteger(reqSize)) || (resSize !== undefined && !Number.isSafeInteger(resSize))
-    || (userAgent !== undefined && !plain(userAgent)) || (untrustedRequestId !== undefined && !plain(untrustedRequestId))
+    || (userAgent !== undefined && !plainAgain(7, userAgent, m)) || (untrustedRequestId !== undefined && !plain(untrustedRequestId, m))
     || (replaced && replaced !== 'malformed' && replaced !== 'multiple')
-    || (untrustedParent && !plain(untrustedParent)) || (errorType !== undefined && !plain(errorType))
-    || (a.traceId && !plain(a.traceId)) || (a.spanId && !plain(a.spanId))
-    || (a.requestId && !plain(a.requestId)) || (a.clientAddress && !plain(a.clientAddress))
-    || (id['k8s.pod.name'] && !plain(id['k8s.pod.name']))) return undefined;
+    || (untrustedParent && !plain(untrustedParent, m)) || (errorType !== undefined && !plainAgain(8, errorType, m))
+    || (a.traceId && !plain(a.traceId, m)) || (a.spanId && !plain(a.spanId, m))
+    || (a.requestId && !plain(a.requestId, m)) || (a.clientAddress && !plainAgain(9, a.clientAddress, m))
+    || (id['k8s.pod.name'] && !plainAgain(10, id['k8s.pod.name'], m))) return undefined;
 
   // Members in RFC 8785 order (UTF-16 code units of the keys); optional ones only when present,
   // with the same tests for presence as the builder's.

@@ -1,4 +1,5 @@
 import { randomFillSync } from 'node:crypto';
+import { randomHex } from '../random-hex';
 
 // Random bytes come from a pool refilled 4 KiB at a time: one syscall per ~450 ids, not per id.
 const POOL_SIZE = 4096;
@@ -38,16 +39,25 @@ export function uuidv7(nowMs: number = Date.now()): string {
     const r = randomBytes(2);
     counter = ((pool[r]! << 8) | pool[r + 1]!) & 0x7ff; // random start in the lower half leaves room to count
   }
-  const r = randomBytes(8);
-  const hi = Math.floor(ms / 0x10000);
-  const lo = ms % 0x10000;
-  return (
-    HEX[(hi >>> 24) & 0xff]! + HEX[(hi >>> 16) & 0xff]! + HEX[(hi >>> 8) & 0xff]! + HEX[hi & 0xff]! + '-' +
-    HEX[(lo >>> 8) & 0xff]! + HEX[lo & 0xff]! + '-' +
-    HEX[0x70 | (counter >>> 8)]! + HEX[counter & 0xff]! + '-' +
-    HEX[0x80 | (pool[r]! & 0x3f)]! + HEX[pool[r + 1]!]! + '-' +
-    HEX[pool[r + 2]!]! + HEX[pool[r + 3]!]! + HEX[pool[r + 4]!]! + HEX[pool[r + 5]!]! + HEX[pool[r + 6]!]! + HEX[pool[r + 7]!]!
-  );
+  if (ms !== prefixMs) {
+    prefixMs = ms;
+    const hi = Math.floor(ms / 0x10000);
+    const lo = ms % 0x10000;
+    prefix = HEX[(hi >>> 24) & 0xff]! + HEX[(hi >>> 16) & 0xff]! + HEX[(hi >>> 8) & 0xff]! + HEX[hi & 0xff]! + '-' +
+      HEX[(lo >>> 8) & 0xff]! + HEX[lo & 0xff]! + '-';
+  }
+  // 64 random bits as hex; the variant (10xx) takes the top two bits of the first digit's place.
+  const h = randomHex(16);
+  return prefix + HEX[0x70 | (counter >>> 8)]! + HEX[counter & 0xff]! + '-'
+    + VARIANT[nibble(h.charCodeAt(0)) & 3]! + h.slice(1, 4) + '-' + h.slice(4);
+}
+
+/** The time part of the ids of one millisecond (`tttttttt-tttt-`): the same for all of them. */
+let prefixMs = -1;
+let prefix = '';
+const VARIANT = ['8', '9', 'a', 'b'];
+function nibble(c: number): number {
+  return c <= 57 ? c - 48 : c - 87; // '0'-'9', 'a'-'f'
 }
 
 let cachedSecond = -1;

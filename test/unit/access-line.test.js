@@ -142,5 +142,12 @@ describe('access record template', () => {
       { ...base, requestIdReplaced: 'other' },
     ]) assert.equal(accessLine(f, a, 64, 1000), undefined, JSON.stringify(f));
     assert.equal(accessLine(base, a, 64, 128), undefined, 'over the record limit');
+    // A value found plain under one field limit is not taken as plain under a smaller one.
+    const long = { ...base, path: '/' + 'b'.repeat(99), userAgent: 'u'.repeat(80) };
+    assert.equal(typeof accessLine(long, a, 8192, 65536), 'string');
+    assert.equal(accessLine(long, a, 64, 65536), undefined);
+    assert.equal(accessLine({ ...long, path: '/' }, a, 64, 65536), undefined, 'the user agent alone');
+    // Nor is a missing value taken for a remembered one.
+    assert.equal(accessLine({ ...base, method: undefined }, a, 65, 1000), undefined); // a new limit: nothing remembered
   });
 });

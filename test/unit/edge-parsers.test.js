@@ -390,6 +390,23 @@ describe('edge parsers', () => {
       for (const id of ids) assert.match(id, HEX32);
     });
 
+    it('trace and span ids come from the same pool: hex of their length, unique, never all zero', () => {
+      const { PooledIdGenerator } = require('../../dist/lib/random-hex.js');
+      const g = new PooledIdGenerator();
+      const traces = new Set();
+      const spans = new Set();
+      for (let i = 0; i < 3000; i++) {
+        traces.add(g.generateTraceId());
+        spans.add(g.generateSpanId());
+        newRequestId();
+      }
+      assert.equal(traces.size, 3000);
+      assert.equal(spans.size, 3000);
+      for (const id of traces) assert.match(id, HEX32);
+      for (const id of spans) assert.match(id, /^[0-9a-f]{16}$/);
+      assert.ok(![...traces].includes('0'.repeat(32)) && ![...spans].includes('0'.repeat(16)));
+    });
+
     it('property: any string, trusted or not — fresh or kept id, safe, truncated forensic copy', () => {
       const hostileUnit = fc.oneof(
         { weight: 5, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }) },
@@ -519,6 +536,7 @@ describe('edge decision storage: the request as the application sees it', () => 
     assert.equal(edge.decide(request(headers)), d, 'decided once per request');
     assert.deepEqual(Object.keys(headers), ['host', 'x-request-id', 'user-agent']);
     assert.equal(JSON.stringify(headers), before);
+    assert.deepEqual(Reflect.ownKeys(headers), ['host', 'x-request-id', 'user-agent'], 'not even a symbol');
     assert.deepEqual(Object.getOwnPropertySymbols({ ...headers }), []);
     assert.deepEqual(Object.getOwnPropertySymbols(Object.assign({}, headers)), []);
     assert.deepEqual(structuredClone(headers), JSON.parse(before));

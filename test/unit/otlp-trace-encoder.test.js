@@ -91,10 +91,30 @@ const span = fc.record({
   instrumentationScope: s.scope,
 }));
 
+// Values that repeat from span to span, under keys shared by span, event, link and resource
+// attributes (the encoder copies an attribute's bytes once its value repeats): -0 after 0, NaN,
+// a string just over the memo's length limit, a key whose value changes type.
+const repeated = fc.dictionary(
+  fc.constantFrom('service.name', 'url.path', 'n', 'x', 'k'.repeat(101)),
+  fc.constantFrom('GET', 'b\u00e9', '', 'x'.repeat(128), 'x'.repeat(129), 0, -0, 1, 2 ** 40, -(2 ** 63), 1.5, NaN, Infinity, true, null, [1, 'a']),
+  { maxKeys: 5 },
+);
+const repeatingSpan = fc.tuple(span, repeated, fc.array(repeated, { maxLength: 2 }), fc.array(repeated, { maxLength: 2 })).map(([s, attributes, ev, ln]) => ({
+  ...s,
+  attributes,
+  events: ev.map((a, i) => ({ time: [i, 0], name: 'e', attributes: a })),
+  links: ln.map((a) => ({ context: { traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), traceFlags: 1 }, attributes: a })),
+  resource: { attributes: { 'service.name': 'GET', n: 1 } },
+}));
+
 describe('OTLP trace encoding: upstream\'s bytes, our cost', function () {
   this.timeout(60_000);
   it('any batch of spans: the same bytes as upstream\'s serializer (property)', () => {
     fc.assert(fc.property(fc.array(span, { maxLength: 8 }), (spans) => sameBytes(spans)), { numRuns: 600 });
+  });
+
+  it('batches whose spans repeat attribute values: the same bytes, batch after batch (property)', () => {
+    fc.assert(fc.property(fc.array(repeatingSpan, { maxLength: 12 }), (spans) => sameBytes(spans)), { numRuns: 600 });
   });
 
   it('spans the SDK made (a server span with a link, an exception event, children): the same bytes, export after export', async () => {
