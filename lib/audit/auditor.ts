@@ -287,8 +287,11 @@ export class Auditor {
         this.emit('http_request', accessRecordFields(fields), own);
         return;
       }
-      chain?.commitCanonical(line);
-      this.sink!.write(line + '\n');
+      // One flat copy of the line for both: hashed as a slice of the text written (a separate
+      // `line + '\n'` would be flattened again by the sink).
+      const text = line + '\n';
+      chain?.commitCanonical(text.slice(0, -1));
+      this.sink!.write(text);
       this.countParts('http_request', own.outcome, request?.clientAddress || undefined, fields.route || undefined, fields.status, undefined);
       if (this.config.audit.otlp) this.emitLog(JSON.parse(line) as Record<string, unknown>, active);
     } catch (err) {

@@ -586,28 +586,35 @@ export function openSink(opts: SinkOptions): AuditSink {
   const drain = (budgetMs: number): void => {
     while (buffered() > 0) {
       ensureOpen(false);
-      const parts: Buffer[] = [];
+      // The batch's lines as strings, each one's UTF-8 length: written as one string (Node encodes
+      // it once, without a Buffer per line), or as bytes when a torn head line is to be completed.
+      const lines: string[] = [];
       const lens: number[] = [];
       let total = 0;
-      let first = Buffer.from(queue[qHead]!, 'utf8');
-      const skip = Math.min(headWritten, first.length);
-      if (skip > 0) first = first.subarray(skip); // the rest of a torn line: same file, no rotation
-      else maybeRotate(first.length + (needNewline ? 1 : 0));
+      const head = queue[qHead]!;
+      const headBytes = Buffer.byteLength(head, 'utf8');
+      const skip = Math.min(headWritten, headBytes);
+      if (skip === 0) maybeRotate(headBytes + (needNewline ? 1 : 0)); // else: the rest of a torn line, same file, no rotation
       terminateFragment(budgetMs);
-      parts.push(first);
-      lens.push(first.length);
-      total += first.length;
+      lines.push(head);
+      lens.push(headBytes - skip);
+      total += headBytes - skip;
       for (let i = qHead + 1; i < queue.length; i++) {
-        const b = Buffer.from(queue[i]!, 'utf8');
-        if (total + b.length > MAX_BATCH_BYTES) break;
-        if (maxFileBytes > 0 && regular && size + total + b.length > maxFileBytes) break;
-        parts.push(b);
-        lens.push(b.length);
-        total += b.length;
+        const line = queue[i]!;
+        const bytes = Buffer.byteLength(line, 'utf8');
+        if (total + bytes > MAX_BATCH_BYTES) break;
+        if (maxFileBytes > 0 && regular && size + total + bytes > maxFileBytes) break;
+        lines.push(line);
+        lens.push(bytes);
+        total += bytes;
       }
-      const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts, total);
       try {
-        writeAll(data, budgetMs);
+        if (skip === 0) {
+          writeString(lines.length === 1 ? head : lines.join(''), total, budgetMs);
+        } else {
+          const data = Buffer.from(lines.join(''), 'utf8').subarray(skip);
+          writeAll(data, budgetMs);
+        }
       } catch (err) {
         const written = err instanceof PartialWrite ? err.written : 0;
         size += written;
