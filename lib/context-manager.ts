@@ -2,6 +2,7 @@ import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-ho
 import type { Context } from '@opentelemetry/api';
 import { EventEmitter } from 'node:events';
 import { Stream } from 'node:stream';
+import { privateSlot } from './private-slot';
 
 /**
  * The context manager, with a cheaper way to bind an event emitter's listeners to a context.
@@ -22,7 +23,8 @@ import { Stream } from 'node:stream';
  * remove listeners through those prototype methods. Any other emitter is bound the upstream way,
  * since its class may keep listeners its own way.
  */
-const BINDING = Symbol('auditrace.context.binding');
+/** A bound stream's binding (lib/private-slot.ts: not visible on the stream). */
+const bindings = privateSlot<Binding>();
 
 interface Binding {
   manager: EmitterContextManager;
@@ -38,12 +40,8 @@ const ADD = ['addListener', 'on', 'once', 'prependListener', 'prependOnceListene
 const REMOVE = ['removeListener', 'off'] as const;
 
 function bindingOf(target: unknown): Binding | undefined {
-  if (target === null || typeof target !== 'object') return undefined;
-  try {
-    return (target as { [BINDING]?: Binding })[BINDING];
-  } catch {
-    return undefined; // a Proxy whose get trap throws: never one of ours, and its own `on` must still work
-  }
+  // No Proxy trap runs for a private field: a hostile emitter cannot throw from here.
+  return target !== null && typeof target === 'object' ? bindings.get(target) : undefined;
 }
 
 // While an original add method runs for a wrapped listener: `once` registers through `on`, whose
@@ -146,10 +144,11 @@ export class EmitterContextManager extends AsyncLocalStorageContextManager {
       if (bindingOf(target) !== undefined) return target; // the first binding wins, as upstream
       const binding: Binding = { manager: this, context, listeners: undefined };
       try {
-        Object.defineProperty(target, BINDING, { value: binding, enumerable: false, configurable: true, writable: false });
+        bindings.set(target, binding);
         return target;
       } catch {
-        // a frozen stream: bound the upstream way below (which then fails the same way upstream does)
+        // a frozen stream, in an engine that refuses it a private field: bound the upstream way below
+        // (which then fails the same way upstream does)
       }
     }
     return super.bind(context, target);

@@ -9,6 +9,7 @@ import { RateLimitedWarnings } from './diagnostics';
 import { expressRoute, USER_AGENT_MAX } from './edge';
 import type { Decision, Edge } from './edge';
 import type { ServerDurations } from './server-durations';
+import { privateSlot } from './private-slot';
 
 /**
  * The server side of HTTP: the server span, its context, the `http.server.request.duration`
@@ -85,7 +86,8 @@ interface Exchange {
   thrown: string | undefined;
 }
 
-const EXCHANGE = Symbol('auditrace.http.exchange');
+/** The exchange a response belongs to (lib/private-slot.ts: not visible on the response). */
+const exchanges = privateSlot<Exchange>();
 const WRAPPED = Symbol('auditrace.http.server');
 const warnings = new RateLimitedWarnings(60_000);
 const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[]) => unknown;
@@ -214,7 +216,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
   if (req.headers === null || typeof req.headers !== 'object' || typeof res.end !== 'function') return undefined;
   // A server that hands its request to another (`inner.emit('request', req, res)`): one exchange,
   // the first, in whose context the inner server runs.
-  if (Object.prototype.hasOwnProperty.call(res, EXCHANGE)) return undefined;
+  if (exchanges.get(res) !== undefined) return undefined;
   const d = edge.decide(req);
   // Our propagator continues the caller's trace only from a trusted peer and puts the request's
   // context (id, client) in; an untrusted caller's trace context is kept as `d.untrustedParent`.
@@ -245,7 +247,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
     req, d, span, ctx, rpc, name, method, scheme: component, side,
     end: res.end as unknown as (...a: unknown[]) => unknown, recorded: false, spanEnded: false, thrown: undefined,
   };
-  Object.defineProperty(res, EXCHANGE, { value: x, enumerable: false, configurable: true, writable: true });
+  exchanges.set(res, x);
   res.end = endObserved as ServerResponse['end'];
   // Added before the binding below, so it is not wrapped for the context: it needs none.
   res.on('close', onClose);
@@ -269,7 +271,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
 // handed to the socket; a response that closes without having ended (the client went away) is
 // recorded as it closes. The span ends at the close (`onClose`).
 function endObserved(this: ServerResponse): unknown {
-  const x = (this as { [EXCHANGE]?: Exchange })[EXCHANGE];
+  const x = exchanges.get(this);
   // eslint-disable-next-line prefer-rest-params
   if (x === undefined) return Reflect.apply(originalEnd, this, arguments);
   const d = x.d;
@@ -293,7 +295,7 @@ function endObserved(this: ServerResponse): unknown {
  * `res.end()` in the same turn (an attribute, a 'finish' listener, a throw) still reaches it.
  */
 function onClose(this: ServerResponse): void {
-  const x = (this as { [EXCHANGE]?: Exchange })[EXCHANGE];
+  const x = exchanges.get(this);
   if (x === undefined) return;
   if (!x.recorded) takeRecord(this, x);
   if (!x.spanEnded) endSpan(this, x);
