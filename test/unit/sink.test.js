@@ -57,7 +57,7 @@ function clock(start = 1_000_000) {
 function spyFs(overrides = {}) {
   const calls = {};
   const wrapped = {};
-  for (const name of ['openSync', 'writeSync', 'closeSync', 'fstatSync', 'statSync', 'lstatSync', 'renameSync', 'unlinkSync', 'mkdirSync', 'fsyncSync', 'fdatasyncSync', 'readSync']) {
+  for (const name of ['openSync', 'writeSync', 'closeSync', 'fstatSync', 'statSync', 'lstatSync', 'renameSync', 'unlinkSync', 'mkdirSync', 'fsyncSync', 'fdatasyncSync', 'readSync', 'fdatasync', 'close']) {
     calls[name] = 0;
     wrapped[name] = (...args) => {
       calls[name]++;
@@ -732,17 +732,55 @@ describe('audit sink', function () {
       assert.equal(seqs(file).length, 10);
     });
 
-    it("'interval' fdatasyncs at most once per interval (timer), and on close", async () => {
+    it("'interval' fdatasyncs at most once per interval (timer, off the event loop), and on close (in place)", async () => {
       const { sink, calls } = run('interval', 100);
-      assert.equal(calls.fdatasyncSync, 0, 'not on the write path');
-      for (let i = 0; i < 200 && calls.fdatasyncSync === 0; i++) await sleep(10);
-      assert.equal(calls.fdatasyncSync, 1, 'one for 100 writes');
+      assert.equal(calls.fdatasyncSync + calls.fdatasync, 0, 'not on the write path');
+      for (let i = 0; i < 200 && calls.fdatasync === 0; i++) await sleep(10);
+      assert.equal(calls.fdatasync, 1, 'one for 100 writes, on the thread pool');
+      assert.equal(calls.fdatasyncSync, 0, 'the timer never blocks the event loop on the disk');
       await sleep(100);
-      assert.equal(calls.fdatasyncSync, 1, 'nothing new, no sync');
+      assert.equal(calls.fdatasync, 1, 'nothing new, no sync');
       sink.write(record(100));
       sink.close();
-      assert.equal(calls.fdatasyncSync, 2, 'on close');
+      assert.equal(calls.fdatasyncSync, 1, 'on close, in place');
       assert.equal(calls.fsyncSync, 1, 'the directory, once');
+    });
+
+    it("'interval': a tick while the last sync still runs waits; closing then syncs in place and ignores the late answer", async () => {
+      const file = path.join(dir, 'slow-disk.jsonl');
+      const pending = [];
+      const { fs: spy, calls } = spyFs({ fdatasync: (fd, cb) => { pending.push(() => fs.fdatasync(fd, cb)); } });
+      const { opts, errors } = options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 20 });
+      const sink = open(opts);
+      sink.write(record(0));
+      for (let i = 0; i < 200 && calls.fdatasync === 0; i++) await sleep(5);
+      assert.equal(calls.fdatasync, 1);
+      sink.write(record(1)); // dirty again while the disk has not answered
+      await sleep(100);
+      assert.equal(calls.fdatasync, 1, 'no second sync of the file while the first is in flight');
+      assert.equal(calls.fdatasyncSync, 0);
+      sink.close();
+      assert.equal(calls.fdatasyncSync, 1, 'close syncs in place: the queued sync may find its descriptor closed');
+      for (const go of pending) go(); // the late answer (EBADF, the descriptor is closed) is not reported
+      await sleep(50);
+      assert.deepEqual(errors, []);
+      assert.deepEqual(seqs(file), [0, 1]);
+    });
+
+    it("'interval': a failed background sync is reported (once a minute), and writing goes on", async () => {
+      const file = path.join(dir, 'eio-sync.jsonl');
+      const { fs: spy, calls } = spyFs({ fdatasync: (fd, cb) => setImmediate(cb, eno('EIO')) });
+      const { opts, errors } = options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 20 });
+      const sink = open(opts);
+      sink.write(record(0));
+      for (let i = 0; i < 200 && errors.length === 0; i++) await sleep(5);
+      assert.match(errors.join('\n'), /fsync failed \(EIO\)/);
+      sink.write(record(1));
+      for (let i = 0; i < 200 && calls.fdatasync < 2; i++) await sleep(5);
+      await sleep(20);
+      assert.equal(errors.length, 1, 'once a minute');
+      sink.close();
+      assert.deepEqual(seqs(file), [0, 1]);
     });
 
     it("'interval': a file rotated away is fdatasynced by the timer, not on the write path, then closed", async () => {
@@ -754,15 +792,16 @@ describe('audit sink', function () {
       const closedFds = [];
       const { fs: spy, calls } = spyFs({
         openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === file) { dataFds.push(fd); live.add(fd); } return fd; },
-        fdatasyncSync: (fd) => { if (live.has(fd)) synced.push(fd); return fs.fdatasyncSync(fd); },
+        fdatasync: (fd, cb) => { if (live.has(fd)) synced.push(fd); return fs.fdatasync(fd, cb); },
+        close: (fd, cb) => { if (live.delete(fd)) closedFds.push(fd); return fs.close(fd, cb); },
         closeSync: (fd) => { if (live.delete(fd)) closedFds.push(fd); return fs.closeSync(fd); },
       });
       const sink = open(options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 50, maxFileBytes: LEN * 2 }).opts);
       for (let i = 0; i < 6; i++) sink.write(record(i)); // 2 per file: 2 rotations
       assert.equal(dataFds.length, 3, 'three files written');
-      assert.equal(calls.fdatasyncSync, 0, 'no sync on the write path, rotations included');
+      assert.equal(calls.fdatasyncSync + calls.fdatasync, 0, 'no sync on the write path, rotations included');
       assert.ok(!closedFds.includes(dataFds[0]) && !closedFds.includes(dataFds[1]), 'the rotated files stay open until synced');
-      for (let i = 0; i < 200 && calls.fdatasyncSync < 3; i++) await sleep(10);
+      for (let i = 0; i < 200 && (calls.fdatasync < 3 || closedFds.length < 2); i++) await sleep(10);
       assert.deepEqual([...synced].sort(), [...dataFds].sort(), 'each file once: the two rotated away and the current one');
       assert.ok(closedFds.includes(dataFds[0]) && closedFds.includes(dataFds[1]), 'closed once synced');
       sink.close();
