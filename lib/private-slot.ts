@@ -5,6 +5,10 @@
  * `Reflect.ownKeys` do not see it, a Proxy's traps are not called for it, and V8 stores and finds
  * it like an ordinary property (≈ 8 ns in a loop), where the `Object.defineProperty` of a
  * non-enumerable symbol went through the runtime each time (≈ 250 ns; four per request).
+ *
+ * Unlike a property, a private field is not reached through a Proxy of the object nor through an
+ * object that has it as prototype: a response whose `end()` is called through a Proxy of it gets
+ * its access record when it closes rather than as it ends (no framework known to us does that).
  */
 export interface PrivateSlot<T> {
   get(o: object): T | undefined;

@@ -195,14 +195,22 @@ export function openSink(opts: SinkOptions): AuditSink {
   let needNewline = false;
   let dirty = false;
   let syncTimer: NodeJS.Timeout | null = null;
-  /** Descriptors of files rotated away under `interval`, to be fdatasynced and closed by the timer. */
-  let retired: number[] = [];
-  // The `interval` timer's background syncs (syncInBackground, retireInBackground): `syncing`, one
-  // of `fd` is queued or running (`syncGeneration` tells a stale answer); `retiring`, files rotated
-  // away whose sync is, closed once it is done.
-  let syncing = false;
-  let syncGeneration = 0;
-  const retiring = new Set<number>();
+  // The `interval` policy's syncs run on libuv's thread pool, so the event loop does not wait for
+  // the disk: measured on the hello server, ≈ 6 MB/s of access records, the synchronous
+  // fdatasync held the loop ≈ 19 ms every second (and a slow or network disk holds it for as long
+  // as it takes). One task at a time, in order: fdatasync a descriptor, then, for a file closed or
+  // rotated away, close it. Only this queue closes a descriptor it holds, after every sync of it
+  // queued before, so no sync ever runs on a closed or reused number. `held`: descriptor → tasks
+  // queued or running for it (flush() and close() sync these in place too); `syncQueued`: a sync
+  // of the current `fd` is queued or running (a tick meanwhile waits for the next).
+  interface BackgroundTask {
+    fd: number;
+    close: boolean;
+  }
+  const background: BackgroundTask[] = [];
+  let backgroundRunning = false;
+  const held = new Map<number, number>();
+  let syncQueued = false;
 
   // Lines that failed, oldest first (a queue with a moving head, compacted now and then).
   // `headWritten`: bytes of the head line already in the current file after a torn (short, then
@@ -239,14 +247,30 @@ export function openSink(opts: SinkOptions): AuditSink {
 
   // ---- the destination -------------------------------------------------------------------
 
+  const inBackground = (): boolean =>
+    policy === 'interval' && regular && typeof fs.fdatasync === 'function' && typeof fs.close === 'function';
+
   const closeFd = (): void => {
     if (fd === null) return;
-    // A background sync of this descriptor may still be queued: the file is synced here instead,
-    // before the number can be reused, and that sync's answer is ignored.
-    if (dirty || syncing) syncNow();
     const old = fd;
     fd = null;
-    if (isStdout) return; // fd 1 is not ours to close
+    syncQueued = false;
+    if (isStdout) {
+      dirty = false;
+      return; // fd 1 is not ours to close
+    }
+    if (!closed && inBackground() && (dirty || held.has(old))) {
+      // Synced and closed by the queue, after what it already holds for it.
+      dirty = false;
+      toBackground({ fd: old, close: true });
+      return;
+    }
+    if (dirty && policy !== 'never' && regular) syncFd(old, 'current');
+    dirty = false;
+    if (held.has(old)) {
+      toBackground({ fd: old, close: true }); // closed by the queue, after the syncs it holds for it
+      return;
+    }
     try {
       fs.closeSync(old);
     } catch {
@@ -254,113 +278,74 @@ export function openSink(opts: SinkOptions): AuditSink {
     }
   };
 
-  /** fsync (`always`) or fdatasync (`interval`) the open file, per the policy. */
-  function syncNow(): void {
-    dirty = false;
-    if (syncing) {
-      // In place, it covers what the background sync would: that one's answer is stale now.
-      syncing = false;
-      syncGeneration++;
-    }
-    if (fd === null || policy === 'never' || !regular) return;
+  const syncFailed = (err: unknown, which: 'current' | 'closed'): void => {
+    const code = errorCode(err);
+    if (syncUnsupported(code)) return;
+    notice('fsync', which === 'current'
+      ? `audit destination ${label}: fsync failed (${code}): records written since the last successful fsync may not survive a machine crash`
+      : `audit destination ${label}: fsync of a file closed or rotated away failed (${code}): its last records may not survive a machine crash`);
+  };
+
+  function syncFd(target: number, which: 'current' | 'closed'): void {
     try {
-      if (policy === 'always') fs.fsyncSync(fd);
-      else fs.fdatasyncSync(fd);
+      if (policy === 'always') fs.fsyncSync(target);
+      else fs.fdatasyncSync(target);
     } catch (err) {
-      const code = errorCode(err);
-      if (syncUnsupported(code)) return;
-      notice('fsync', `audit destination ${label}: fsync failed (${code}): records written since the last successful fsync may not survive a machine crash`);
+      syncFailed(err, which);
     }
   }
 
-  /** fdatasyncs and closes the files rotated away since the last tick. */
-  const syncRetired = (): void => {
-    const fds = retired;
-    retired = [];
-    for (const old of fds) {
-      try {
-        fs.fdatasyncSync(old);
-      } catch (err) {
-        const code = errorCode(err);
-        if (!syncUnsupported(code)) {
-          notice('fsync', `audit destination ${label}: fsync of the file rotated away failed (${code}): its last records may not survive a machine crash`);
-        }
-      }
-      try {
-        fs.closeSync(old);
-      } catch {
-        // nothing more to do with it
-      }
-    }
-  };
-
-  /**
-   * The `interval` timer's syncs run on libuv's thread pool, so the event loop does not wait for
-   * the disk: measured on the hello server, ≈ 6 MB/s of access records, the synchronous fdatasync
-   * held the loop ≈ 19 ms every second (and a slow or network disk holds it for as long as it
-   * takes). flush() and close() still sync in place, what is in flight included.
-   */
-  const syncInBackground = (): void => {
-    const target = fd;
-    if (target === null || !regular) return;
-    const fdatasync = fs.fdatasync;
-    if (typeof fdatasync !== 'function') {
-      syncNow();
-      return;
-    }
+  /** fsync (`always`) or fdatasync (`interval`) the open file, per the policy. */
+  function syncNow(): void {
     dirty = false;
-    syncing = true;
-    const generation = syncGeneration;
-    try {
-      fdatasync(target, (err) => {
-        if (generation !== syncGeneration) return; // closeFd synced and closed it meanwhile
-        syncing = false;
-        if (err) {
-          const code = errorCode(err);
-          if (!syncUnsupported(code)) notice('fsync', `audit destination ${label}: fsync failed (${code}): records written since the last successful fsync may not survive a machine crash`);
-        }
-      });
-    } catch {
-      syncing = false;
-      syncNow();
-    }
+    if (fd === null || policy === 'never' || !regular) return;
+    syncFd(fd, 'current');
+  }
+
+  const toBackground = (task: BackgroundTask): void => {
+    background.push(task);
+    held.set(task.fd, (held.get(task.fd) ?? 0) + 1);
+    runBackground();
   };
 
-  const retireInBackground = (): void => {
-    const fdatasync = fs.fdatasync;
-    const close = fs.close;
-    if (typeof fdatasync !== 'function' || typeof close !== 'function') {
-      syncRetired();
-      return;
-    }
-    const fds = retired;
-    retired = [];
-    for (const old of fds) {
-      retiring.add(old);
-      const done = (err: NodeJS.ErrnoException | null): void => {
-        if (err) {
-          const code = errorCode(err);
-          if (!syncUnsupported(code)) notice('fsync', `audit destination ${label}: fsync of the file rotated away failed (${code}): its last records may not survive a machine crash`);
-        }
-        close(old, () => retiring.delete(old));
-      };
-      try {
-        fdatasync(old, done);
-      } catch (err) {
-        done(err as NodeJS.ErrnoException);
+  function runBackground(): void {
+    if (backgroundRunning) return;
+    const task = background.shift();
+    if (task === undefined) return;
+    backgroundRunning = true;
+    const finish = (): void => {
+      const n = (held.get(task.fd) ?? 1) - 1;
+      if (n > 0) held.set(task.fd, n);
+      else held.delete(task.fd);
+      if (!task.close && task.fd === fd) syncQueued = false;
+      backgroundRunning = false;
+      runBackground();
+    };
+    const closeIt = (): void => {
+      if (!task.close) {
+        finish();
+        return;
       }
-    }
-  };
-
-  /** flush() and close(): the files rotated away whose background sync is not done, synced in place. */
-  const syncRetiring = (): void => {
-    for (const old of retiring) {
       try {
-        fs.fdatasyncSync(old);
+        fs.close!(task.fd, () => finish());
       } catch {
-        // reported by its background sync, or it finished closing meanwhile
+        finish();
       }
+    };
+    try {
+      fs.fdatasync!(task.fd, (err) => {
+        if (err) syncFailed(err, task.close ? 'closed' : 'current');
+        closeIt();
+      });
+    } catch (err) {
+      syncFailed(err, task.close ? 'closed' : 'current');
+      closeIt();
     }
+  }
+
+  /** flush() and close(): what the queue still holds (files closed or rotated away), synced in place. */
+  const syncHeld = (): void => {
+    for (const old of held.keys()) if (old !== fd) syncFd(old, 'closed');
   };
 
   /** The `interval` policy's timer: at most fsyncIntervalMs after a write, everything written is synced. */
@@ -369,11 +354,15 @@ export function openSink(opts: SinkOptions): AuditSink {
     syncTimer = setTimeout(() => {
       syncTimer = null;
       try {
-        retireInBackground();
-        if (dirty && fd !== null) {
-          // The last sync still running (a slow disk): this one waits for the next tick.
-          if (syncing) scheduleSync();
-          else syncInBackground();
+        if (!dirty || fd === null) return;
+        if (!inBackground()) {
+          syncNow();
+        } else if (syncQueued) {
+          scheduleSync(); // the last sync still running (a slow disk): this one waits for the next tick
+        } else {
+          dirty = false;
+          syncQueued = true;
+          toBackground({ fd, close: false });
         }
       } catch {
         // never throws out of a timer either
@@ -606,8 +595,8 @@ export function openSink(opts: SinkOptions): AuditSink {
     }
     if (size === 0 || size + bytes <= maxFileBytes) return;
     // The file being rotated away is complete on disk (unless the policy is never): now under
-    // `always`; under `interval` by the timer, like every other write (the record that triggered
-    // the rotation does not wait for up to a second's worth of other records to reach the disk).
+    // `always`; under `interval` by the background queue (closeFd), like every other write (the
+    // record that triggered the rotation does not wait for a second's worth of records to reach the disk).
     if (policy !== 'interval') syncNow();
     try {
       shiftAndRename();
@@ -618,14 +607,7 @@ export function openSink(opts: SinkOptions): AuditSink {
       return;
     }
     stats.rotations++;
-    if (policy === 'interval' && dirty && fd !== null && !closed) {
-      retired.push(fd);
-      fd = null;
-      dirty = false;
-      scheduleSync();
-    } else {
-      closeFd();
-    }
+    closeFd(); // under `interval`, synced and closed by the background queue
     openFile(); // may throw: then the line is buffered and the open retried
   };
 
@@ -958,8 +940,7 @@ export function openSink(opts: SinkOptions): AuditSink {
     try {
       if (closed) return;
       if (buffered() > 0) retry(EAGAIN_BUDGET_MS);
-      syncRetired();
-      syncRetiring();
+      syncHeld();
       if (policy !== 'never' && fd !== null) syncNow();
     } catch {
       // never throws
@@ -994,8 +975,7 @@ export function openSink(opts: SinkOptions): AuditSink {
         notify(opts.onError, `audit sink for ${label} closed with ${count(left, 'record')} still undeliverable (${code}): they are lost and counted as dropped`);
       }
       episode = null;
-      syncRetired();
-      syncRetiring();
+      syncHeld();
       if (policy !== 'never') syncNow();
       closeFd();
     } catch {

@@ -407,6 +407,22 @@ describe('edge parsers', () => {
       assert.ok(![...traces].includes('0'.repeat(32)) && ![...spans].includes('0'.repeat(16)));
     });
 
+    it('an id that lives on does not keep its pool of randomness alive', () => {
+      // One id kept from each of 1,500 pools (8 KiB of hex each): views into the pools would keep
+      // ≈ 12 MiB; copies keep ≈ 0.2.
+      const script = `
+        const { randomHex } = require(${JSON.stringify(require.resolve('../../dist/lib/random-hex.js'))});
+        const kept = [];
+        gc(); const before = process.memoryUsage().heapUsed;
+        for (let p = 0; p < 1500; p++) { kept.push(randomHex(32)); for (let i = 0; i < 255; i++) randomHex(32); }
+        gc(); gc();
+        process.stdout.write(String((process.memoryUsage().heapUsed - before) / 1048576) + ' ' + kept.length);`;
+      const out = require('node:child_process').execFileSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8' });
+      const [mib, n] = out.split(' ').map(Number);
+      assert.equal(n, 1500);
+      assert.ok(mib < 2, `heap grew ${mib.toFixed(2)} MiB for 1,500 kept ids`);
+    });
+
     it('property: any string, trusted or not — fresh or kept id, safe, truncated forensic copy', () => {
       const hostileUnit = fc.oneof(
         { weight: 5, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }) },

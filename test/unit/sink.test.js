@@ -746,7 +746,7 @@ describe('audit sink', function () {
       assert.equal(calls.fsyncSync, 1, 'the directory, once');
     });
 
-    it("'interval': a tick while the last sync still runs waits; closing then syncs in place and ignores the late answer", async () => {
+    it("'interval': a tick while the last sync still runs waits; closing then syncs in place, and the queue closes the file after its sync", async () => {
       const file = path.join(dir, 'slow-disk.jsonl');
       const pending = [];
       const { fs: spy, calls } = spyFs({ fdatasync: (fd, cb) => { pending.push(() => fs.fdatasync(fd, cb)); } });
@@ -759,12 +759,58 @@ describe('audit sink', function () {
       await sleep(100);
       assert.equal(calls.fdatasync, 1, 'no second sync of the file while the first is in flight');
       assert.equal(calls.fdatasyncSync, 0);
+      const closesBefore = calls.closeSync; // the directory's, after its fsync
       sink.close();
-      assert.equal(calls.fdatasyncSync, 1, 'close syncs in place: the queued sync may find its descriptor closed');
-      for (const go of pending) go(); // the late answer (EBADF, the descriptor is closed) is not reported
-      await sleep(50);
+      assert.equal(calls.fdatasyncSync, 1, 'close syncs in place');
+      assert.equal(calls.closeSync, closesBefore, 'the descriptor stays open while a sync of it is out: no sync runs on a closed number');
+      for (let round = 0; round < 3; round++) {
+        for (const go of pending.splice(0)) go();
+        await sleep(20);
+      }
+      assert.equal(calls.close, 1, 'closed by the queue once its syncs answered');
       assert.deepEqual(errors, []);
       assert.deepEqual(seqs(file), [0, 1]);
+    });
+
+    it("'interval': a background sync's failure is reported even when flush() synced the file in place meanwhile", async () => {
+      const file = path.join(dir, 'eio-overlap.jsonl');
+      const answers = [];
+      const { fs: spy, calls } = spyFs({ fdatasync: (fd, cb) => { answers.push(cb); } });
+      const { opts, errors } = options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 20 });
+      const sink = open(opts);
+      sink.write(record(0));
+      for (let i = 0; i < 200 && calls.fdatasync === 0; i++) await sleep(5);
+      sink.flush(); // in place, succeeds
+      assert.deepEqual(errors, []);
+      answers.shift()(eno('EIO')); // the kernel reports a writeback error to one of the two syncs only
+      assert.match(errors.join('\n'), /fsync failed \(EIO\)/);
+      sink.close();
+    });
+
+    it("'interval': a rotation while a sync is out hands the file to the queue (nothing synced on the write path); close() reports a failed in-place sync of it", async () => {
+      const file = path.join(dir, 'rot-busy.jsonl');
+      const answers = [];
+      const dataFds = [];
+      const { fs: spy, calls } = spyFs({
+        openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === file) dataFds.push(fd); return fd; },
+        fdatasync: (fd, cb) => { answers.push(cb); },
+        fdatasyncSync: (fd) => { if (fd === dataFds[0]) throw eno('EIO'); return fs.fdatasyncSync(fd); },
+      });
+      const { opts, errors } = options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 20, maxFileBytes: LEN * 2 });
+      const sink = open(opts);
+      sink.write(record(0));
+      sink.write(record(1));
+      for (let i = 0; i < 200 && calls.fdatasync === 0; i++) await sleep(5);
+      sink.write(record(2)); // rotates while the first file's sync is out
+      assert.equal(dataFds.length, 2);
+      assert.equal(calls.fdatasyncSync, 0, 'the write path waits for no disk');
+      sink.close();
+      assert.match(errors.join('\n'), /fsync of a file closed or rotated away failed \(EIO\)/);
+      for (let round = 0; round < 3; round++) {
+        for (const cb of answers.splice(0)) cb(null);
+        await sleep(20);
+      }
+      assert.deepEqual([`${file}.1`, file].flatMap(seqs), [0, 1, 2]);
     });
 
     it("'interval': a failed background sync is reported (once a minute), and writing goes on", async () => {
@@ -799,7 +845,7 @@ describe('audit sink', function () {
       const sink = open(options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 50, maxFileBytes: LEN * 2 }).opts);
       for (let i = 0; i < 6; i++) sink.write(record(i)); // 2 per file: 2 rotations
       assert.equal(dataFds.length, 3, 'three files written');
-      assert.equal(calls.fdatasyncSync + calls.fdatasync, 0, 'no sync on the write path, rotations included');
+      assert.equal(calls.fdatasyncSync, 0, 'the write path waits for no sync, rotations included (theirs run in the background)');
       assert.ok(!closedFds.includes(dataFds[0]) && !closedFds.includes(dataFds[1]), 'the rotated files stay open until synced');
       for (let i = 0; i < 200 && (calls.fdatasync < 3 || closedFds.length < 2); i++) await sleep(10);
       assert.deepEqual([...synced].sort(), [...dataFds].sort(), 'each file once: the two rotated away and the current one');
