@@ -200,9 +200,9 @@ export function openSink(opts: SinkOptions): AuditSink {
   // fdatasync held the loop ≈ 19 ms every second (and a slow or network disk holds it for as long
   // as it takes). One task at a time, in order: fdatasync a descriptor, then, for a file closed or
   // rotated away, close it. Only this queue closes a descriptor it holds, after every sync of it
-  // queued before, so no sync ever runs on a closed or reused number. `held`: descriptor → tasks
-  // queued or running for it (flush() and close() sync these in place too); `syncQueued`: a sync
-  // of the current `fd` is queued or running (a tick meanwhile waits for the next).
+  // queued before, so no background sync runs on a closed or reused number. `held`: descriptor →
+  // tasks queued or running for it; `syncQueued`: a sync of the current `fd` is queued or running
+  // (a tick meanwhile waits for the next).
   interface BackgroundTask {
     fd: number;
     close: boolean;
@@ -210,6 +210,12 @@ export function openSink(opts: SinkOptions): AuditSink {
   const background: BackgroundTask[] = [];
   let backgroundRunning = false;
   const held = new Map<number, number>();
+  /**
+   * Descriptor → its tasks whose fdatasync has not answered yet: what flush() and close() sync in
+   * place. Not `held`: a close task's close(2) may have run before its callback, and a number
+   * still counted there may already be closed, or another file's.
+   */
+  const unsynced = new Map<number, number>();
   let syncQueued = false;
 
   // Lines that failed, oldest first (a queue with a moving head, compacted now and then).
@@ -305,7 +311,14 @@ export function openSink(opts: SinkOptions): AuditSink {
   const toBackground = (task: BackgroundTask): void => {
     background.push(task);
     held.set(task.fd, (held.get(task.fd) ?? 0) + 1);
+    unsynced.set(task.fd, (unsynced.get(task.fd) ?? 0) + 1);
     runBackground();
+  };
+
+  const synced = (target: number): void => {
+    const n = (unsynced.get(target) ?? 1) - 1;
+    if (n > 0) unsynced.set(target, n);
+    else unsynced.delete(target);
   };
 
   function runBackground(): void {
@@ -334,18 +347,20 @@ export function openSink(opts: SinkOptions): AuditSink {
     };
     try {
       fs.fdatasync!(task.fd, (err) => {
+        synced(task.fd);
         if (err) syncFailed(err, task.close ? 'closed' : 'current');
         closeIt();
       });
     } catch (err) {
+      synced(task.fd);
       syncFailed(err, task.close ? 'closed' : 'current');
       closeIt();
     }
   }
 
-  /** flush() and close(): what the queue still holds (files closed or rotated away), synced in place. */
+  /** flush() and close(): the files closed or rotated away whose background sync has not answered, synced in place. */
   const syncHeld = (): void => {
-    for (const old of held.keys()) if (old !== fd) syncFd(old, 'closed');
+    for (const old of unsynced.keys()) if (old !== fd) syncFd(old, 'closed');
   };
 
   /** The `interval` policy's timer: at most fsyncIntervalMs after a write, everything written is synced. */

@@ -772,6 +772,29 @@ describe('audit sink', function () {
       assert.deepEqual(seqs(file), [0, 1]);
     });
 
+    it("'interval': flush() between a rotated file's close(2) and its callback does not sync the closed number", async () => {
+      const file = path.join(dir, 'rot-closing.jsonl');
+      const dataFds = [];
+      const lateCallbacks = [];
+      const { fs: spy, calls } = spyFs({
+        openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === file) dataFds.push(fd); return fd; },
+        close: (fd, cb) => { fs.closeSync(fd); lateCallbacks.push(cb); }, // closed at once, answered late
+      });
+      const { opts, errors } = options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 60_000, maxFileBytes: LEN * 2 });
+      const sink = open(opts);
+      for (let i = 0; i < 3; i++) sink.write(record(i)); // one rotation: the first file goes to the queue
+      for (let i = 0; i < 200 && calls.close === 0; i++) await sleep(5);
+      assert.equal(calls.close, 1, 'the queue synced and closed the rotated file');
+      const syncsBefore = calls.fdatasyncSync;
+      sink.flush();
+      assert.equal(calls.fdatasyncSync, syncsBefore + 1, 'only the current file: the rotated one is synced and closed');
+      assert.deepEqual(errors, [], 'no EBADF from syncing a closed number');
+      for (const cb of lateCallbacks.splice(0)) cb(null);
+      sink.close();
+      assert.deepEqual([`${file}.1`, file].flatMap(seqs), [0, 1, 2]);
+      assert.equal(dataFds.length, 2);
+    });
+
     it("'interval': a background sync's failure is reported even when flush() synced the file in place meanwhile", async () => {
       const file = path.join(dir, 'eio-overlap.jsonl');
       const answers = [];
