@@ -265,16 +265,12 @@ export function openSink(opts: SinkOptions): AuditSink {
       dirty = false;
       return; // fd 1 is not ours to close
     }
-    if (!closed && inBackground() && (dirty || held.has(old))) {
-      // Synced and closed by the queue, after what it already holds for it.
-      dirty = false;
-      toBackground({ fd: old, close: true });
-      return;
-    }
-    if (dirty && policy !== 'never' && regular) syncFd(old, 'current');
+    // Under `interval` a dirty file is synced by the queue, not here; after close(), in place.
+    if (dirty && (closed || !inBackground()) && policy !== 'never' && regular) syncFd(old, 'current');
+    const queued = dirty && !closed && inBackground();
     dirty = false;
-    if (held.has(old)) {
-      toBackground({ fd: old, close: true }); // closed by the queue, after the syncs it holds for it
+    if (queued || held.has(old)) {
+      toBackground({ fd: old, close: true }); // synced and closed by the queue, after what it holds for it
       return;
     }
     try {
@@ -359,7 +355,7 @@ export function openSink(opts: SinkOptions): AuditSink {
   }
 
   /** flush() and close(): the files closed or rotated away whose background sync has not answered, synced in place. */
-  const syncHeld = (): void => {
+  const syncUnanswered = (): void => {
     for (const old of unsynced.keys()) if (old !== fd) syncFd(old, 'closed');
   };
 
@@ -955,7 +951,7 @@ export function openSink(opts: SinkOptions): AuditSink {
     try {
       if (closed) return;
       if (buffered() > 0) retry(EAGAIN_BUDGET_MS);
-      syncHeld();
+      syncUnanswered();
       if (policy !== 'never' && fd !== null) syncNow();
     } catch {
       // never throws
@@ -990,7 +986,7 @@ export function openSink(opts: SinkOptions): AuditSink {
         notify(opts.onError, `audit sink for ${label} closed with ${count(left, 'record')} still undeliverable (${code}): they are lost and counted as dropped`);
       }
       episode = null;
-      syncHeld();
+      syncUnanswered();
       if (policy !== 'never') syncNow();
       closeFd();
     } catch {
