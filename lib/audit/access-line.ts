@@ -10,6 +10,8 @@
  * the reference this template is held to byte for byte (test/unit/access-line.test.js).
  */
 
+import { PLAIN_ASCII } from './serialize';
+
 /** What the edge knows of one request and its response. */
 export interface AccessFields {
   method: string;
@@ -63,10 +65,7 @@ export function accessRecordFields(f: AccessFields): Record<string, unknown> {
   return fields;
 }
 
-/** Printable ASCII other than `"` and `\`: written as is, and RFC 8785 writes it the same way. */
-const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
-
-/** A string the template may write: plain, and short enough that the general path would not cut it. */
+/** A string the template may write: plain (written as is, by RFC 8785 too), and short enough that the general path would not cut it. */
 function plain(s: unknown, maxFieldBytes: number): s is string {
   return typeof s === 'string' && s.length <= maxFieldBytes && PLAIN_ASCII.test(s);
 }

@@ -134,7 +134,7 @@ function escapeChar(c: string): string {
 }
 
 /** Printable ASCII other than `"` and `\`: nothing in it needs an escape of any kind. */
-const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+export const PLAIN_ASCII = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
 
 /**
  * NEEDS_ESCAPE.test(s). A string of plain ASCII (ids, times, hashes, most values) is recognised by

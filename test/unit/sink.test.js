@@ -45,6 +45,13 @@ function options(destination, extra = {}) {
   };
 }
 
+/** An `openSync` that also collects the descriptors of `file` (descriptor numbers are reused). */
+const opensOf = (file, fds) => (p, ...rest) => {
+  const fd = fs.openSync(p, ...rest);
+  if (p === file) fds.push(fd);
+  return fd;
+};
+
 /** A controllable clock. */
 function clock(start = 1_000_000) {
   let t = start;
@@ -777,7 +784,7 @@ describe('audit sink', function () {
       const dataFds = [];
       const lateCallbacks = [];
       const { fs: spy, calls } = spyFs({
-        openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === file) dataFds.push(fd); return fd; },
+        openSync: opensOf(file, dataFds),
         close: (fd, cb) => { fs.closeSync(fd); lateCallbacks.push(cb); }, // closed at once, answered late
       });
       const { opts, errors } = options(file, { fs: spy, fsync: 'interval', fsyncIntervalMs: 60_000, maxFileBytes: LEN * 2 });
@@ -815,7 +822,7 @@ describe('audit sink', function () {
       const answers = [];
       const dataFds = [];
       const { fs: spy, calls } = spyFs({
-        openSync: (p, ...rest) => { const fd = fs.openSync(p, ...rest); if (p === file) dataFds.push(fd); return fd; },
+        openSync: opensOf(file, dataFds),
         fdatasync: (fd, cb) => { answers.push(cb); },
         fdatasyncSync: (fd) => { if (fd === dataFds[0]) throw eno('EIO'); return fs.fdatasyncSync(fd); },
       });
