@@ -55,7 +55,12 @@ export interface Config {
   traces: ExportConfig & { batch: BatchConfig };
   logs: ExportConfig & { batch: BatchConfig };
   metrics: ExportConfig & { intervalMs: number; exportTimeoutMs: number };
-  instrumentations: { enabled: readonly string[] | undefined; disabled: readonly string[] };
+  instrumentations: {
+    enabled: readonly string[] | undefined;
+    disabled: readonly string[];
+    /** A span per framework layer (Express middleware and handlers, `router` layers). */
+    layerSpans: boolean;
+  };
   audit: AuditConfig;
   edge: EdgeConfig;
 }
@@ -130,8 +135,9 @@ export const variables: readonly VariableDoc[] = Object.freeze([
   { name: 'OTEL_PROPAGATORS', default: 'tracecontext,baggage', meaning: 'Context propagators: `tracecontext`, `baggage`, `b3`, `b3multi`, or `none`.' },
   { name: 'OTEL_TRACES_SAMPLER', default: 'parentbased_always_on', meaning: 'Sampler: `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio`.' },
   { name: 'OTEL_TRACES_SAMPLER_ARG', default: 1, meaning: 'Sampling ratio from 0 to 1 for the `traceidratio` samplers.' },
-  { name: 'OTEL_NODE_ENABLED_INSTRUMENTATIONS', default: undefined, defaultText: 'all but `fs`, `dns`, `net`, `host-metrics`', meaning: 'Comma-separated instrumentation names (as in `@opentelemetry/instrumentation-<name>`) to enable. Those of built-in modules, channels and runtime metrics start with the app; one that patches npm packages is loaded when the app first requires or imports one of them (`OTEL_LOG_LEVEL=info` prints a line for each), so a package never loaded costs nothing.' },
+  { name: 'OTEL_NODE_ENABLED_INSTRUMENTATIONS', default: undefined, defaultText: 'all but `fs`, `dns`, `net`, `host-metrics` (and `router` unless `AUDITRACE_LAYER_SPANS=true`)', meaning: 'Comma-separated instrumentation names (as in `@opentelemetry/instrumentation-<name>`) to enable. Those of built-in modules, channels and runtime metrics start with the app; one that patches npm packages is loaded when the app first requires or imports one of them (`OTEL_LOG_LEVEL=info` prints a line for each), so a package never loaded costs nothing.' },
   { name: 'OTEL_NODE_DISABLED_INSTRUMENTATIONS', default: '', meaning: 'Comma-separated instrumentation names to disable.' },
+  { name: 'AUDITRACE_LAYER_SPANS', default: false, meaning: '`true`: a span for every Express middleware, router and request handler (instrumentation-express) and every layer of the `router` package (instrumentation-router, which Express 5 runs on, so each layer gets two), as upstream does by default. Off: the request\'s server span still gets the route Express matched (`http.route`, named `GET /users/:id`), and work that leaves the process (database, HTTP, queue calls) still gets its own spans; what is left out is three or more spans per request that time in-process function calls and cost more CPU than all the rest of the tracing (BENCHMARKS.md, Express).' },
   { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', default: DEFAULT_ENDPOINT, meaning: 'Base OTLP/HTTP URL; `/v1/traces`, `/v1/metrics`, `/v1/logs` are appended.' },
   { name: 'OTEL_EXPORTER_OTLP_HEADERS', default: '', meaning: 'Headers sent with every export, `key=value` pairs separated by commas, values percent-encoded. Values are redacted in the start-up line.' },
   { name: 'OTEL_EXPORTER_OTLP_TIMEOUT', default: 10000, meaning: 'Export request timeout in milliseconds.' },
@@ -496,6 +502,7 @@ export function parseConfig(env: Record<string, string | undefined>): ParsedConf
     instrumentations: {
       enabled: instrumentationList('OTEL_NODE_ENABLED_INSTRUMENTATIONS'),
       disabled: instrumentationList('OTEL_NODE_DISABLED_INSTRUMENTATIONS') ?? [],
+      layerSpans: r.bool('AUDITRACE_LAYER_SPANS'),
     },
     audit: auditConfig(r),
     edge: edgeConfig(r),

@@ -76,6 +76,13 @@ export const instrumentationNames: readonly string[] = Object.freeze(Object.keys
 export const defaultOffInstrumentations: readonly string[] = Object.freeze(['fs', 'dns', 'net', 'host-metrics']);
 
 /**
+ * Off by default too unless layer spans are on (AUDITRACE_LAYER_SPANS): `router` makes nothing but
+ * a span per layer of the `router` package, which Express 5 runs on beside instrumentation-express
+ * (whose layer spans are ignored then, see sdk.ts): the route is taken by express and http-server.ts.
+ */
+export const layerSpanInstrumentations: readonly string[] = Object.freeze(['router']);
+
+/**
  * The modules each instrumentation patches: the names of its module definitions (a test checks
  * this table against the packages). `[]`: nothing to look for (diagnostics channels, runtime
  * metrics, host metrics). Built-in modules are always there.
@@ -152,9 +159,10 @@ export function presentInstrumentations(names: readonly string[], dirs: readonly
   });
 }
 
-/** Which instrumentations run, given the two environment lists (already validated). */
-export function selectInstrumentations(enabled: readonly string[] | undefined, disabled: readonly string[]): string[] {
-  const base = enabled ?? instrumentationNames.filter((n) => !defaultOffInstrumentations.includes(n));
+/** Which instrumentations run, given the two environment lists (already validated); a name listed as enabled always runs. */
+export function selectInstrumentations(enabled: readonly string[] | undefined, disabled: readonly string[], layerSpans = false): string[] {
+  const base = enabled ?? instrumentationNames.filter((n) => !defaultOffInstrumentations.includes(n)
+    && (layerSpans || !layerSpanInstrumentations.includes(n)));
   return base.filter((n) => !disabled.includes(n));
 }
 

@@ -259,7 +259,8 @@ function flushesAlwaysSend<T extends object>(target: T, backoff: ExportBackoff |
 }
 
 /**
- * Our settings for upstream instrumentations. winston: the app's own loggers get the request id
+ * Our settings for upstream instrumentations. express: no span per layer unless asked for
+ * (AUDITRACE_LAYER_SPANS). winston: the app's own loggers get the request id
  * and instance id beside trace_id/span_id; log sending stays off because upstream's transport
  * targets the pre-3.x logs API and its records would silently go nowhere.
  */
@@ -287,6 +288,9 @@ function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<st
         if (config.edge.backendCallRecords) watchHttpResponse(res); // backend_call_fail records
       },
     },
+    // Without layer spans the instrumentation still gives the server span the route it matched
+    // (through the RPC metadata, before it looks at the ignore list), nested routers included.
+    express: config.instrumentations.layerSpans ? {} : { ignoreLayersType: ['router', 'middleware', 'request_handler'] },
     undici: {
       requestHook: (_span: Span, req: { origin?: string; addHeader?: (k: string, v: string) => unknown }) => onOutgoingUndiciRequest(edge, req),
     },
@@ -333,7 +337,7 @@ function appModuleDirs(): string[] {
  * there is no node_modules to look in).
  */
 function presentSelection(config: Readonly<Config>): string[] {
-  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled, config.instrumentations.layerSpans);
   if (config.instrumentations.enabled !== undefined || process.versions.pnp) return names;
   return presentInstrumentations(names, appModuleDirs(), process.env);
 }
@@ -379,7 +383,7 @@ function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: 
     if (list.length > 0) registerInstrumentations({ instrumentations: list, ...providers });
     return list;
   };
-  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled);
+  const names = selectInstrumentations(config.instrumentations.enabled, config.instrumentations.disabled, config.instrumentations.layerSpans);
   // The server side (http-server.ts) rides on the http instrumentation's module hooks.
   if (config.edge.accessRecords && !names.includes('http')) {
     writeLine('auditrace: warning: the http instrumentation is not enabled (OTEL_NODE_ENABLED_INSTRUMENTATIONS / '

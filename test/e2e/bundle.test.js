@@ -51,7 +51,7 @@ describe('the bundle: what a start loads', function () {
   });
 
   it('Express required later: its instrumentation file loads, takes the bundle\'s packages, and its spans arrive', async () => {
-    const r = await runApp(FIXTURE, { env: { ...env(), BUNDLE_EXPRESS: '1' } });
+    const r = await runApp(FIXTURE, { env: { ...env(), BUNDLE_EXPRESS: '1', AUDITRACE_LAYER_SPANS: 'true' } });
     assert.equal(r.code, 0, r.stderr);
     const { atStart, afterExpress, status } = JSON.parse(r.stdout.trim().split('\n').at(-1));
     assert.equal(status, 200);

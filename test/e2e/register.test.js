@@ -267,25 +267,45 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
   });
 
   describe('an Express 5 app', () => {
-    it('exports express middleware and request-handler spans and sets http.route on the SERVER span', async () => {
-      const app = await launch('svc-express.js');
+    it('by default: one SERVER span per request, named and tagged with the route Express matched, no layer spans', async () => {
+      const app = await launch('svc-express.js', { env: { OTEL_LOG_LEVEL: 'info' } });
+      const res = await getOk(app, '/users/42');
+      assert.deepEqual(JSON.parse(res.body), { id: '42' });
+      await rx.waitFor(() => servers(rx.spans()).length === 1, WAIT);
+      const [server] = servers(rx.spans());
+      assert.equal(server.attributes['http.route'], '/users/:id');
+      assert.equal(server.attributes['url.path'], '/users/42');
+      assert.equal(server.name, 'GET /users/:id');
+      // A later export would carry layer spans ended with the response: wait for one more batch.
+      await new Promise((r) => setTimeout(r, 300));
+      const inTrace = rx.spans().filter((s) => s.traceId === server.traceId);
+      assert.deepEqual(inTrace.map((s) => s.scope.name), ['@opentelemetry/instrumentation-http'],
+        inTrace.map((s) => `${s.scope.name} ${s.name}`).join('; '));
+      // Express is instrumented (it gave the route); the router package, loaded by Express 5, is not.
+      assert.match(app.stderr, /instrumentation express created: its package was loaded/);
+      assert.doesNotMatch(app.stderr, /instrumentation router created/);
+    });
+
+    it('AUDITRACE_LAYER_SPANS=true: express middleware and request-handler spans, router layer spans, all in the request\'s trace', async () => {
+      const app = await launch('svc-express.js', { env: { AUDITRACE_LAYER_SPANS: 'true' } });
       const res = await getOk(app, '/users/42');
       assert.deepEqual(JSON.parse(res.body), { id: '42' });
 
       const expressSpans = () => rx.spans().filter((s) => s.scope.name === '@opentelemetry/instrumentation-express');
+      const routerSpans = () => rx.spans().filter((s) => s.scope.name === '@opentelemetry/instrumentation-router');
       await rx.waitFor(() => servers(rx.spans()).length === 1
-        && expressSpans().some((s) => s.attributes['express.type'] === 'request_handler'), WAIT);
+        && expressSpans().some((s) => s.attributes['express.type'] === 'request_handler')
+        && routerSpans().some((s) => s.attributes['router.type'] === 'request_handler'), WAIT);
 
       const [server] = servers(rx.spans());
       assert.equal(server.attributes['http.route'], '/users/:id');
-      assert.equal(server.attributes['url.path'], '/users/42');
       assert.equal(server.name, 'GET /users/:id');
       const types = new Set(expressSpans().map((s) => s.attributes['express.type']));
       assert.ok(types.has('middleware'), `express span types: ${[...types]}`);
       assert.ok(types.has('request_handler'), `express span types: ${[...types]}`);
       const handler = expressSpans().find((s) => s.attributes['express.type'] === 'request_handler');
       assert.equal(handler.attributes['http.route'], '/users/:id');
-      for (const s of expressSpans()) assert.equal(s.traceId, server.traceId, `${s.name} is in the request's trace`);
+      for (const s of [...expressSpans(), ...routerSpans()]) assert.equal(s.traceId, server.traceId, `${s.name} is in the request's trace`);
     });
   });
 
@@ -545,10 +565,11 @@ describe('instrumentations of npm packages are created when their package is fir
     return { now: m[1].split(',').sort(), later: Number(m[2] ?? 0), stderr: r.stderr };
   };
 
-  it('by default: built-in and channel-based ones at start, the other 33 wait; none is created for a package never loaded', async () => {
+  it('by default: built-in and channel-based ones at start, the other 32 wait (router only with layer spans); none is created for a package never loaded', async () => {
     const r = await run({ OTEL_LOG_LEVEL: 'info' });
     assert.deepEqual(r.now, ['http', 'runtime-node', 'undici']);
-    assert.equal(r.later, 33);
+    assert.equal(r.later, 32);
+    assert.equal((await run({ AUDITRACE_LAYER_SPANS: 'true' })).later, 33);
     assert.doesNotMatch(r.stderr, /instrumentation \S+ created/);
   });
 
@@ -562,7 +583,7 @@ describe('instrumentations of npm packages are created when their package is fir
     const rx = await startOtlpReceiver();
     const app = startApp(path.join(dir, 'express-app.js'), {
       cwd: dir,
-      env: { ...HERMETIC, NODE_PATH: '', OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100', OTEL_METRICS_EXPORTER: 'none' },
+      env: { ...HERMETIC, NODE_PATH: '', OTEL_LOG_LEVEL: 'info', OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_BSP_SCHEDULE_DELAY: '100', OTEL_METRICS_EXPORTER: 'none', AUDITRACE_LAYER_SPANS: 'true' },
     });
     try {
       const [, port] = await app.waitForOutput(/^listening (\d+)$/m, { timeoutMs: 20000 });

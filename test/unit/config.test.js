@@ -122,7 +122,11 @@ describe('configuration', () => {
     });
     it('reads enabled and disabled instrumentation lists', () => {
       const { config } = parseConfig({ OTEL_NODE_ENABLED_INSTRUMENTATIONS: 'http, express', OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'express' });
-      assert.deepEqual(config.instrumentations, { enabled: ['http', 'express'], disabled: ['express'] });
+      assert.deepEqual(config.instrumentations, { enabled: ['http', 'express'], disabled: ['express'], layerSpans: false });
+    });
+    it('leaves framework layer spans off unless AUDITRACE_LAYER_SPANS=true', () => {
+      assert.equal(parseConfig({}).config.instrumentations.layerSpans, false);
+      assert.equal(parseConfig({ AUDITRACE_LAYER_SPANS: 'true' }).config.instrumentations.layerSpans, true);
     });
     it('treats an empty value as unset', () => {
       const { config, errors } = parseConfig({ OTEL_EXPORTER_OTLP_ENDPOINT: '', OTEL_TRACES_SAMPLER_ARG: ' ' });
@@ -156,6 +160,7 @@ describe('configuration', () => {
       ['OTEL_BSP_MAX_QUEUE_SIZE', '0', /integer of at least 1/, (c) => c.traces.batch.maxQueueSize === 2048],
       ['OTEL_PROPAGATORS', 'w3c', /propagators/, (c) => c.propagators.length === 2],
       ['AUDITRACE_SHUTDOWN_TIMEOUT_MS', '-1', /integer/, (c) => c.shutdownTimeoutMs === 5000],
+      ['AUDITRACE_LAYER_SPANS', 'yes', /`true` or `false`/, (c) => c.instrumentations.layerSpans === false],
     ];
     for (const [name, value, expected, fellBack] of cases) {
       it(`${name}=${JSON.stringify(value)}`, () => {

@@ -37,10 +37,20 @@ describe('instrumentations', () => {
     assert.equal(instrumentations.length, instrumentationNames.length);
   });
 
-  it('by default all but the noisy fs, dns, net and host-metrics', () => {
+  it('by default all but the noisy fs, dns, net and host-metrics, and router (nothing but layer spans)', () => {
     const on = selectInstrumentations(undefined, []);
     for (const n of defaultOffInstrumentations) assert.ok(!on.includes(n), n);
+    assert.ok(!on.includes('router'));
     assert.ok(on.includes('http') && on.includes('express') && on.includes('undici'));
+    assert.equal(on.length, instrumentationNames.length - defaultOffInstrumentations.length - 1);
+  });
+
+  it('with layer spans on, router is in the default set; a list that names it runs it either way', () => {
+    const on = selectInstrumentations(undefined, [], true);
+    assert.ok(on.includes('router') && on.includes('express'));
+    for (const n of defaultOffInstrumentations) assert.ok(!on.includes(n), n);
+    assert.deepEqual(selectInstrumentations(['http', 'router'], [], false), ['http', 'router']);
+    assert.deepEqual(selectInstrumentations(undefined, ['router'], true).includes('router'), false);
   });
 
   it('the enabled list replaces the default; the disabled list removes', () => {
