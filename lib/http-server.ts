@@ -1,6 +1,7 @@
 import { context, propagation, trace, SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
 import { RPCType, setRPCMetadata } from '@opentelemetry/core';
+import { subscribe } from 'node:diagnostics_channel';
 import { ServerResponse } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { rfc3339Now } from './audit/ids';
@@ -127,6 +128,38 @@ export function serveThrough(instrumentation: object, edge: Edge, options: Serve
     };
   }
   if (found === 0) warnings.warn('http-server', 'this instrumentation-http has no http module definitions: no server spans and no access records');
+  else watchUnserved(side);
+}
+
+let unservedSide: ServerSide | undefined;
+
+/**
+ * Responses that finish without the application having been asked: Node answers an `Expect:` it
+ * does not know with a 417 itself, emitting nothing when the server has no `checkExpectation`
+ * listener (a probe scanners send). Node's `http.server.response.finish` channel still sees them;
+ * each gets an access record (no span: nothing ran), as does any other response that did not pass
+ * through `serve` (a request served untraced because tracing it failed).
+ */
+function watchUnserved(side: ServerSide): void {
+  if (unservedSide === undefined) subscribe('http.server.response.finish', onResponseFinish);
+  unservedSide = side;
+}
+
+function onResponseFinish(message: unknown): void {
+  const side = unservedSide;
+  const { request: req, response: res } = message as { request?: IncomingMessage; response?: ServerResponse };
+  if (side === undefined || res == null || typeof res !== 'object' || exchanges.get(res) !== undefined) return;
+  try {
+    if (req == null || typeof req !== 'object' || req.headers === null || typeof req.headers !== 'object') return;
+    const d = side.edge.decide(req);
+    d.endNs = process.hrtime.bigint();
+    d.endTime = rfc3339Now();
+    const status = res.headersSent ? res.statusCode : undefined;
+    const errorType = status !== undefined && status >= 500 && status < 600 ? String(status) : undefined;
+    side.edge.recordResponse(req, res, d, propagation.extract(LINKED_ROOT, req.headers), undefined, status, errorType, false);
+  } catch (err) {
+    warnings.warn('http-server', `an access record could not be taken: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 function serverPrototype(exports: unknown): { emit: Emit } | undefined {
@@ -339,7 +372,9 @@ function endSpan(res: ServerResponse, x: Exchange): void {
     }
     if (status !== undefined) {
       span.setAttribute('http.response.status_code', status);
-      if (status >= 500 && status < 600 && x.thrown === undefined) span.setStatus({ code: SpanStatusCode.ERROR });
+      // An error status set earlier (with its message: a framework's `next(err)`) is kept.
+      if (status >= 500 && status < 600 && x.thrown === undefined
+        && (span as { status?: { code?: unknown } }).status?.code !== SpanStatusCode.ERROR) span.setStatus({ code: SpanStatusCode.ERROR });
     }
     if (errorType !== undefined && x.thrown === undefined) span.setAttribute('error.type', errorType);
     span.end();

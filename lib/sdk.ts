@@ -8,6 +8,7 @@ import { createConsoleExporter, createOtlpExporter, watchExports } from './expor
 import { ExportBackoff } from './export-backoff';
 import { realpathSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { withoutLayerSpans } from './layer-spans';
 import { deferInstrumentations, instrumentationTargets, loadInstrumentations, nodeModulesDirs, patchesOnlyPackages, presentInstrumentations,
   selectInstrumentations } from './instrumentations';
 import { processIdentity } from './identity';
@@ -259,8 +260,7 @@ function flushesAlwaysSend<T extends object>(target: T, backoff: ExportBackoff |
 }
 
 /**
- * Our settings for upstream instrumentations. express: no span per layer unless asked for
- * (AUDITRACE_LAYER_SPANS). winston: the app's own loggers get the request id
+ * Our settings for upstream instrumentations. winston: the app's own loggers get the request id
  * and instance id beside trace_id/span_id; log sending stays off because upstream's transport
  * targets the pre-3.x logs API and its records would silently go nowhere.
  */
@@ -288,9 +288,6 @@ function instrumentationConfigs(config: Readonly<Config>, edge: Edge): Record<st
         if (config.edge.backendCallRecords) watchHttpResponse(res); // backend_call_fail records
       },
     },
-    // Without layer spans the instrumentation still gives the server span the route it matched
-    // (through the RPC metadata, before it looks at the ignore list), nested routers included.
-    express: config.instrumentations.layerSpans ? {} : { ignoreLayersType: ['router', 'middleware', 'request_handler'] },
     undici: {
       requestHook: (_span: Span, req: { origin?: string; addHeader?: (k: string, v: string) => unknown }) => onOutgoingUndiciRequest(edge, req),
     },
@@ -342,19 +339,21 @@ function presentSelection(config: Readonly<Config>): string[] {
   return presentInstrumentations(names, appModuleDirs(), process.env);
 }
 
-function loadReporting(names: readonly string[], configs: Record<string, object>, edge: Edge,
+function loadReporting(names: readonly string[], configs: Record<string, object>, edge: Edge, layerSpans: boolean,
   serve?: ServeOptions): Instrumentation[] {
   const loaded = loadInstrumentations(names, configs);
   for (const f of loaded.failed) writeLine(`auditrace: warning: instrumentation ${f.name} did not load: ${f.error}`);
   for (const i of loaded.instrumentations) {
     if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge, serve);
+    // Its route tracking, not its spans (layer-spans.ts).
+    if (!layerSpans && i.instrumentationName === '@opentelemetry/instrumentation-express') withoutLayerSpans(i);
   }
   return loaded.instrumentations;
 }
 
 /** All selected instrumentations, created now (for a `NodeSDK` the application starts itself). */
 export function buildInstrumentations(config: Readonly<Config>, edge: Edge = new Edge(config.edge)): Instrumentation[] {
-  return loadReporting(presentSelection(config), instrumentationConfigs(config, edge), edge);
+  return loadReporting(presentSelection(config), instrumentationConfigs(config, edge), edge, config.instrumentations.layerSpans);
 }
 
 interface Providers {
@@ -379,7 +378,7 @@ function startInstrumentations(config: Readonly<Config>, edge: Edge, providers: 
   const { registerInstrumentations } = require('@opentelemetry/instrumentation') as typeof import('@opentelemetry/instrumentation');
   const configs = instrumentationConfigs(config, edge);
   const create = (names: readonly string[]) => {
-    const list = loadReporting(names, configs, edge, serve);
+    const list = loadReporting(names, configs, edge, config.instrumentations.layerSpans, serve);
     if (list.length > 0) registerInstrumentations({ instrumentations: list, ...providers });
     return list;
   };

@@ -186,7 +186,7 @@ export const catalogue = {
     },
   },
   http_request: {
-    description: 'An incoming HTTP request and its response (written by auditrace for every request; failure with WARN for 4xx, ERROR for 5xx).',
+    description: 'An incoming HTTP request and its response (written by auditrace for every request, also one Node answers without asking the application, such as a 417 for an unknown `Expect`, whose record has no span; failure with WARN for 4xx, ERROR for 5xx).',
     outcome: 'success', severity: 'INFO', source: 'auditrace', varies: true, internal: true,
     fields: {
       'user.id': actor(false),

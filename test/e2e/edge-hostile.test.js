@@ -366,7 +366,7 @@ describe('edge under hostile input (fixtures/edge/hostile-server.js, with and wi
       { name: 'chunked POST', raw: (t) => `POST ${t} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n` },
       { name: 'chunked and Content-Length (smuggling shape)', expect: 400, raw: (t) => `POST ${t} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n` },
       { name: 'Expect: 100-continue', expect: 100, raw: (t) => `POST ${t} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi`, answered: 200 },
-      { name: 'unknown Expect', expect: 417, raw: (t) => `POST ${t} HTTP/1.1\r\nHost: x\r\nExpect: evil\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi` },
+      { name: 'unknown Expect', expect: 417, raw: (t) => `POST ${t}?token=q-secret HTTP/1.1\r\nHost: x\r\nExpect: evil\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi` },
       { name: 'OPTIONS *', raw: () => 'OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', recordPath: () => '*' },
     ].map((c) => ({ expect: 200, ...c }));
     const results = (await run(cases)).map((r) => (r.answered ? { ...r, status: r.answered } : r));
@@ -376,6 +376,20 @@ describe('edge under hostile input (fixtures/edge/hostile-server.js, with and wi
       const text = fs.readFileSync(fileOf(name), 'utf8');
       assert.ok(!text.includes('q-secret'), `${name}: a query value in the audit file`);
       for (const r of recordsOf(name)) if (typeof r['url.path'] === 'string') assert.ok(r['url.path'].length <= 2048);
+    }
+    // Node answers an Expect it does not know with a 417 of its own, never asking the app: still
+    // one access record, with the client and a fresh request id, and no span (nothing ran).
+    const unknownExpect = results.find((r) => r.name === 'unknown Expect');
+    assert.equal(unknownExpect.status, 417);
+    for (const name of ['trusted', 'untrusted']) {
+      const access = recordsOf(name).filter((r) => r['event.name'] === 'http_request' && r['url.path'] === unknownExpect.target);
+      assert.equal(access.length, 1, `${name}: ${JSON.stringify(access)}`);
+      assert.equal(access[0]['http.response.status_code'], 417);
+      assert.equal(access[0]['http.request.method'], 'POST');
+      assert.equal(access[0]['event.outcome'], 'failure');
+      assert.equal(access[0]['client.address'], '127.0.0.1');
+      assert.match(access[0]['request.id'], HEX32);
+      assert.equal(access[0].span_id, undefined);
     }
     const answered = results.filter((r) => r.status === 200).length;
     await rx.waitFor(() => rx.spans().filter((sp) => sp.kind === 2).length >= 2 * answered, { timeoutMs: 15_000 });

@@ -3,9 +3,11 @@
 // `node --require auditrace/register app.js`, exporting to a real OTLP/HTTP receiver.
 // Every assertion is on what the receiver decoded from the wire (or on what the app printed).
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const os = require('node:os');
+const path = require('node:path');
 const { startOtlpReceiver } = require('../helpers/otlp-receiver');
 const { startApp } = require('../helpers/run-app');
 
@@ -285,6 +287,51 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       assert.match(app.stderr, /instrumentation express created: its package was loaded/);
       assert.doesNotMatch(app.stderr, /instrumentation router created/);
     });
+
+    // Each path and the route its SERVER span and access record must carry (none: no route matched).
+    const ROUTES = [
+      ['/plain', '/plain', 200], ['/api/items/5', '/api/items/:id', 200], ['/nest/v1/deep/7', '/nest/v1/deep/:id', 200],
+      ['/sub/thing/3', '/sub/thing/:id', 200], ['/x/9', '/x/:id', 200], ['/arr2/4', '/arr1/:id,/arr2/:id', 200],
+      ['/async/1', '/async/:id', 200], ['/mw/3', '/mw/:id', 200], ['/shop/orders/5', '/shop/orders/:id', 200],
+      ['/shop/people/5', '/shop/people/:id', 200], ['/ft/b/9', '/ft/b/:id', 200], ['/err/2', '/err/:id', 500],
+      ['/v2/things/3', '/v2/things/:id', 500], ['/nope', undefined, 404],
+      // No route matched inside the router: instrumentation-express names the mount that took it, in both modes.
+      ['/api/unknown', '/api', 404],
+    ];
+    for (const layerSpans of [false, true]) {
+      it(`${layerSpans ? 'AUDITRACE_LAYER_SPANS=true' : 'by default'}: the route of mounted, nested, shared-prefix and fall-through routers, sub-apps, errors and 404s`, async () => {
+        const auditFile = path.join(os.tmpdir(), `auditrace-routes-${process.pid}-${layerSpans}.jsonl`);
+        fs.rmSync(auditFile, { force: true });
+        const app = await launch('svc-express-routes.js', { env: { AUDITRACE_AUDIT_FILE: auditFile, ...(layerSpans ? { AUDITRACE_LAYER_SPANS: 'true' } : {}) } });
+        for (const [urlPath, , status] of ROUTES) assert.equal((await get(app.port, urlPath)).status, status, urlPath);
+        await rx.waitFor(() => servers(rx.spans()).length === ROUTES.length, WAIT);
+        await terminate(app); // flushes the turn's access records
+        const records = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+          .filter((r) => r['event.name'] === 'http_request');
+        fs.rmSync(auditFile, { force: true });
+        for (const [urlPath, route, status] of ROUTES) {
+          const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
+          assert.equal(span.attributes['http.route'], route, `span of ${urlPath}`);
+          assert.equal(span.name, route === undefined ? 'GET' : `GET ${route}`, `span of ${urlPath}`);
+          assert.equal(span.attributes['http.response.status_code'], status, urlPath);
+          const access = records.filter((r) => r['url.path'] === urlPath);
+          assert.equal(access.length, 1, urlPath);
+          assert.equal(access[0]['http.route'], route, `access record of ${urlPath}`);
+        }
+        const scopes = new Set(rx.spans().map((s) => s.scope.name));
+        assert.equal(scopes.has('@opentelemetry/instrumentation-express'), layerSpans, [...scopes].join(', '));
+        if (!layerSpans) {
+          // An error passed to next(err) is the server span's: its message in the status, one exception event.
+          for (const [urlPath, message] of [['/err/2', 'boom'], ['/v2/things/3', 'nested boom']]) {
+            const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
+            assert.deepEqual(span.status, { code: 2, message }, urlPath);
+            const exceptions = span.events.filter((e) => e.name === 'exception');
+            assert.equal(exceptions.length, 1, urlPath);
+            assert.equal(exceptions[0].attributes['exception.message'], message);
+          }
+        }
+      });
+    }
 
     it('AUDITRACE_LAYER_SPANS=true: express middleware and request-handler spans, router layer spans, all in the request\'s trace', async () => {
       const app = await launch('svc-express.js', { env: { AUDITRACE_LAYER_SPANS: 'true' } });
