@@ -78,7 +78,7 @@ export const defaultOffInstrumentations: readonly string[] = Object.freeze(['fs'
 /**
  * Off by default too unless layer spans are on (AUDITRACE_LAYER_SPANS): `router` makes nothing but
  * a span per layer of the `router` package, which Express 5 runs on beside instrumentation-express
- * (whose layer spans are ignored then, see sdk.ts): the route is taken by express and http-server.ts.
+ * (whose layers then make no spans, lib/layer-spans.ts, but still find the route).
  */
 export const layerSpanInstrumentations: readonly string[] = Object.freeze(['router']);
 
