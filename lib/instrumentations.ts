@@ -78,7 +78,7 @@ export const defaultOffInstrumentations: readonly string[] = Object.freeze(['fs'
 /**
  * Off by default too unless layer spans are on (AUDITRACE_LAYER_SPANS): `router` makes nothing but
  * a span per layer of the `router` package, which Express 5 runs on beside instrumentation-express
- * (whose layers then make no spans, lib/layer-spans.ts, but still find the route).
+ * (whose layers then make no spans but still find the route, lib/layer-spans.ts).
  */
 export const layerSpanInstrumentations: readonly string[] = Object.freeze(['router']);
 

@@ -346,7 +346,9 @@ function loadReporting(names: readonly string[], configs: Record<string, object>
   for (const i of loaded.instrumentations) {
     if (i.instrumentationName === '@opentelemetry/instrumentation-http') serveThrough(i, edge, serve);
     // Its route tracking, not its spans (layer-spans.ts).
-    if (!layerSpans && i.instrumentationName === '@opentelemetry/instrumentation-express') withoutLayerSpans(i);
+    if (!layerSpans && i.instrumentationName === '@opentelemetry/instrumentation-express' && !withoutLayerSpans(i)) {
+      writeLine(`auditrace: warning: this instrumentation-express (${i.instrumentationVersion}) is not one auditrace knows how to run without layer spans: it makes a span per layer`);
+    }
   }
   return loaded.instrumentations;
 }
