@@ -1,5 +1,5 @@
 import { context, trace, SpanStatusCode } from '@opentelemetry/api';
-import type { Span } from '@opentelemetry/api';
+import type { Context, Span } from '@opentelemetry/api';
 import { getRPCMetadata, RPCType } from '@opentelemetry/core';
 import { privateSlot } from './private-slot';
 
@@ -18,8 +18,9 @@ import { privateSlot } from './private-slot';
  * they cost ≈ 35 µs of CPU per request of the benchmark's Express app when the layer spans were
  * stand-ins that recorded nothing (bench/notes.md, "http-express").
  *
- * `next` runs in the context the layer started in when the context was lost on the way (a
- * callback from a connection pool), as instrumentation-express's binding of it does.
+ * `next` runs in the context the layer started in when the span was lost on the way (a callback
+ * from a connection pool), as instrumentation-express's binding of it does, and so does the
+ * `next` of a route's own handlers.
  */
 export function withoutLayerSpans(instrumentation: object): boolean {
   const i = instrumentation as Partial<ExpressInstrumentation>;
@@ -41,6 +42,8 @@ type Handle = ((...args: unknown[]) => unknown) & Record<string, unknown>;
 interface Layer {
   name?: unknown;
   handle?: unknown;
+  route?: { stack?: unknown };
+  handleRequest?: unknown;
 }
 
 interface Request {
@@ -55,13 +58,17 @@ const wrapped = new WeakSet<object>();
 const mountPaths = privateSlot<string[]>();
 
 function patchLayer(instrumentation: ExpressInstrumentation, layer: unknown, layerPath: string | undefined): void {
-  if (layer === null || typeof layer !== 'object' || wrapped.has(layer)) return;
+  if (!isObject(layer) || wrapped.has(layer)) return;
   wrapped.add(layer);
+  const { name, route } = layer as Layer;
   // instrumentation-express ends a router's own span as soon as it starts: errors passing through
   // a router are recorded by the layer that raised them.
-  const recordsErrors = (layer as Layer).name !== 'router';
+  const recordsErrors = name !== 'router';
+  // Router 2 sends a rejected promise of a handler to its own next, not to the one given here;
+  // Express 4 leaves it unhandled, and a handler added here would hide it from the process.
+  const rejectionsGoToNext = recordsErrors && route === undefined && typeof (layer as Layer).handleRequest === 'function';
   instrumentation._wrap(layer, 'handle', (original) => {
-    if (typeof original !== 'function' || original.length === 4) return original; // error handlers
+    if (!isRequestHandler(original)) return original;
     const patched = function (this: unknown, req: Request, _res: unknown): unknown {
       const paths = pathsOf(req);
       const stored = layerPath !== undefined;
@@ -69,48 +76,118 @@ function patchLayer(instrumentation: ExpressInstrumentation, layer: unknown, lay
       const entered = context.active();
       const rpc = getRPCMetadata(entered);
       if (rpc?.type === RPCType.HTTP) rpc.route = matchedRoute(paths, req.originalUrl);
+      if (route !== undefined) patchRouteStack(instrumentation, route);
       let settled = !recordsErrors;
       // eslint-disable-next-line prefer-rest-params
       const args = arguments;
-      for (let k = 0; k < args.length; k++) {
-        const next: unknown = args[k];
-        if (typeof next !== 'function') continue;
-        args[k] = function (this: unknown, err?: unknown): unknown {
-          const failed = err !== undefined && err !== null && err !== 'route' && err !== 'router';
-          if (!settled) {
-            settled = true;
-            if (failed) recordError(trace.getSpan(entered), err);
-          }
-          if (!(req.route && failed) && stored) paths?.pop();
-          const now = context.active();
-          // eslint-disable-next-line prefer-rest-params
-          if (now === entered) return (next as Handle).apply(this, arguments as unknown as unknown[]);
-          const span = trace.getSpan(entered);
-          // eslint-disable-next-line prefer-rest-params
-          return context.with(span ? trace.setSpan(now, span) : now, next as Handle, this, ...(arguments as unknown as unknown[]));
-        };
-        break;
-      }
+      replaceNext(args, (next) => function (this: unknown, err?: unknown): unknown {
+        const failed = err !== undefined && err !== null && err !== 'route' && err !== 'router';
+        if (!settled) {
+          settled = true;
+          if (failed) recordError(trace.getSpan(entered), err);
+        }
+        if (!(req.route && failed) && stored) paths?.pop();
+        // eslint-disable-next-line prefer-rest-params
+        return callIn(entered, next, this, arguments);
+      });
+      let result: unknown;
       try {
-        return original.apply(this, args as unknown as unknown[]);
+        result = original.apply(this, args as unknown as unknown[]);
       } catch (err) {
         recordError(trace.getSpan(entered), err);
         throw err;
       }
+      if (rejectionsGoToNext && isThenable(result)) {
+        try {
+          result.then(undefined, (err: unknown) => {
+            if (settled) return;
+            settled = true;
+            recordError(trace.getSpan(entered), err || new Error('Rejected promise'));
+          });
+        } catch {
+          // a thenable whose then throws: Router's own then call meets it
+        }
+      }
+      return result;
     } as Handle;
-    // A router's handle carries its stack and settings, which express reads through the layer.
-    for (const key in original) {
-      Object.defineProperty(patched, key, {
-        get: () => original[key],
-        set: (value: unknown) => { original[key] = value; },
-      });
-    }
-    return patched;
+    return keepProperties(patched, original);
   });
 }
 
+/** How many layers of a route's own stack are wrapped: a route gains layers after it is made. */
+const routeLayers = new WeakMap<object, number>();
+
+/**
+ * The handlers of a route (`app.get(path, check, handler)`) are layers of the route's own stack,
+ * which instrumentation-express does not wrap: their `next` runs in the context they started in
+ * when a handler lost it, as the layers of a router's stack do. Errors they raise reach the
+ * route's layer, which records them.
+ */
+function patchRouteStack(instrumentation: ExpressInstrumentation, route: { stack?: unknown }): void {
+  const stack = route.stack;
+  if (!Array.isArray(stack) || routeLayers.get(route) === stack.length) return;
+  routeLayers.set(route, stack.length);
+  for (const layer of stack) {
+    if (!isObject(layer) || wrapped.has(layer)) continue;
+    wrapped.add(layer);
+    instrumentation._wrap(layer, 'handle', (original) => {
+      if (!isRequestHandler(original)) return original;
+      const patched = function (this: unknown): unknown {
+        const entered = context.active();
+        // eslint-disable-next-line prefer-rest-params
+        const args = arguments;
+        replaceNext(args, (next) => function (this: unknown): unknown {
+          // eslint-disable-next-line prefer-rest-params
+          return callIn(entered, next, this, arguments);
+        });
+        return original.apply(this, args as unknown as unknown[]);
+      } as Handle;
+      return keepProperties(patched, original);
+    });
+  }
+}
+
+/** Error handlers (four parameters) and what Express does not call as a handler (more) stay as they are. */
+function isRequestHandler(handle: unknown): handle is Handle {
+  return typeof handle === 'function' && handle.length <= 3;
+}
+
+/** Replaces the first function among a handler's arguments, its `next`. */
+function replaceNext(args: IArguments, wrap: (next: Handle) => (this: unknown, ...args: unknown[]) => unknown): void {
+  for (let k = 0; k < args.length; k++) {
+    const next: unknown = args[k];
+    if (typeof next === 'function') {
+      args[k] = wrap(next as Handle);
+      return;
+    }
+  }
+}
+
+/**
+ * Runs `next` in the context the layer started in when the span was lost on the way (a callback
+ * from a connection pool); a context that still has the span (a middleware's own entry) is kept.
+ */
+function callIn(entered: Context, next: Handle, self: unknown, args: IArguments): unknown {
+  const now = context.active();
+  if (now === entered || trace.getSpan(now) === trace.getSpan(entered)) {
+    return next.apply(self, args as unknown as unknown[]);
+  }
+  return context.with(entered, next, self, ...(args as unknown as unknown[]));
+}
+
+/** A router's handle carries its stack and settings, which Express reads through the layer. */
+function keepProperties(patched: Handle, original: Handle): Handle {
+  for (const key in original) {
+    Object.defineProperty(patched, key, {
+      get: () => original[key],
+      set: (value: unknown) => { original[key] = value; },
+    });
+  }
+  return patched;
+}
+
 function pathsOf(req: unknown): string[] | undefined {
-  if (req === null || typeof req !== 'object') return undefined;
+  if (!isObject(req)) return undefined;
   let paths = mountPaths.get(req);
   if (paths === undefined) {
     paths = [];
@@ -123,23 +200,39 @@ function pathsOf(req: unknown): string[] | undefined {
   return paths;
 }
 
-/** The errors already recorded on a span: the same error passes through several layers. */
-const recorded = new WeakMap<Span, WeakSet<object>>();
+function isObject(value: unknown): value is object {
+  return value !== null && typeof value === 'object';
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (isObject(value) || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';
+}
+
+/**
+ * The errors already recorded on a span: the same error passes through several layers (a
+ * sub-app's and its mount's), objects by identity and other values by value.
+ */
+const recorded = new WeakMap<Span, Set<unknown>>();
 
 function recordError(span: Span | undefined, err: unknown): void {
   if (span === undefined) return;
-  const error = err instanceof Error ? err : String(err);
-  if (typeof error === 'object') {
+  try {
     let seen = recorded.get(span);
-    if (seen === undefined) recorded.set(span, (seen = new WeakSet()));
-    if (!seen.has(error)) {
-      seen.add(error);
-      span.recordException(error);
+    if (seen === undefined) recorded.set(span, (seen = new Set()));
+    const message = err instanceof Error ? err.message : String(err);
+    if (!seen.has(err)) {
+      seen.add(err);
+      span.recordException(err instanceof Error ? err : message);
     }
-  } else {
-    span.recordException(error);
+    span.setStatus({ code: SpanStatusCode.ERROR, message });
+  } catch {
+    // a value without a string form (Object.create(null)): the status code alone
+    try {
+      span.setStatus({ code: SpanStatusCode.ERROR });
+    } catch {
+      // a span that refuses: nothing of the host's request depends on it
+    }
   }
-  span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : error as string });
 }
 
 /**

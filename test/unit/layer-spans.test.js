@@ -152,9 +152,10 @@ describe('express layers without spans', () => {
     const i = fakeInstrumentation();
     const layer = { name: 'session', handle(req, res, next) { context.with(ROOT_CONTEXT, () => setImmediate(next)); } };
     i._applyPatch(layer, '/');
-    const { span, ctx } = serverContext();
-    const seen = await new Promise((resolve) => context.with(ctx, () => layer.handle({ originalUrl: '/' }, {}, () => resolve(trace.getSpan(context.active())))));
-    assert.equal(seen, span);
+    const { span, rpc, ctx } = serverContext();
+    const seen = await new Promise((resolve) => context.with(ctx, () => layer.handle({ originalUrl: '/' }, {}, () => resolve(context.active()))));
+    assert.equal(trace.getSpan(seen), span);
+    assert.equal(getRPCMetadata(seen), rpc, 'the route set further in has somewhere to go');
     const same = { name: 'plain', handle(req, res, next) { next(); } };
     i._applyPatch(same, '/');
     const inner = ctx.setValue(OTHER, 'mine');
@@ -167,6 +168,106 @@ describe('express layers without spans', () => {
       layer2.handle({ originalUrl: '/' }, {}, () => { value = context.active(); });
     });
     assert.equal(value.getValue(OTHER), 'mine');
+  });
+
+  it('runs next() of a route\'s own handlers in the route\'s context when one of them lost it, however many handlers the route gains', async () => {
+    const i = fakeInstrumentation();
+    const route = { stack: [] };
+    const dispatch = { name: 'handle', route, handle(req, res, done) {
+      let k = 0;
+      const next = (err) => {
+        if (err || k === route.stack.length) return done(err);
+        const { handle } = route.stack[k++];
+        return handle.length > 3 ? next() : handle(req, res, next); // as Router skips what is not a request handler
+      };
+      next();
+    } };
+    i._applyPatch(dispatch, '/pay/:id');
+    const pool = { name: 'pool', handle(req, res, next) { context.with(ROOT_CONTEXT, () => setImmediate(next)); } };
+    route.stack.push(pool);
+    const { span, rpc, ctx } = serverContext();
+    const run = () => new Promise((resolve) => context.with(ctx, () => dispatch.handle({ originalUrl: '/pay/1' }, {}, resolve)));
+    const seen = [];
+    const handler = { name: 'pay', handle(req, res, next) { seen.push(context.active()); next(); } };
+    route.stack.push(handler);
+    await run();
+    route.stack.push({ name: 'late', handle: (req, res, next) => { seen.push(context.active()); next(); } });
+    route.stack.splice(2, 0, { name: 'pool2', handle(req, res, next) { context.with(ROOT_CONTEXT, () => setImmediate(next)); } });
+    await run();
+    assert.equal(seen.length, 3);
+    for (const c of seen) {
+      assert.equal(trace.getSpan(c), span);
+      assert.equal(getRPCMetadata(c), rpc);
+    }
+    assert.equal(rpc.route, '/pay/:id');
+    const five = (a, b, c, d, e) => e;
+    const odd = { name: 'five', handle: five };
+    route.stack.push(odd);
+    await run();
+    assert.equal(odd.handle, five, 'what Express does not call as a handler stays as it is');
+  });
+
+  it('leaves a handler of more than four parameters as it is: Express skips it by its length', () => {
+    const i = fakeInstrumentation();
+    const five = function (a, b, c, d, e) { return e; };
+    const layer = { name: 'five', handle: five };
+    i._applyPatch(layer, '/five');
+    assert.equal(layer.handle, five);
+  });
+
+  it('records the rejection of a Router 2 middleware\'s promise, which Router sends to its own next, and leaves an Express 4 promise unhandled', async () => {
+    const i = fakeInstrumentation();
+    const denied = new Error('denied');
+    const handleRequest = () => {};
+    const router2 = { name: 'auth', handleRequest, async handle() { throw denied; } };
+    i._applyPatch(router2, '/');
+    const { span, ctx } = serverContext();
+    const result = context.with(ctx, () => router2.handle({ originalUrl: '/x' }, {}, () => {}));
+    await assert.rejects(result, (e) => e === denied, 'the promise Router awaits rejects as before');
+    await new Promise(setImmediate);
+    assert.deepEqual(span.exceptions, [denied]);
+    assert.deepEqual(span.statuses, [{ code: 2, message: 'denied' }]);
+    const empty = { name: 'empty', handleRequest, handle: () => Promise.reject(undefined) };
+    i._applyPatch(empty, '/');
+    const e = serverContext();
+    await assert.rejects(context.with(e.ctx, () => empty.handle({ originalUrl: '/' }, {}, () => {})));
+    await new Promise(setImmediate);
+    assert.equal(e.span.exceptions[0].message, 'Rejected promise', 'as Router names it');
+    let thens = 0;
+    const thenable = { then() { thens++; } };
+    const express4 = { name: 'auth', handle: () => thenable };
+    i._applyPatch(express4, '/');
+    assert.equal(context.with(ctx, () => express4.handle({ originalUrl: '/' }, {}, () => {})), thenable);
+    assert.equal(thens, 0, 'no handler hides an Express 4 rejection from the process');
+    const route = { name: 'handle', route: { stack: [] }, handleRequest, handle: () => thenable };
+    i._applyPatch(route, '/r');
+    context.with(ctx, () => route.handle({ originalUrl: '/r' }, {}, () => {}));
+    assert.equal(thens, 0, 'a route\'s handlers reach the route\'s next, which records them');
+  });
+
+  it('records a non-Error value once per span however many layers pass it, and a value without a string form as the status alone', () => {
+    const i = fakeInstrumentation();
+    for (const value of ['not allowed', { code: 'E_DENIED' }, 42]) {
+      const inner = { name: 'check', handle(req, res, next) { next(value); } };
+      i._applyPatch(inner, '/in');
+      const outer = { name: 'mounted app', handle(req, res, next) { inner.handle(req, res, next); } };
+      i._applyPatch(outer, '/sub');
+      const { span, ctx } = serverContext();
+      context.with(ctx, () => outer.handle({ originalUrl: '/sub/in' }, {}, () => {}));
+      assert.deepEqual(span.exceptions, [String(value)], String(value));
+    }
+    const bare = Object.assign(Object.create(null), { message: 'bare' });
+    const layer = { name: 'bare', handle(req, res, next) { next(bare); } };
+    i._applyPatch(layer, '/b');
+    const { span, ctx } = serverContext();
+    let passed;
+    context.with(ctx, () => layer.handle({ originalUrl: '/b' }, {}, (err) => { passed = err; }));
+    assert.equal(passed, bare, 'the app gets its error, not ours');
+    assert.deepEqual(span.exceptions, []);
+    assert.deepEqual(span.statuses, [{ code: 2 }]);
+    const thrower = { name: 'bare', handle() { throw bare; } };
+    i._applyPatch(thrower, '/t');
+    assert.throws(() => context.with(ctx, () => thrower.handle({ originalUrl: '/t' }, {}, () => {})), (e) => e === bare);
   });
 
   it('leaves an instrumentation it does not know as it is', () => {
