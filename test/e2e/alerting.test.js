@@ -17,9 +17,9 @@ const { execFileSync, spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const http = require('node:http');
 const https = require('node:https');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { freePort } = require('../helpers/collector.js');
 const { startApp, ROOT } = require('../helpers/run-app.js');
 
 const CONFIG = path.join(ROOT, 'collector-config');
@@ -72,14 +72,6 @@ function run(bin, args, opts = {}) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
 
 function httpGet(url) {
   return new Promise((resolve, reject) => {

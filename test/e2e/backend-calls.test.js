@@ -1,11 +1,11 @@
 'use strict';
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const Ajv2020 = require('ajv/dist/2020').default;
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
+const { freePort } = require('../helpers/collector.js');
 const { startApp, ROOT } = require('../helpers/run-app.js');
 const { readAuditRecords } = require('../helpers/audit-file.js');
 const { BODY_WAIT_MS } = require('../../dist/lib/backend-calls.js');
@@ -16,12 +16,6 @@ const validate = new Ajv2020({ allErrors: true, strict: true, strictRequired: fa
 const BACKEND_ERROR = '{"error":"inventory db unavailable"}';
 const BIG = `${'inventory shard 7 unreachable; '.repeat(200)}END`; // as test/fixtures/edge/backend-inventory.js
 const TARGETS = ['fail', 'ok', 'big-fail', 'gzip-fail', 'reset', 'closed', 'hang'];
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
 
 async function get(port, urlPath) {
   const r = await fetch(`http://127.0.0.1:${port}${urlPath}`);

@@ -6,11 +6,11 @@
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const http = require('node:http');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const { spawn, spawnSync } = require('node:child_process');
 const { startEdgeChain } = require('../helpers/chain');
+const { freePort } = require('../helpers/collector.js');
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
 const { ROOT } = require('../helpers/run-app.js');
 const gen = require('../fixtures/forensics/gen.js');
@@ -31,15 +31,6 @@ function getFrom(localAddress, port, urlPath, headers = {}) {
       res.on('end', () => resolve({ status: res.statusCode, body }));
     });
     req.on('error', reject);
-  });
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
   });
 }
 

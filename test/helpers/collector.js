@@ -32,17 +32,47 @@ const collectorAvailable = () => {
   }
 };
 
-/** A port that was free a moment ago (the kernel's choice for port 0). */
+/**
+ * A free port below the kernel's ephemeral range. A port the kernel picks for `listen(0)` comes from
+ * that range, so between our check and the collector's bind it can become the source port of any
+ * outgoing connection (an agent retrying a gateway that is down makes many): the gateway then
+ * failed to start with EADDRINUSE. Ports below the range are never handed out by the kernel.
+ */
 function freePort() {
   return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    const low = ephemeralLow();
+    const span = low - PORT_FLOOR;
+    let attempts = 0;
+    const attempt = () => {
+      const port = span > 0 ? PORT_FLOOR + Math.floor(Math.random() * span) : 0;
+      if (port !== 0 && given.has(port)) return attempt();
+      const srv = net.createServer();
+      srv.unref();
+      srv.once('error', (err) => {
+        if (err.code === 'EADDRINUSE' && ++attempts < 200) attempt();
+        else reject(err);
+      });
+      srv.listen(port, '127.0.0.1', () => {
+        const chosen = srv.address().port;
+        given.add(chosen);
+        srv.close(() => resolve(chosen));
+      });
+    };
+    attempt();
   });
+}
+
+const PORT_FLOOR = 20000;
+/** Ports handed out by this process: each goes to one listener. */
+const given = new Set();
+
+function ephemeralLow() {
+  try {
+    const low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > PORT_FLOOR ? low : PORT_FLOOR;
+  } catch {
+    return 32768; // no /proc: the start of Linux's default range
+  }
 }
 
 async function freePorts(n) {
