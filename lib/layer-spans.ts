@@ -99,7 +99,7 @@ function patchLayer(instrumentation: ExpressInstrumentation, layer: unknown, lay
       }
       if (rejectionsGoToNext && isThenable(result)) {
         try {
-          result.then(undefined, (err: unknown) => {
+          result.then(noop, (err: unknown) => {
             if (settled) return;
             settled = true;
             recordError(trace.getSpan(entered), err || new Error('Rejected promise'));
@@ -199,6 +199,9 @@ function pathsOf(req: unknown): string[] | undefined {
   }
   return paths;
 }
+
+/** Passed to then() instead of undefined: some thenables call their callbacks without checking. */
+function noop(): void {}
 
 function isObject(value: unknown): value is object {
   return value !== null && typeof value === 'object';

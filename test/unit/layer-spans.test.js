@@ -233,6 +233,12 @@ describe('express layers without spans', () => {
     await assert.rejects(context.with(e.ctx, () => empty.handle({ originalUrl: '/' }, {}, () => {})));
     await new Promise(setImmediate);
     assert.equal(e.span.exceptions[0].message, 'Rejected promise', 'as Router names it');
+    let fulfilled = 0;
+    const careless = { name: 'careless', handleRequest, handle: () => ({ then(onFulfilled) { setImmediate(() => { onFulfilled(); fulfilled++; }); } }) };
+    i._applyPatch(careless, '/');
+    context.with(ctx, () => careless.handle({ originalUrl: '/' }, {}, () => {}));
+    await new Promise(setImmediate);
+    assert.equal(fulfilled, 1, 'a thenable that calls its callbacks unchecked gets a function');
     let thens = 0;
     const thenable = { then() { thens++; } };
     const express4 = { name: 'auth', handle: () => thenable };
