@@ -11,39 +11,43 @@ import { privateSlot } from './private-slot';
  * names the route on the server span (nested routers, sub-apps, routers sharing a prefix). Its
  * own way to skip layers (`ignoreLayersType`) pops those paths at the wrong time (it names
  * `/shop/orders/5` `/shop/shop/orders/:id`), so the layers are wrapped here instead, by the same
- * instrumentation's hooks: the paths are kept and popped as its span path keeps them, the route
- * goes where it puts it (the request's RPC metadata), and an error passed to `next(err)` is the
- * server span's (its exception event, once per error object, and its status). Nothing a layer
- * span needed is done: no span, no context entered per layer, no `close` listener per layer —
- * they cost ≈ 35 µs of CPU per request of the benchmark's Express app when the layer spans were
- * stand-ins that recorded nothing (bench/notes.md, "http-express").
+ * instrumentation's hooks: the paths are kept and popped as its span path keeps them, and the
+ * route goes where it puts it (the request's RPC metadata). Nothing a layer span needed is done:
+ * no span, no context entered per layer, no `close` listener per layer — they cost ≈ 35 µs of CPU
+ * per request of the benchmark's Express app when the layer spans were stand-ins that recorded
+ * nothing (bench/notes.md, "http-express").
  *
- * `next` runs in the context the layer started in when the span was lost on the way (a callback
- * from a connection pool), as instrumentation-express's binding of it does, and so does the
- * `next` of a route's own handlers.
+ * What is wrapped is the layer's own dispatch (`handleRequest` in Router 2, Express 5's router;
+ * `handle_request` in Express 4), not the application's function: the function stays the app's
+ * (its identity, name, length and properties), no promise of the app's is touched (a lazy
+ * thenable, a query builder, runs once per `then`), and the `next` the router gets back from a
+ * throw or a rejected promise is ours, so the paths are popped and the error recorded whichever
+ * way a handler fails. An error is recorded on the request's server span once, whatever number of
+ * layers it passes. `next` runs in the request's context when the span was lost on the way (a
+ * callback from a connection pool), as instrumentation-express's binding of it does, and a layer
+ * entered without it (after a `param` callback or an error handler that lost it) runs in it.
  */
 export function withoutLayerSpans(instrumentation: object): boolean {
   const i = instrumentation as Partial<ExpressInstrumentation>;
   // Another version of the instrumentation, whose internals differ: it keeps its layer spans.
-  if (typeof i._applyPatch !== 'function' || typeof i._wrap !== 'function') return false;
-  i._applyPatch = function (this: ExpressInstrumentation, layer: unknown, layerPath?: string): void {
-    patchLayer(this, layer, layerPath);
+  if (typeof i._applyPatch !== 'function') return false;
+  i._applyPatch = function (layer: unknown, layerPath?: string): void {
+    patchLayer(layer, layerPath, true);
   };
   return true;
 }
 
 interface ExpressInstrumentation {
   _applyPatch(layer: unknown, layerPath?: string): void;
-  _wrap(target: object, name: string, wrapper: (original: Handle) => Handle): void;
 }
 
-type Handle = ((...args: unknown[]) => unknown) & Record<string, unknown>;
+type Dispatch = (this: unknown, req: unknown, res: unknown, next: unknown) => unknown;
 
 interface Layer {
-  name?: unknown;
   handle?: unknown;
   route?: { stack?: unknown };
   handleRequest?: unknown;
+  handle_request?: unknown;
 }
 
 interface Request {
@@ -51,67 +55,75 @@ interface Request {
   originalUrl?: unknown;
 }
 
+interface HttpMetadata {
+  type: RPCType.HTTP;
+  span: Span;
+  route?: string;
+}
+
+/** What the layers of one request share. */
+interface RequestState {
+  /** The mount paths of the layers the request is in, outermost first. */
+  paths: string[];
+  /** The context the request's first layer ran in: its server span and RPC metadata. */
+  ctx: Context;
+  rpc: HttpMetadata;
+  /** The errors already on the server span: the same error passes through several layers. */
+  recorded: Set<unknown> | undefined;
+}
+
 /** Layers wrapped once: `app.use` wraps the layer its `router.use` already wrapped. */
 const wrapped = new WeakSet<object>();
 
-/** The mount paths of the layers a request is in, outermost first. */
-const mountPaths = privateSlot<string[]>();
+const requests = privateSlot<RequestState>();
 
-function patchLayer(instrumentation: ExpressInstrumentation, layer: unknown, layerPath: string | undefined): void {
+/**
+ * `main`: a layer of a router's stack (its path kept, the route named, errors recorded); else a
+ * handler of a route's own stack, which keeps the request's context only.
+ */
+function patchLayer(layer: unknown, layerPath: string | undefined, main: boolean): void {
   if (!isObject(layer) || wrapped.has(layer)) return;
+  const l = layer as Layer;
+  const method = typeof l.handleRequest === 'function' ? 'handleRequest'
+    : typeof l.handle_request === 'function' ? 'handle_request' : undefined;
+  if (method === undefined) return; // a router this code does not know: the server side's route from req.route
   wrapped.add(layer);
-  const { name, route } = layer as Layer;
-  // instrumentation-express ends a router's own span as soon as it starts: errors passing through
-  // a router are recorded by the layer that raised them.
-  const recordsErrors = name !== 'router';
-  // Router 2 sends a rejected promise of a handler to its own next, not to the one given here;
-  // Express 4 leaves it unhandled, and a handler added here would hide it from the process.
-  const rejectionsGoToNext = recordsErrors && route === undefined && typeof (layer as Layer).handleRequest === 'function';
-  instrumentation._wrap(layer, 'handle', (original) => {
-    if (!isRequestHandler(original)) return original;
-    const patched = function (this: unknown, req: Request, _res: unknown): unknown {
-      const paths = pathsOf(req);
-      const stored = layerPath !== undefined;
-      if (stored) paths?.push(layerPath);
-      const entered = context.active();
-      const rpc = getRPCMetadata(entered);
-      if (rpc?.type === RPCType.HTTP) rpc.route = matchedRoute(paths, req.originalUrl);
-      if (route !== undefined) patchRouteStack(instrumentation, route);
-      let settled = !recordsErrors;
-      // eslint-disable-next-line prefer-rest-params
-      const args = arguments;
-      replaceNext(args, (next) => function (this: unknown, err?: unknown): unknown {
+  const original = l[method] as Dispatch;
+  const route = main ? l.route : undefined;
+  const stored = main && layerPath !== undefined;
+  const dispatch = function (this: Layer, req: unknown, res: unknown, next: unknown): unknown {
+    // Not a request handler (an error handler, or more parameters): the router skips it.
+    if (typeof next !== 'function' || typeof this.handle !== 'function' || this.handle.length > 3) {
+      return original.call(this, req, res, next);
+    }
+    const now = context.active();
+    const state = stateOf(req, now);
+    if (state === undefined) return original.call(this, req, res, next);
+    if (now !== state.ctx && getRPCMetadata(now) !== state.rpc) {
+      return context.with(state.ctx, run, this, req as Request, res, next as Dispatch, state);
+    }
+    return run.call(this, req as Request, res, next as Dispatch, state);
+  };
+  function run(this: Layer, req: Request, res: unknown, next: Dispatch, state: RequestState): unknown {
+    if (stored) state.paths.push(layerPath);
+    if (main) state.rpc.route = matchedRoute(state.paths, req.originalUrl);
+    if (route !== undefined) patchRouteStack(route);
+    const entered = context.active();
+    let called = false;
+    const ours = function (this: unknown, err?: unknown): unknown {
+      if (!called) {
+        called = true;
+        // instrumentation-express's test of an error, for the path; Router's, for the record.
         const failed = err !== undefined && err !== null && err !== 'route' && err !== 'router';
-        if (!settled) {
-          settled = true;
-          if (failed) recordError(trace.getSpan(entered), err);
-        }
-        if (!(req.route && failed) && stored) paths?.pop();
-        // eslint-disable-next-line prefer-rest-params
-        return callIn(entered, next, this, arguments);
-      });
-      let result: unknown;
-      try {
-        result = original.apply(this, args as unknown as unknown[]);
-      } catch (err) {
-        recordError(trace.getSpan(entered), err);
-        throw err;
+        if (main && failed && err) recordError(state, err);
+        if (!(req.route && failed) && stored) state.paths.pop();
       }
-      if (rejectionsGoToNext && isThenable(result)) {
-        try {
-          result.then(noop, (err: unknown) => {
-            if (settled) return;
-            settled = true;
-            recordError(trace.getSpan(entered), err || new Error('Rejected promise'));
-          });
-        } catch {
-          // a thenable whose then throws: Router's own then call meets it
-        }
-      }
-      return result;
-    } as Handle;
-    return keepProperties(patched, original);
-  });
+      // eslint-disable-next-line prefer-rest-params
+      return callIn(entered, state, next, this, arguments);
+    };
+    return original.call(this, req, res, ours);
+  }
+  Object.defineProperty(layer, method, { value: dispatch, writable: true, configurable: true, enumerable: false });
 }
 
 /** How many layers of a route's own stack are wrapped: a route gains layers after it is made. */
@@ -119,109 +131,53 @@ const routeLayers = new WeakMap<object, number>();
 
 /**
  * The handlers of a route (`app.get(path, check, handler)`) are layers of the route's own stack,
- * which instrumentation-express does not wrap: their `next` runs in the context they started in
- * when a handler lost it, as the layers of a router's stack do. Errors they raise reach the
- * route's layer, which records them.
+ * which instrumentation-express does not wrap: their `next` runs in the request's context when a
+ * handler lost it, as the layers of a router's stack do. Errors they raise reach the route's
+ * layer, which records them.
  */
-function patchRouteStack(instrumentation: ExpressInstrumentation, route: { stack?: unknown }): void {
+function patchRouteStack(route: { stack?: unknown }): void {
   const stack = route.stack;
   if (!Array.isArray(stack) || routeLayers.get(route) === stack.length) return;
   routeLayers.set(route, stack.length);
-  for (const layer of stack) {
-    if (!isObject(layer) || wrapped.has(layer)) continue;
-    wrapped.add(layer);
-    instrumentation._wrap(layer, 'handle', (original) => {
-      if (!isRequestHandler(original)) return original;
-      const patched = function (this: unknown): unknown {
-        const entered = context.active();
-        // eslint-disable-next-line prefer-rest-params
-        const args = arguments;
-        replaceNext(args, (next) => function (this: unknown): unknown {
-          // eslint-disable-next-line prefer-rest-params
-          return callIn(entered, next, this, arguments);
-        });
-        return original.apply(this, args as unknown as unknown[]);
-      } as Handle;
-      return keepProperties(patched, original);
-    });
-  }
+  for (const layer of stack) patchLayer(layer, undefined, false);
 }
 
-/** Error handlers (four parameters) and what Express does not call as a handler (more) stay as they are. */
-function isRequestHandler(handle: unknown): handle is Handle {
-  return typeof handle === 'function' && handle.length <= 3;
-}
-
-/** Replaces the first function among a handler's arguments, its `next`. */
-function replaceNext(args: IArguments, wrap: (next: Handle) => (this: unknown, ...args: unknown[]) => unknown): void {
-  for (let k = 0; k < args.length; k++) {
-    const next: unknown = args[k];
-    if (typeof next === 'function') {
-      args[k] = wrap(next as Handle);
-      return;
-    }
+/** The request's state, made by its first layer; none for a request without a server span. */
+function stateOf(req: unknown, now: Context): RequestState | undefined {
+  if (!isObject(req)) return undefined;
+  const state = requests.get(req);
+  if (state !== undefined) return state;
+  const rpc = getRPCMetadata(now);
+  if (rpc?.type !== RPCType.HTTP) return undefined; // a layer run outside an HTTP request's context
+  const made: RequestState = { paths: [], ctx: now, rpc: rpc as HttpMetadata, recorded: undefined };
+  try {
+    requests.set(req, made);
+  } catch {
+    return undefined; // a request object that cannot be extended: no route
   }
+  return made;
 }
 
 /**
- * Runs `next` in the context the layer started in when the span was lost on the way (a callback
- * from a connection pool); a context that still has the span (a middleware's own entry) is kept.
+ * Runs `next` in the context the layer started in when the request's span was lost on the way;
+ * a context that still has it (a middleware's own entry, with its baggage) is kept.
  */
-function callIn(entered: Context, next: Handle, self: unknown, args: IArguments): unknown {
+function callIn(entered: Context, state: RequestState, next: Dispatch, self: unknown, args: IArguments): unknown {
   const now = context.active();
-  if (now === entered || trace.getSpan(now) === trace.getSpan(entered)) {
-    return next.apply(self, args as unknown as unknown[]);
+  if (now === entered || (getRPCMetadata(now) === state.rpc && trace.getSpan(now) === trace.getSpan(entered))) {
+    return next.apply(self, args as unknown as [unknown, unknown, unknown]);
   }
-  return context.with(entered, next, self, ...(args as unknown as unknown[]));
+  return context.with(entered, next as (...a: unknown[]) => unknown, self, ...(args as unknown as unknown[]));
 }
-
-/** A router's handle carries its stack and settings, which Express reads through the layer. */
-function keepProperties(patched: Handle, original: Handle): Handle {
-  for (const key in original) {
-    Object.defineProperty(patched, key, {
-      get: () => original[key],
-      set: (value: unknown) => { original[key] = value; },
-    });
-  }
-  return patched;
-}
-
-function pathsOf(req: unknown): string[] | undefined {
-  if (!isObject(req)) return undefined;
-  let paths = mountPaths.get(req);
-  if (paths === undefined) {
-    paths = [];
-    try {
-      mountPaths.set(req, paths);
-    } catch {
-      return undefined; // a request object that cannot be extended: no route
-    }
-  }
-  return paths;
-}
-
-/** Passed to then() instead of undefined: some thenables call their callbacks without checking. */
-function noop(): void {}
 
 function isObject(value: unknown): value is object {
   return value !== null && typeof value === 'object';
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (isObject(value) || typeof value === 'function') && typeof (value as { then?: unknown }).then === 'function';
-}
-
-/**
- * The errors already recorded on a span: the same error passes through several layers (a
- * sub-app's and its mount's), objects by identity and other values by value.
- */
-const recorded = new WeakMap<Span, Set<unknown>>();
-
-function recordError(span: Span | undefined, err: unknown): void {
-  if (span === undefined) return;
+function recordError(state: RequestState, err: unknown): void {
+  const span = state.rpc.span;
   try {
-    let seen = recorded.get(span);
-    if (seen === undefined) recorded.set(span, (seen = new Set()));
+    const seen = state.recorded ?? (state.recorded = new Set());
     const message = err instanceof Error ? err.message : String(err);
     if (!seen.has(err)) {
       seen.add(err);

@@ -1,19 +1,20 @@
 'use strict';
 // Express layers without spans (lib/layer-spans.ts): the route as instrumentation-express names it,
-// errors on the server span, `next` in the layer's context. The routes of real Express apps in
-// both modes are held by test/e2e/register.test.js ("the route of mounted, nested, …").
+// errors on the server span, `next` in the request's context. The layers here are Router 2's own
+// (Express 5's router), and one as Express 4 makes it. The routes of real Express apps in both
+// modes are held by test/e2e/register.test.js ("the route of mounted, nested, …").
 const assert = require('node:assert/strict');
 const path = require('node:path');
 const fc = require('fast-check');
-const { context, trace, ROOT_CONTEXT, createContextKey } = require('@opentelemetry/api');
+const { context, trace, propagation, ROOT_CONTEXT } = require('@opentelemetry/api');
 const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-async-hooks');
 const { setRPCMetadata, getRPCMetadata, RPCType } = require('@opentelemetry/core');
+const Layer = require('router/lib/layer');
+const Route = require('router/lib/route');
 const { withoutLayerSpans, matchedRoute } = require('../../dist/lib/layer-spans.js');
 
 // instrumentation-express's own route function, the reference (not exported by the package).
 const upstream = require(path.join(path.dirname(require.resolve('@opentelemetry/instrumentation-express')), 'utils.cjs'));
-
-const OTHER = createContextKey('other');
 
 function fakeSpan() {
   const span = {
@@ -25,12 +26,9 @@ function fakeSpan() {
   return span;
 }
 
-/** The instrumentation's hooks, as far as the wrapper uses them. */
+/** The instrumentation's hook, as far as the wrapper uses it. */
 function fakeInstrumentation() {
-  const i = {
-    _applyPatch() { throw new Error('replaced by withoutLayerSpans'); },
-    _wrap(target, name, wrapper) { target[name] = wrapper(target[name]); },
-  };
+  const i = { _applyPatch() { throw new Error('replaced by withoutLayerSpans'); } };
   assert.equal(withoutLayerSpans(i), true);
   return i;
 }
@@ -41,6 +39,30 @@ function serverContext() {
   const rpc = { type: RPCType.HTTP, span };
   return { span, rpc, ctx: setRPCMetadata(trace.setSpan(ROOT_CONTEXT, span), rpc) };
 }
+
+/** A layer of a router's stack, wrapped as instrumentation-express's `use` hook wraps it. */
+function use(i, layerPath, fn) {
+  const layer = new Layer(layerPath, { end: false }, fn);
+  i._applyPatch(layer, layerPath);
+  return layer;
+}
+
+/** A route's layer with its own stack of handlers, as `router.route(path).get(...handlers)` makes it. */
+function route(i, routePath, ...handlers) {
+  const r = new Route(routePath);
+  r.get(...handlers);
+  const layer = new Layer(routePath, { end: true }, r.dispatch.bind(r));
+  layer.route = r;
+  i._applyPatch(layer, routePath);
+  return { layer, route: r };
+}
+
+/** Runs a layer as a router does, in `ctx`; resolves with what reached the router's next. */
+function dispatch(layer, req, ctx, res = {}) {
+  return new Promise((resolve) => context.with(ctx, () => layer.handleRequest(req, res, (err) => resolve({ err, ctx: context.active() }))));
+}
+
+const request = (url, method = 'GET') => ({ originalUrl: url, url, method });
 
 describe('express layers without spans', () => {
   before(() => {
@@ -60,225 +82,234 @@ describe('express layers without spans', () => {
     }), { numRuns: 3000 });
   });
 
-  it('gives the request\'s RPC metadata the route of the layers it is in, and pops a layer\'s path as its next() is called', () => {
+  it('gives the request\'s RPC metadata the route of the layers it is in, and pops a layer\'s path as its next() is called', async () => {
     const i = fakeInstrumentation();
-    const inner = { name: 'bound dispatch', handle(req, res, next) { next(); } };
-    i._applyPatch(inner, '/orders/:id');
     const routes = [];
-    const router = { name: 'router', handle(req, res, next) { routes.push(getRPCMetadata(context.active()).route); inner.handle(req, res, () => { routes.push(getRPCMetadata(context.active()).route); next(); }); } };
-    i._applyPatch(router, '/shop');
-    const last = { name: 'bound dispatch', handle(req) { routes.push(getRPCMetadata(context.active()).route); req.done = true; } };
-    i._applyPatch(last, '/later/:x');
+    const seen = () => routes.push(getRPCMetadata(context.active()).route);
+    const inner = route(i, '/orders/:id', (req, res, next) => { seen(); next(); });
+    const shop = use(i, '/shop', function router(req, res, next) { seen(); inner.layer.handleRequest(req, res, (err) => { seen(); next(err); }); });
+    const later = use(i, '/later/:x', (req, res, next) => { seen(); next(); });
     const { ctx } = serverContext();
-    const req = { originalUrl: '/shop/orders/5' };
-    context.with(ctx, () => router.handle(req, {}, () => last.handle(req, {}, () => {})));
-    assert.deepEqual(routes, ['/shop', '/shop/orders/:id', '/later/:x']);
-    assert.equal(req.done, true);
+    const req = request('/shop/orders/5');
+    await dispatch(shop, req, ctx);
+    await dispatch(later, req, ctx);
+    // The route is named as a layer is entered (as instrumentation-express names it); the path
+    // popped by the route's next() shows in the next layer's route: not /shop/later/:x.
+    assert.deepEqual(routes, ['/shop', '/shop/orders/:id', '/shop/orders/:id', '/later/:x']);
   });
 
-  it('wraps a layer once, leaves error handlers (four arguments) alone, and reaches the original handle\'s own properties', () => {
+  it('wraps a layer once and leaves the application\'s function as it is: identity, name, length, own properties', async () => {
     const i = fakeInstrumentation();
-    let calls = 0;
-    const handle = function (req, res, next) { calls++; next(); };
-    handle.stack = ['layer'];
-    const layer = { name: 'router', handle };
-    i._applyPatch(layer, '/a');
-    const once = layer.handle;
-    i._applyPatch(layer, '/b');
-    assert.equal(layer.handle, once);
-    assert.notEqual(layer.handle, handle);
-    assert.deepEqual(layer.handle.stack, ['layer']);
-    layer.handle.stack = ['changed'];
-    assert.deepEqual(handle.stack, ['changed']);
-    context.with(serverContext().ctx, () => layer.handle({ originalUrl: '/a' }, {}, () => {}));
-    assert.equal(calls, 1);
-    const onError = function (err, req, res, next) { next(err); };
-    const errorLayer = { name: 'onError', handle: onError };
-    i._applyPatch(errorLayer, '/');
-    assert.equal(errorLayer.handle, onError);
+    function named(req, res, next) { next(); }
+    Object.defineProperty(named, 'meta', { value: 'kept', enumerable: false });
+    const { layer, route: r } = route(i, '/x', named);
+    const once = layer.handleRequest;
+    i._applyPatch(layer, '/x');
+    assert.equal(layer.handleRequest, once);
+    assert.ok(!Object.keys(layer).includes('handleRequest'), 'not enumerable on the layer');
+    await dispatch(layer, request('/x'), serverContext().ctx);
+    const handler = r.stack[0];
+    assert.equal(handler.handle, named);
+    assert.equal(handler.handle.name, 'named');
+    assert.equal(handler.handle.length, 3);
+    assert.equal(handler.handle.meta, 'kept');
+    assert.ok(Object.prototype.hasOwnProperty.call(handler, 'handleRequest'), 'the route\'s own layers are wrapped at their dispatch');
   });
 
-  it('records an error passed to next(err) on the server span once, with its message as the span\'s status, however many layers it passes', () => {
+  it('passes error handlers (four parameters) and functions of more straight to the router, which skips them', async () => {
+    const i = fakeInstrumentation();
+    let called = 0;
+    const onError = use(i, '/five', (err, req, res, next) => { called++; next(err); });
+    const five = use(i, '/five', (a, b, c, d, e) => { called++; e(); });
+    const { rpc, ctx } = serverContext();
+    const req = request('/five');
+    assert.equal((await dispatch(onError, req, ctx)).err, undefined);
+    assert.equal((await dispatch(five, req, ctx)).err, undefined);
+    assert.equal(called, 0);
+    assert.equal(rpc.route, undefined, 'no route from a layer the router skips');
+  });
+
+  it('records an error passed to next(err) on the server span once, with its message as the span\'s status, however many layers it passes', async () => {
     const i = fakeInstrumentation();
     const boom = new Error('boom');
-    const route = { name: 'bound dispatch', handle(req, res, next) { next(boom); } };
-    i._applyPatch(route, '/things/:id');
-    const mw = { name: 'auth', handle(req, res, next) { route.handle(req, res, next); } };
-    i._applyPatch(mw, '/');
+    const inner = route(i, '/things/:id', (req, res, next) => next(boom));
+    const mw = use(i, '/', (req, res, next) => inner.layer.handleRequest(req, res, next));
     const { span, ctx } = serverContext();
-    let passed;
-    context.with(ctx, () => mw.handle({ originalUrl: '/things/1' }, {}, (err) => { passed = err; }));
-    assert.equal(passed, boom, 'the error goes on to the next layer unchanged');
+    const { err } = await dispatch(mw, request('/things/1'), ctx);
+    assert.equal(err, boom, 'the error goes on to the next layer unchanged');
     assert.deepEqual(span.exceptions, [boom]);
     assert.ok(span.statuses.length >= 1);
-    for (const s of span.statuses) assert.deepEqual(s, { code: 2, message: 'boom' });
+    for (const st of span.statuses) assert.deepEqual(st, { code: 2, message: 'boom' });
   });
 
-  it('does not record next(\'route\'), next(\'router\') nor a router\'s own next(err), and records a non-Error value as its string', () => {
+  it('keeps the path of a route whose handler failed, as instrumentation-express does: a layer after the error handler names it', async () => {
     const i = fakeInstrumentation();
-    const values = [];
-    for (const v of ['route', 'router', null, undefined]) {
-      const layer = { name: 'bound dispatch', handle(req, res, next) { next(v); } };
-      i._applyPatch(layer, '/x');
+    const failing = route(i, '/things/:id', (req, res, next) => next(new Error('boom')));
+    const after = use(i, '/', (req, res, next) => next());
+    const { rpc, ctx } = serverContext();
+    const req = request('/things/1');
+    assert.ok((await dispatch(failing.layer, req, ctx)).err instanceof Error);
+    // an error handler recovered (next() without the error): the router goes on with its layers
+    await dispatch(after, req, ctx);
+    assert.equal(rpc.route, upstream.getActualMatchedRoute({ originalUrl: '/things/1', __ot_middlewares: ['/things/:id', '/'] }));
+    assert.equal(rpc.route, '/things/:id');
+  });
+
+  it('records what Router counts as an error and nothing else: not route, router, null, undefined, 0, false nor the empty string', async () => {
+    const i = fakeInstrumentation();
+    for (const v of ['route', 'router', null, undefined, 0, false, '']) {
+      const layer = use(i, '/x', (req, res, next) => next(v));
       const { span, ctx } = serverContext();
-      context.with(ctx, () => layer.handle({ originalUrl: '/x' }, {}, (e) => values.push(e)));
+      assert.equal((await dispatch(layer, request('/x'), ctx)).err, v);
       assert.deepEqual(span.exceptions, [], String(v));
+      assert.deepEqual(span.statuses, [], String(v));
     }
-    assert.deepEqual(values, ['route', 'router', null, undefined]);
-    const router = { name: 'router', handle(req, res, next) { next(new Error('from inside')); } };
-    i._applyPatch(router, '/r');
-    const r = serverContext();
-    context.with(r.ctx, () => router.handle({ originalUrl: '/r' }, {}, () => {}));
-    assert.deepEqual(r.span.exceptions, []);
-    const text = { name: 'bound dispatch', handle(req, res, next) { next('not allowed'); } };
-    i._applyPatch(text, '/t');
+    for (const thrown of [undefined, 'route']) {
+      const layer = use(i, '/t', () => { throw thrown; });
+      const { span, ctx } = serverContext();
+      await dispatch(layer, request('/t'), ctx);
+      assert.deepEqual(span.exceptions, [], `throw ${String(thrown)}`);
+    }
+    const text = use(i, '/t', (req, res, next) => next('not allowed'));
     const t = serverContext();
-    context.with(t.ctx, () => text.handle({ originalUrl: '/t' }, {}, () => {}));
+    await dispatch(text, request('/t'), t.ctx);
     assert.deepEqual(t.span.exceptions, ['not allowed']);
     assert.deepEqual(t.span.statuses, [{ code: 2, message: 'not allowed' }]);
   });
 
-  it('records an error a layer throws and throws it on', () => {
+  it('records an error a layer throws or its promise rejects with (Router sends both to its own next), and pops the layer\'s path for the next layer', async () => {
     const i = fakeInstrumentation();
     const thrown = new Error('thrown');
-    const layer = { name: 'bound dispatch', handle() { throw thrown; } };
-    i._applyPatch(layer, '/x');
+    const denied = new Error('denied');
+    for (const [handler, expected] of [
+      [() => { throw thrown; }, thrown],
+      [async () => { throw denied; }, denied],
+      [() => Promise.reject(undefined), 'Rejected promise'],
+    ]) {
+      const failing = use(i, '/api', handler);
+      const after = use(i, '/items/:id', (req, res, next) => next());
+      const { span, rpc, ctx } = serverContext();
+      const req = request('/items/1');
+      const { err } = await dispatch(failing, req, ctx);
+      assert.ok(err instanceof Error);
+      assert.equal(span.exceptions.length, 1);
+      assert.equal(span.exceptions[0].message, typeof expected === 'string' ? expected : expected.message);
+      await dispatch(after, req, ctx); // as after an error handler that recovered with next()
+      assert.equal(rpc.route, '/items/:id', 'the failed layer\'s /api is gone');
+    }
+  });
+
+  it('never calls then() on what a handler returns: a lazy thenable (a query builder) runs once, for Router', async () => {
+    const i = fakeInstrumentation();
+    let runs = 0;
+    const query = { then(resolve) { runs++; resolve({ rows: [] }); } };
+    const layer = use(i, '/', () => query);
+    context.with(serverContext().ctx, () => layer.handleRequest(request('/'), {}, () => {}));
+    const r = route(i, '/q', () => query);
+    context.with(serverContext().ctx, () => r.layer.handleRequest(request('/q'), {}, () => {}));
+    await new Promise(setImmediate);
+    assert.equal(runs, 2, 'one then() each, by Router');
+  });
+
+  it('records a non-Error value once per request however many layers pass it, and a value without a string form as the status alone', async () => {
+    const i = fakeInstrumentation();
+    for (const value of ['not allowed', { code: 'E_DENIED' }, 42, Symbol('denied')]) {
+      const inner = use(i, '/in', (req, res, next) => next(value));
+      const outer = use(i, '/sub', (req, res, next) => inner.handleRequest(req, res, next));
+      const { span, ctx } = serverContext();
+      await dispatch(outer, request('/sub/in'), ctx);
+      assert.deepEqual(span.exceptions, [String(value)], String(value));
+    }
+    const bare = Object.assign(Object.create(null), { message: 'bare' });
+    const layer = use(i, '/b', (req, res, next) => next(bare));
     const { span, ctx } = serverContext();
-    assert.throws(() => context.with(ctx, () => layer.handle({ originalUrl: '/x' }, {}, () => {})), (e) => e === thrown);
-    assert.deepEqual(span.exceptions, [thrown]);
+    assert.equal((await dispatch(layer, request('/b'), ctx)).err, bare, 'the app gets its error, not ours');
+    assert.deepEqual(span.exceptions, []);
+    assert.deepEqual(span.statuses, [{ code: 2 }]);
   });
 
-  it('runs next() in the layer\'s context (its span) when the context was lost on the way, and in the caller\'s when it was not', async () => {
+  it('touches nothing outside an HTTP request\'s context: a long-lived span gets no errors and keeps none', async () => {
     const i = fakeInstrumentation();
-    const layer = { name: 'session', handle(req, res, next) { context.with(ROOT_CONTEXT, () => setImmediate(next)); } };
-    i._applyPatch(layer, '/');
+    const boot = fakeSpan();
+    let reached = 0;
+    const layer = use(i, '/', (req, res, next) => { reached++; next(new Error('e')); });
+    for (let k = 0; k < 3; k++) await dispatch(layer, request('/'), trace.setSpan(ROOT_CONTEXT, boot));
+    assert.equal(reached, 3);
+    assert.deepEqual(boot.exceptions, []);
+    assert.deepEqual(boot.statuses, []);
+  });
+
+  it('runs next() in the request\'s context (its span and RPC metadata) when it was lost on the way, and keeps a context that still has the span', async () => {
+    const i = fakeInstrumentation();
+    const lost = use(i, '/', (req, res, next) => context.with(ROOT_CONTEXT, () => setImmediate(next)));
     const { span, rpc, ctx } = serverContext();
-    const seen = await new Promise((resolve) => context.with(ctx, () => layer.handle({ originalUrl: '/' }, {}, () => resolve(context.active()))));
+    const after = await dispatch(lost, request('/'), ctx);
+    assert.equal(trace.getSpan(after.ctx), span);
+    assert.equal(getRPCMetadata(after.ctx), rpc, 'the route set further in has somewhere to go');
+    const baggage = propagation.createBaggage({ tenant: { value: 'acme' } });
+    const keeps = use(i, '/', (req, res, next) => context.with(propagation.setBaggage(context.active(), baggage), next));
+    const kept = await dispatch(keeps, request('/'), ctx);
+    assert.equal(propagation.getBaggage(kept.ctx)?.getEntry('tenant')?.value, 'acme');
+  });
+
+  it('runs a layer entered without the request\'s context (after a param callback or an error handler lost it) in that context', async () => {
+    const i = fakeInstrumentation();
+    const first = use(i, '/p', (req, res, next) => next());
+    let seen;
+    const second = use(i, '/p/:id', (req, res, next) => { seen = context.active(); next(); });
+    const { span, rpc, ctx } = serverContext();
+    const req = request('/p/1');
+    await dispatch(first, req, ctx);
+    await dispatch(second, req, ROOT_CONTEXT);
     assert.equal(trace.getSpan(seen), span);
-    assert.equal(getRPCMetadata(seen), rpc, 'the route set further in has somewhere to go');
-    const same = { name: 'plain', handle(req, res, next) { next(); } };
-    i._applyPatch(same, '/');
-    const inner = ctx.setValue(OTHER, 'mine');
-    let value;
-    context.with(ctx, () => same.handle({ originalUrl: '/' }, {}, () => { value = context.active(); }));
-    assert.equal(trace.getSpan(value), span);
-    context.with(inner, () => {
-      const layer2 = { name: 'keeps', handle(req, res, next) { context.with(inner, next); } };
-      i._applyPatch(layer2, '/');
-      layer2.handle({ originalUrl: '/' }, {}, () => { value = context.active(); });
-    });
-    assert.equal(value.getValue(OTHER), 'mine');
+    assert.equal(rpc.route, '/p/:id');
   });
 
-  it('runs next() of a route\'s own handlers in the route\'s context when one of them lost it, however many handlers the route gains', async () => {
+  it('runs next() of a route\'s own handlers in the request\'s context when one of them lost it, however many handlers the route gains', async () => {
     const i = fakeInstrumentation();
-    const route = { stack: [] };
-    const dispatch = { name: 'handle', route, handle(req, res, done) {
-      let k = 0;
-      const next = (err) => {
-        if (err || k === route.stack.length) return done(err);
-        const { handle } = route.stack[k++];
-        return handle.length > 3 ? next() : handle(req, res, next); // as Router skips what is not a request handler
-      };
-      next();
-    } };
-    i._applyPatch(dispatch, '/pay/:id');
-    const pool = { name: 'pool', handle(req, res, next) { context.with(ROOT_CONTEXT, () => setImmediate(next)); } };
-    route.stack.push(pool);
-    const { span, rpc, ctx } = serverContext();
-    const run = () => new Promise((resolve) => context.with(ctx, () => dispatch.handle({ originalUrl: '/pay/1' }, {}, resolve)));
     const seen = [];
-    const handler = { name: 'pay', handle(req, res, next) { seen.push(context.active()); next(); } };
-    route.stack.push(handler);
-    await run();
-    route.stack.push({ name: 'late', handle: (req, res, next) => { seen.push(context.active()); next(); } });
-    route.stack.splice(2, 0, { name: 'pool2', handle(req, res, next) { context.with(ROOT_CONTEXT, () => setImmediate(next)); } });
-    await run();
+    const pool = (req, res, next) => context.with(ROOT_CONTEXT, () => setImmediate(next));
+    const look = (req, res, next) => { seen.push(context.active()); next(); };
+    const { layer, route: r } = route(i, '/pay/:id', pool, look);
+    const { span, rpc, ctx } = serverContext();
+    await dispatch(layer, request('/pay/1'), ctx);
+    r.get((req, res, next) => context.with(ROOT_CONTEXT, () => setImmediate(next)), look);
+    await dispatch(layer, request('/pay/2'), ctx);
     assert.equal(seen.length, 3);
     for (const c of seen) {
       assert.equal(trace.getSpan(c), span);
       assert.equal(getRPCMetadata(c), rpc);
     }
     assert.equal(rpc.route, '/pay/:id');
-    const five = (a, b, c, d, e) => e;
-    const odd = { name: 'five', handle: five };
-    route.stack.push(odd);
-    await run();
-    assert.equal(odd.handle, five, 'what Express does not call as a handler stays as it is');
   });
 
-  it('leaves a handler of more than four parameters as it is: Express skips it by its length', () => {
+  it('wraps Express 4\'s layers at their handle_request', async () => {
     const i = fakeInstrumentation();
-    const five = function (a, b, c, d, e) { return e; };
-    const layer = { name: 'five', handle: five };
-    i._applyPatch(layer, '/five');
-    assert.equal(layer.handle, five);
+    // Express 4's Layer.prototype.handle_request, as lib/router/layer.js of express@4 has it.
+    const express4 = (fn) => ({ handle: fn, handle_request(req, res, next) {
+      const f = this.handle;
+      if (f.length > 3) return next();
+      try { f(req, res, next); } catch (err) { next(err); }
+    } });
+    const thrown = new Error('e4');
+    const layer = express4((req, res, next) => { throw thrown; });
+    i._applyPatch(layer, '/legacy/:id');
+    const { span, rpc, ctx } = serverContext();
+    const err = await new Promise((resolve) => context.with(ctx, () => layer.handle_request(request('/legacy/1'), {}, resolve)));
+    assert.equal(err, thrown);
+    assert.equal(rpc.route, '/legacy/:id');
+    assert.deepEqual(span.exceptions, [thrown]);
   });
 
-  it('records the rejection of a Router 2 middleware\'s promise, which Router sends to its own next, and leaves an Express 4 promise unhandled', async () => {
-    const i = fakeInstrumentation();
-    const denied = new Error('denied');
-    const handleRequest = () => {};
-    const router2 = { name: 'auth', handleRequest, async handle() { throw denied; } };
-    i._applyPatch(router2, '/');
-    const { span, ctx } = serverContext();
-    const result = context.with(ctx, () => router2.handle({ originalUrl: '/x' }, {}, () => {}));
-    await assert.rejects(result, (e) => e === denied, 'the promise Router awaits rejects as before');
-    await new Promise(setImmediate);
-    assert.deepEqual(span.exceptions, [denied]);
-    assert.deepEqual(span.statuses, [{ code: 2, message: 'denied' }]);
-    const empty = { name: 'empty', handleRequest, handle: () => Promise.reject(undefined) };
-    i._applyPatch(empty, '/');
-    const e = serverContext();
-    await assert.rejects(context.with(e.ctx, () => empty.handle({ originalUrl: '/' }, {}, () => {})));
-    await new Promise(setImmediate);
-    assert.equal(e.span.exceptions[0].message, 'Rejected promise', 'as Router names it');
-    let fulfilled = 0;
-    const careless = { name: 'careless', handleRequest, handle: () => ({ then(onFulfilled) { setImmediate(() => { onFulfilled(); fulfilled++; }); } }) };
-    i._applyPatch(careless, '/');
-    context.with(ctx, () => careless.handle({ originalUrl: '/' }, {}, () => {}));
-    await new Promise(setImmediate);
-    assert.equal(fulfilled, 1, 'a thenable that calls its callbacks unchecked gets a function');
-    let thens = 0;
-    const thenable = { then() { thens++; } };
-    const express4 = { name: 'auth', handle: () => thenable };
-    i._applyPatch(express4, '/');
-    assert.equal(context.with(ctx, () => express4.handle({ originalUrl: '/' }, {}, () => {})), thenable);
-    assert.equal(thens, 0, 'no handler hides an Express 4 rejection from the process');
-    const route = { name: 'handle', route: { stack: [] }, handleRequest, handle: () => thenable };
-    i._applyPatch(route, '/r');
-    context.with(ctx, () => route.handle({ originalUrl: '/r' }, {}, () => {}));
-    assert.equal(thens, 0, 'a route\'s handlers reach the route\'s next, which records them');
-  });
-
-  it('records a non-Error value once per span however many layers pass it, and a value without a string form as the status alone', () => {
-    const i = fakeInstrumentation();
-    for (const value of ['not allowed', { code: 'E_DENIED' }, 42]) {
-      const inner = { name: 'check', handle(req, res, next) { next(value); } };
-      i._applyPatch(inner, '/in');
-      const outer = { name: 'mounted app', handle(req, res, next) { inner.handle(req, res, next); } };
-      i._applyPatch(outer, '/sub');
-      const { span, ctx } = serverContext();
-      context.with(ctx, () => outer.handle({ originalUrl: '/sub/in' }, {}, () => {}));
-      assert.deepEqual(span.exceptions, [String(value)], String(value));
-    }
-    const bare = Object.assign(Object.create(null), { message: 'bare' });
-    const layer = { name: 'bare', handle(req, res, next) { next(bare); } };
-    i._applyPatch(layer, '/b');
-    const { span, ctx } = serverContext();
-    let passed;
-    context.with(ctx, () => layer.handle({ originalUrl: '/b' }, {}, (err) => { passed = err; }));
-    assert.equal(passed, bare, 'the app gets its error, not ours');
-    assert.deepEqual(span.exceptions, []);
-    assert.deepEqual(span.statuses, [{ code: 2 }]);
-    const thrower = { name: 'bare', handle() { throw bare; } };
-    i._applyPatch(thrower, '/t');
-    assert.throws(() => context.with(ctx, () => thrower.handle({ originalUrl: '/t' }, {}, () => {})), (e) => e === bare);
-  });
-
-  it('leaves an instrumentation it does not know as it is', () => {
-    const i = { _wrap() {} };
+  it('leaves an instrumentation it does not know as it is, and a layer without a known dispatch', () => {
+    const i = {};
     assert.equal(withoutLayerSpans(i), false);
     assert.equal(i._applyPatch, undefined);
+    const j = fakeInstrumentation();
+    const handle = (req, res, next) => next();
+    const odd = { handle };
+    j._applyPatch(odd, '/');
+    assert.deepEqual(Object.getOwnPropertyNames(odd), ['handle']);
+    assert.equal(odd.handle, handle);
   });
 });
