@@ -24,6 +24,7 @@ import { currentRequest } from './request-context';
 import { EmitterContextManager } from './context-manager';
 import { version } from './version';
 import { PooledIdGenerator } from './random-hex';
+import { exceptionGuard } from './exception-guard';
 
 /** What `start()` builds; `shutdown()` flushes and stops all of it. */
 export interface Telemetry {
@@ -458,7 +459,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
       sampler: buildSampler(config),
       idGenerator: new PooledIdGenerator(),
       spanLimits: definedOnly(config.spanLimits),
-      spanProcessors: pipelines.spanProcessors(meterProvider),
+      spanProcessors: [exceptionGuard(), ...pipelines.spanProcessors(meterProvider)],
     });
     trace.setGlobalTracerProvider(tracerProvider);
   }

@@ -294,7 +294,8 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       ['/sub/thing/3', '/sub/thing/:id', 200], ['/x/9', '/x/:id', 200], ['/arr2/4', '/arr1/:id,/arr2/:id', 200],
       ['/async/1', '/async/:id', 200], ['/mw/3', '/mw/:id', 200], ['/shop/orders/5', '/shop/orders/:id', 200],
       ['/shop/people/5', '/shop/people/:id', 200], ['/ft/b/9', '/ft/b/:id', 200], ['/err/2', '/err/:id', 500],
-      ['/v2/things/3', '/v2/things/:id', 500], ['/nope', undefined, 404],
+      ['/v2/things/3', '/v2/things/:id', 500], ['/sym/1', '/sym/:id', 500], ['/bare/1', '/bare/:id', 500],
+      ['/nope', undefined, 404],
       // No route matched inside the router: instrumentation-express names the mount that took it, in both modes.
       ['/api/unknown', '/api', 404],
     ];
@@ -303,7 +304,19 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
         const auditFile = path.join(os.tmpdir(), `auditrace-routes-${process.pid}-${layerSpans}.jsonl`);
         fs.rmSync(auditFile, { force: true });
         const app = await launch('svc-express-routes.js', { env: { AUDITRACE_AUDIT_FILE: auditFile, ...(layerSpans ? { AUDITRACE_LAYER_SPANS: 'true' } : {}) } });
-        for (const [urlPath, , status] of ROUTES) assert.equal((await get(app.port, urlPath)).status, status, urlPath);
+        const bodies = {};
+        for (const [urlPath, , status] of ROUTES) {
+          const res = await get(app.port, urlPath);
+          assert.equal(res.status, status, urlPath);
+          bodies[urlPath] = res.body;
+        }
+        // The app's error handler gets the app's own value (a throw inside next() would hand it a TypeError).
+        assert.equal(JSON.parse(bodies['/err/2']).kind, 'Error');
+        assert.equal(JSON.parse(bodies['/sym/1']).kind, 'symbol');
+        // With layer spans, instrumentation-express's own String(err) throws for an object without a
+        // prototype and Router hands its TypeError on: upstream's, left as it is (the default mode's
+        // wrapper is auditrace's).
+        assert.equal(JSON.parse(bodies['/bare/1']).kind, layerSpans ? 'TypeError' : 'null-prototype');
         await rx.waitFor(() => servers(rx.spans()).length === ROUTES.length, WAIT);
         await terminate(app); // flushes the turn's access records
         const records = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
