@@ -20,7 +20,11 @@ export function exceptionGuard(): SpanProcessor {
     onStart(span: Span, _parent: Context): void {
       if (done) return;
       done = true;
-      guardRecordException(Object.getPrototypeOf(span) as object | null);
+      try {
+        guardRecordException(Object.getPrototypeOf(span) as object | null);
+      } catch {
+        // a prototype that cannot be changed (frozen): left as the SDK made it
+      }
     },
     onEnd(_span: ReadableSpan): void {},
     forceFlush: () => Promise.resolve(),

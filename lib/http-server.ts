@@ -74,7 +74,8 @@ interface Exchange {
   readonly d: Decision;
   readonly span: Span;
   readonly ctx: Context;
-  readonly rpc: { route?: string };
+  /** `route` and `error` (the message of an error a framework's layer passed on): lib/layer-spans.ts */
+  readonly rpc: { route?: string; error?: string };
   readonly name: string;
   readonly method: string;
   readonly scheme: Component;
@@ -274,7 +275,7 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
   const span = side.instrumentation.tracer.startSpan(name,
     { kind: SpanKind.SERVER, ...(side.attributesAtStart ? { attributes } : {}), ...(links ? { links } : {}) }, parent);
   if (!side.attributesAtStart) span.setAttributes(attributes);
-  const rpc: { type: RPCType.HTTP; span: Span; route?: string } = { type: RPCType.HTTP, span };
+  const rpc: { type: RPCType.HTTP; span: Span; route?: string; error?: string } = { type: RPCType.HTTP, span };
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
   const x: Exchange = {
     req, d, span, ctx, rpc, name, method, scheme: component, side,
@@ -370,11 +371,12 @@ function endSpan(res: ServerResponse, x: Exchange): void {
       span.setAttribute('http.route', route);
       span.updateName(`${x.name} ${route}`);
     }
-    if (status !== undefined) {
-      span.setAttribute('http.response.status_code', status);
-      // An error status set earlier (with its message: a framework's `next(err)`) is kept.
-      if (status >= 500 && status < 600 && x.thrown === undefined
-        && (span as { status?: { code?: unknown } }).status?.code !== SpanStatusCode.ERROR) span.setStatus({ code: SpanStatusCode.ERROR });
+    if (status !== undefined) span.setAttribute('http.response.status_code', status);
+    // A 4xx leaves a server span's status unset, even after a framework's `next(err)`; a 5xx, or no
+    // answer after one, carries that error's message. An error status set earlier is kept.
+    const failed = status === undefined ? x.rpc.error !== undefined : status >= 500 && status < 600;
+    if (failed && x.thrown === undefined && (span as { status?: { code?: unknown } }).status?.code !== SpanStatusCode.ERROR) {
+      span.setStatus(x.rpc.error === undefined ? { code: SpanStatusCode.ERROR } : { code: SpanStatusCode.ERROR, message: x.rpc.error });
     }
     if (errorType !== undefined && x.thrown === undefined) span.setAttribute('error.type', errorType);
     span.end();

@@ -1,4 +1,4 @@
-import { context, trace, SpanStatusCode } from '@opentelemetry/api';
+import { context, trace } from '@opentelemetry/api';
 import type { Context, Span } from '@opentelemetry/api';
 import { getRPCMetadata, RPCType } from '@opentelemetry/core';
 import { privateSlot } from './private-slot';
@@ -59,6 +59,8 @@ interface HttpMetadata {
   type: RPCType.HTTP;
   span: Span;
   route?: string;
+  /** The message of the error a layer passed on: the server span's status if the answer is a 5xx. */
+  error?: string;
 }
 
 /** What the layers of one request share. */
@@ -159,38 +161,44 @@ function stateOf(req: unknown, now: Context): RequestState | undefined {
 }
 
 /**
- * Runs `next` in the context the layer started in when the request's span was lost on the way;
- * a context that still has it (a middleware's own entry, with its baggage) is kept.
+ * Runs `next` in the context the layer started in when the request's context was lost on the way
+ * (a callback from a connection pool); a context that is still the request's is kept.
  */
 function callIn(entered: Context, state: RequestState, next: Dispatch, self: unknown, args: IArguments): unknown {
   const now = context.active();
-  if (now === entered || (getRPCMetadata(now) === state.rpc && trace.getSpan(now) === trace.getSpan(entered))) {
-    return next.apply(self, args as unknown as [unknown, unknown, unknown]);
+  let ctx = entered;
+  if (now === entered) ctx = now;
+  else if (getRPCMetadata(now) === state.rpc) {
+    // Still the request's (a middleware's own span or baggage): kept, with the layer's span back as
+    // the active one, as instrumentation-express puts its parent span back for the next layer.
+    const span = trace.getSpan(entered);
+    ctx = trace.getSpan(now) === span || span === undefined ? now : trace.setSpan(now, span);
   }
-  return context.with(entered, next as (...a: unknown[]) => unknown, self, ...(args as unknown as unknown[]));
+  if (ctx === now) return next.apply(self, args as unknown as [unknown, unknown, unknown]);
+  return context.with(ctx, next as (...a: unknown[]) => unknown, self, ...(args as unknown as unknown[]));
 }
 
 function isObject(value: unknown): value is object {
   return value !== null && typeof value === 'object';
 }
 
+/**
+ * The exception event goes on the server span at once; its status is the server side's to set when
+ * the answer is known: an error a handler passes on may end as a 4xx (`next(createError(404))`),
+ * for which a server span's status stays unset, or be recovered from by an error handler.
+ */
 function recordError(state: RequestState, err: unknown): void {
-  const span = state.rpc.span;
+  const rpc = state.rpc;
   try {
     const seen = state.recorded ?? (state.recorded = new Set());
     const message = err instanceof Error ? err.message : String(err);
+    rpc.error = message;
     if (!seen.has(err)) {
       seen.add(err);
-      span.recordException(err instanceof Error ? err : message);
+      rpc.span.recordException(err instanceof Error ? err : message);
     }
-    span.setStatus({ code: SpanStatusCode.ERROR, message });
   } catch {
-    // a value without a string form (Object.create(null)): the status code alone
-    try {
-      span.setStatus({ code: SpanStatusCode.ERROR });
-    } catch {
-      // a span that refuses: nothing of the host's request depends on it
-    }
+    // a value without a string form (Object.create(null)): no message, no event
   }
 }
 

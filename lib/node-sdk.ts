@@ -2,6 +2,7 @@ import type { NodeSDKConfiguration } from '@opentelemetry/sdk-node';
 import { formatConfigError, parseConfig } from './config';
 import { writeLine } from './diagnostics';
 import { Edge } from './edge';
+import { exceptionGuard } from './exception-guard';
 import { buildInstrumentations, buildPropagator, buildResource, Pipelines } from './sdk';
 
 /**
@@ -32,7 +33,10 @@ export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Par
     // The edge policy (request ids, untrusted trace context) lives in the propagator.
     textMapPropagator: edge.propagator(options.textMapPropagator ?? buildPropagator(config)),
     instrumentations: [...(options.instrumentations ?? []), ...ours],
-    ...(hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: pipelines.spanProcessors() }),
+    // The recordException guard (lib/exception-guard.ts) goes first in any list of processors given
+    // or made here; a trace exporter given alone, or none, leaves NodeSDK to make its own.
+    ...(options.spanProcessors ? { spanProcessors: [exceptionGuard(), ...options.spanProcessors] }
+      : hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: [exceptionGuard(), ...pipelines.spanProcessors()] }),
     ...(options.logRecordProcessors || config.logs.exporters.length === 0 ? {} : { logRecordProcessors: pipelines.logRecordProcessors() }),
     ...(options.metricReaders || config.metrics.exporters.length === 0 ? {} : { metricReaders: pipelines.metricReaders() }),
   };

@@ -295,6 +295,7 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       ['/async/1', '/async/:id', 200], ['/mw/3', '/mw/:id', 200], ['/shop/orders/5', '/shop/orders/:id', 200],
       ['/shop/people/5', '/shop/people/:id', 200], ['/ft/b/9', '/ft/b/:id', 200], ['/err/2', '/err/:id', 500],
       ['/v2/things/3', '/v2/things/:id', 500], ['/sym/1', '/sym/:id', 500], ['/bare/1', '/bare/:id', 500],
+      ['/gone/1', '/gone/:id', 404],
       ['/nope', undefined, 404],
       // No route matched inside the router: instrumentation-express names the mount that took it, in both modes.
       ['/api/unknown', '/api', 404],
@@ -331,17 +332,21 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
           assert.equal(access.length, 1, urlPath);
           assert.equal(access[0]['http.route'], route, `access record of ${urlPath}`);
         }
+        // An error that answers 404 leaves the server span's status unset (a 4xx is the client's).
+        const [gone] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === '/gone/1');
+        assert.equal(gone.status.code, 0);
         const scopes = new Set(rx.spans().map((s) => s.scope.name));
         assert.equal(scopes.has('@opentelemetry/instrumentation-express'), layerSpans, [...scopes].join(', '));
         if (!layerSpans) {
           // An error passed to next(err) is the server span's: its message in the status, one exception event.
-          for (const [urlPath, message] of [['/err/2', 'boom'], ['/v2/things/3', 'nested boom']]) {
+          for (const [urlPath, message] of [['/err/2', 'boom'], ['/v2/things/3', 'nested boom'], ['/sym/1', 'Symbol(odd)']]) {
             const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
             assert.deepEqual(span.status, { code: 2, message }, urlPath);
             const exceptions = span.events.filter((e) => e.name === 'exception');
             assert.equal(exceptions.length, 1, urlPath);
             assert.equal(exceptions[0].attributes['exception.message'], message);
           }
+          assert.equal(gone.events.filter((e) => e.name === 'exception').length, 1, 'the 404\'s error is still an event');
         }
       });
     }

@@ -5,6 +5,7 @@
 const assert = require('node:assert/strict');
 const { TracerProvider, SimpleSpanProcessor, InMemorySpanExporter } = require('@opentelemetry/sdk-trace');
 const { exceptionGuard, guardRecordException } = require('../../dist/lib/exception-guard.js');
+const { nodeSdkOptions } = require('../../dist/lib/node-sdk.js');
 
 const ODD = {
   'a Symbol': Symbol('odd'),
@@ -64,6 +65,21 @@ describe('recordException guard', () => {
     guardRecordException(proto);
     assert.equal(proto.recordException, guarded);
     span.end();
+  });
+
+  it('comes first in the span processors nodeSdkOptions() returns: the caller\'s own, or auditrace\'s', async () => {
+    const theirs = new SimpleSpanProcessor({ exporter: new InMemorySpanExporter() });
+    const given = nodeSdkOptions({ spanProcessors: [theirs] }).spanProcessors;
+    assert.equal(given.length, 2);
+    assert.equal(given[1], theirs);
+    const made = nodeSdkOptions({}).spanProcessors;
+    assert.ok(made.length >= 2, 'auditrace\'s pipeline after the guard');
+    for (const processors of [given, made]) {
+      const proto = { recordException() { throw new TypeError('the SDK\'s'); } };
+      processors[0].onStart(Object.create(proto), undefined);
+      assert.doesNotThrow(() => proto.recordException(Symbol('x')));
+    }
+    await Promise.all(made.map((p) => p.shutdown()));
   });
 
   it('leaves alone a span that refuses even a string', () => {
