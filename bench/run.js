@@ -128,11 +128,25 @@ async function profileMisses(results, ctx, log) {
       else if (g === 'startup') p = await require('./scenarios/startup').profile(ctx);
       else if (g === 'audit') p = await require('./scenarios/audit-write').profile(ctx);
       else if (g === 'outage') p = await require('./scenarios/outage').profile(ctx);
+      else if (g === 'forensics') p = await profileVerify(results, ctx);
       if (p && p.file) results.profiles[g] = { ...summarize(p.file, 10, { fromUs: p.fromUs, toUs: p.toUs }), windowed: p.fromUs !== undefined };
     } catch (err) {
       results.errors[`profile ${g}`] = err && err.stack ? err.stack : String(err);
     }
   }
+}
+
+const FORENSICS_CACHE = path.join(os.tmpdir(), 'auditrace-bench-forensics-cache');
+
+/** `verify` of one file of the forensics data on one thread (none when that data is gone). */
+async function profileVerify(results, ctx) {
+  const local = path.join(results.scenarios.forensics?.dir ?? FORENSICS_CACHE, 'local');
+  if (!fs.existsSync(local)) return null;
+  const input = path.join(local, fs.readdirSync(local).filter((f) => f.endsWith('.jsonl')).sort()[0]);
+  const dir = fs.mkdtempSync(path.join(ctx.tmp, 'prof-verify-'));
+  await c.runNode(null, ['--cpu-prof', `--cpu-prof-dir=${dir}`, path.join(c.ROOT, 'bin', 'auditrace.js'), 'verify', '--file', input, '--json', '--workers', '0'],
+    { env: c.cleanEnv(), cwd: c.ROOT, timeoutMs: 300_000 });
+  return { file: require('./lib/cpuprofile').newestProfile(dir) };
 }
 
 /** 5. bench/forensics.js is another engineer's; run it when it exists and keep what it prints. */
@@ -143,14 +157,14 @@ async function forensics(ctx) {
   // records in a temp dir. Full: its default 1M records, generated once into a cache directory it
   // reuses on later runs (--dir), so the suite's time goes to trail/verify. Not pinned: verify
   // uses worker threads.
-  const cache = path.join(os.tmpdir(), 'auditrace-bench-forensics-cache');
-  const args = [file, ...(ctx.quick ? ['--records', '30000'] : ['--dir', cache]), '--json'];
+  const cache = ctx.quick ? path.join(ctx.tmp, 'forensics') : FORENSICS_CACHE;
+  const args = [file, ...(ctx.quick ? ['--records', '30000'] : []), '--dir', cache, '--json'];
   const r = await c.runNode(null, args, { env: c.cleanEnv(), cwd: c.ROOT, timeoutMs: ctx.quick ? 120_000 : 600_000 });
   let json = null;
   try {
     json = c.lastJson(r.stdout);
   } catch { /* failed: the report shows stderr */ }
-  return { available: true, args: args.slice(1), code: r.code, signal: r.signal, seconds: r.ms / 1000, report: r.stderr.slice(-6000), json };
+  return { available: true, args: args.slice(1), dir: cache, code: r.code, signal: r.signal, seconds: r.ms / 1000, report: r.stderr.slice(-6000), json };
 }
 
 /** Hand-written analysis of misses, by target id (bench/notes.md: `## <id>` sections). */

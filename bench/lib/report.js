@@ -51,6 +51,18 @@ function evaluate(results) {
     o ? `${f1(o.eld.p99)} ms (max ${f0(o.eld.max)} ms)` : 'not measured', o ? o.eld.p99 <= 20 : null, 'outage');
   add('outage-durable', 'Outage: nothing lost on the durable path (one access record per request served)',
     o ? `${f0(o.auditRecords)} access records for ${f0(o.served)} requests served` : 'not measured', o ? o.lostOnDurablePath === 0 && o.auditRecords === o.served : null, null);
+  // The forensics issue's targets, on what bench/forensics.js reports (1M records).
+  const fr = s.forensics?.json?.results;
+  const run = (name) => fr?.find((x) => x.name === name);
+  const trails = fr ? fr.filter((x) => x.name.startsWith('trail')) : [];
+  add('forensics-trail', 'Forensics: `trail` over 1M records < 10 s and < 200 MB peak RSS (local, archive, and a miss)',
+    trails.length ? trails.map((x) => `${x.name.replace(/^trail /, '')} ${f1(x.seconds)} s, ${f0(x.maxRssMB)} MB`).join('; ') : 'not measured',
+    trails.length ? trails.every((x) => x.seconds < 10 && x.maxRssMB < 200) : null, 'forensics');
+  const vl = run('verify (local files)');
+  const va = run('verify (archive)');
+  add('forensics-verify', 'Forensics: `verify` ≥ 100 MB/s',
+    vl ? `${f0(vl.mbPerSecond)} MB/s over local files (${vl.workers} worker threads)${va ? `; ${f0(va.mbPerSecond)} MB/s of decompressed archive` : ''}` : 'not measured',
+    vl ? vl.mbPerSecond >= 100 && (!va || va.mbPerSecond >= 100) : null, 'forensics');
   return t;
 }
 
@@ -208,6 +220,7 @@ function render(results, targets, { notes = {} } = {}) {
         startup: 'an empty script with the auditrace preload (`node --cpu-prof --cpu-prof-interval=100 --require register.js bench/apps/empty.js`)',
         audit: 'the auditrace contender of the write-path benchmark (`node --cpu-prof --require register.js bench/audit-writer.js auditrace …`)',
         outage: 'the outage scenario (`node --cpu-prof --require register.js bench/apps/hello.js`, endpoint closed, 1,000 req/s)',
+        forensics: '`verify` of one file of the forensics data on one thread (`node --cpu-prof bin/auditrace.js verify --file <cache>/local/edge-0.jsonl --workers 0`)',
       }[t.profile];
       if (p) L.push(`CPU profile of ${what}, top 10 functions by self time:`, '', profileSection(p), '');
       else L.push(`(no profile: ${results.errors[`profile ${t.profile}`] ? 'profiling failed' : 'profiling was off'})`, '');
