@@ -6,7 +6,7 @@
 // Generates, in a temp dir (or DIR, reused when it already holds data of the same size), the
 // edge -> orders -> users scenario at scale: 3 services x 2 instances, one hash chain each, two
 // records per request per service (the app's own event and the access record), in two forms:
-//   local/    the audit files as auditrace writes them (JSON lines)
+//   local/    the audit files as auditrace writes them (JSON lines, keys in RFC 8785 order)
 //   archive/  the gateway archive: audit.jsonl.zst (OTLP/JSON logs, 1000 records per request line,
 //             one zstd frame per line) and traces.jsonl.zst (5 spans per request)
 // then times, each in its own process (peak RSS from process.resourceUsage().maxRSS):
@@ -49,7 +49,9 @@ function log(s) {
 }
 
 function generate() {
-  const marker = path.join(DIR, `.generated-${RECORDS}`);
+  // `-canonical`: the local lines in RFC 8785 key order, as auditrace's sink writes them (data made
+  // before, in catalogue order, is made again).
+  const marker = path.join(DIR, `.generated-${RECORDS}-canonical`);
   if (fs.existsSync(marker)) {
     log(`reusing ${DIR}`);
     return;
@@ -63,7 +65,7 @@ function generate() {
       const instance = crypto.randomUUID();
       const n = Math.ceil((REQUESTS - k) / INSTANCES) * 2;
       const { lines } = gen.chainLines({
-        count: n, service, instance, pod: `${service}-7f9c-${k}`, checkpointEvery: 20000,
+        count: n, service, instance, pod: `${service}-7f9c-${k}`, checkpointEvery: 20000, canonical: true,
         startMicros: T0 - 1000, stepMicros: 0,
         record: (i) => {
           const r = k + INSTANCES * (i >> 1);

@@ -80,6 +80,27 @@ function trieLookup(keys: readonly string[]): Plan {
   return (node.plan ??= makePlan(keys));
 }
 
+/**
+ * Whether `canonicalize` of this object would keep its keys in the order they have and recurse
+ * into nothing: every key already in sorted order, every value a string, a finite number, a
+ * boolean or null. A line of such a record, as JSON.parse read it, may be its canonical form
+ * (lib/forensics/verify-block.ts checks that by the hash); it need not be (spacing, escapes,
+ * number forms).
+ */
+export function isCanonicalShape(value: Record<string, unknown>): boolean {
+  const keys = Object.keys(value);
+  const order = planOf(keys).order;
+  for (let i = 0; i < order.length; i++) if (order[i] !== i) return false;
+  for (const k of keys) {
+    const v = value[k];
+    const t = typeof v;
+    if (t === 'string' || t === 'boolean' || v === null) continue;
+    if (t === 'number' && Number.isFinite(v)) continue;
+    return false;
+  }
+  return true;
+}
+
 /** RFC 8785 JSON Canonicalization: sorted keys (UTF-16 order), ECMAScript number and string form. */
 export function canonicalize(value: unknown): string {
   if (value === null || typeof value !== 'object') {

@@ -1,6 +1,6 @@
 import { createHash, hash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
-import { canonicalize, checkpointMac } from '../audit/chain';
+import { canonicalize, checkpointMac, isCanonicalShape } from '../audit/chain';
 import { recordsOfLogsRequest } from './otlp';
 
 /**
@@ -172,7 +172,20 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   let records = 0;
   let otlpCopies = 0;
 
-  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0): void => {
+  // Raw-line hashing (local files, no key): a line whose record has its keys in canonical order and
+  // only plain values is hashed as it is, and that hash stands only once the chain's next record
+  // names it as its `audit.prev` — a SHA-256 match of the raw bytes with the hash the writer took
+  // of the canonical form means they are the same bytes. Any other line (no such successor in the
+  // block, a different prev, a gap) is canonicalised after the block, as every line used to be.
+  const raw = kind === 'local' && !key;
+  const rawStart: number[] = [];
+  const rawEnd: number[] = [];
+  /** Per chain, the index of its last record hashed raw and not yet confirmed; -1: none. */
+  const pendingRaw: number[] = [];
+  /** 1: hashed raw, not confirmed; 2: confirmed; 0: hashed canonically. */
+  let rawState = new Uint8Array(out.cap);
+
+  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0): void => {
     records++;
     const chain = rec['audit.chain'];
     const seq = rec['audit.seq'];
@@ -192,6 +205,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       chainIndex.set(chain, c);
       chains.push({ chain, maxSeq: -1 });
       tailCanonical.push(undefined);
+      pendingRaw.push(-1);
     }
     const meta = chains[c]!;
     const time = typeof rec.time === 'string' ? rec.time : undefined;
@@ -206,14 +220,22 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     if (event === 'audit_chain_start' && typeof rec['audit.chain.alg'] === 'string' && !knownAlg.has(chain)) {
       knownAlg.set(chain, rec['audit.chain.alg']);
     }
-    let canon: string;
-    try {
-      canon = canonicalize(rec);
-    } catch (err) {
-      problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `cannot be canonicalised (${(err as Error).message})` });
-      return;
+    const asIs = raw && line !== undefined && isCanonicalShape(rec);
+    let canon = '';
+    if (!asIs) {
+      try {
+        canon = canonicalize(rec);
+      } catch (err) {
+        problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `cannot be canonicalised (${(err as Error).message})` });
+        return;
+      }
     }
-    if (out.n === out.cap) out.grow();
+    if (out.n === out.cap) {
+      out.grow();
+      const grown = new Uint8Array(out.cap);
+      grown.set(rawState);
+      rawState = grown;
+    }
     const i = out.n++;
     out.chainIdx[i] = c;
     out.seq[i] = seq;
@@ -227,7 +249,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       has |= HAS_K;
     }
     if (!key || alg !== 'hmac-sha256') {
-      out.hashU.set(hasher.plain(canon), i * 32);
+      out.hashU.set(hasher.plain(asIs ? line! : canon), i * 32);
       has |= HAS_U;
     }
     out.has[i] = has;
@@ -238,6 +260,16 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       out.prevState[i] = 1;
     } else {
       out.prevState[i] = 2;
+    }
+    if (raw) {
+      const p = pendingRaw[c]!;
+      if (p >= 0 && out.seq[p] === seq - 1 && out.prevState[i] === 1 && sameHash(out.hashU, p * 32, out.prev, i * 32)) rawState[p] = 2;
+      if (asIs) {
+        rawState[i] = 1;
+        rawStart[i] = start;
+        rawEnd[i] = start + line!.length;
+      }
+      pendingRaw[c] = asIs ? i : -1;
     }
     if (seq > meta.maxSeq) {
       meta.maxSeq = seq;
@@ -267,6 +299,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   while (pos < len) {
     let nl = text.indexOf('\n', pos);
     if (nl < 0) nl = len;
+    const start = pos;
     const line = text.slice(pos, nl);
     pos = nl + 1;
     const ln = lineNo++;
@@ -288,7 +321,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       continue;
     }
     if (kind === 'local') {
-      addRecord(parsed as Record<string, unknown>, ln, -1);
+      addRecord(parsed as Record<string, unknown>, ln, -1, 0, line, start);
       continue;
     }
     const obj = parsed as Record<string, unknown>;
@@ -305,6 +338,15 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     }
   }
 
+  if (raw) {
+    for (let i = 0; i < out.n; i++) {
+      if (rawState[i] !== 1) continue;
+      // Parsed and checked once already: the same text parses and canonicalises again.
+      const canon = canonicalize(JSON.parse(text.slice(rawStart[i], rawEnd[i])));
+      out.hashU.set(hasher.plain(canon), i * 32);
+    }
+  }
+
   for (let c = 0; c < chains.length; c++) {
     const canon = tailCanonical[c];
     if (canon !== undefined && key) {
@@ -318,6 +360,11 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     has: out.trimmed(out.has), hashK: key ? out.trimmed(out.hashK, 32) : new Uint8Array(0), hashU: out.trimmed(out.hashU, 32),
     prev: out.trimmed(out.prev, 32), prevState: out.trimmed(out.prevState), specials, problems,
   };
+}
+
+function sameHash(a: Uint8Array, ai: number, b: Uint8Array, bi: number): boolean {
+  for (let k = 0; k < 32; k++) if (a[ai + k] !== b[bi + k]) return false;
+  return true;
 }
 
 /** The ArrayBuffers of a result, for a zero-copy postMessage. */

@@ -60,13 +60,18 @@ describe('forensics: verify', function () {
     const label = keyed ? 'keyed (HMAC-SHA256)' : 'unkeyed (SHA-256)';
 
     describe(`${label} chains`, () => {
-      for (const form of ['local', 'archive']) {
-        const inputs = (name, lines) => (form === 'local'
-          ? { files: [write(`${name}.jsonl`, lines)] }
-          : { archives: [archiveOf(name, lines)] });
-        const loc = (name, line) => (form === 'local' ? `${path.join(dir, `${name}.jsonl`)}:${line}` : undefined);
+      // 'canonical': local lines as auditrace's sink writes them (RFC 8785 key order), which verify
+      // hashes as they are once the next record confirms them; the fixture's lines are in
+      // catalogue order, which verify canonicalises first.
+      for (const form of ['local', 'canonical', 'archive']) {
+        const asCanonical = (l) => { try { return canonicalize(JSON.parse(l)); } catch { return l; } };
+        const inputs = (name, lines) => (form === 'archive'
+          ? { archives: [archiveOf(name, lines)] }
+          : { files: [write(`${name}.jsonl`, form === 'canonical' ? lines.map(asCanonical) : lines)] });
+        const loc = (name, line) => (form !== 'archive' ? `${path.join(dir, `${name}.jsonl`)}:${line}` : undefined);
+        const local = form !== 'archive';
 
-        describe(`from ${form === 'local' ? 'local files' : 'the archive'}`, () => {
+        describe(`from ${{ local: 'local files', canonical: 'local files in canonical key order', archive: 'the archive' }[form]}`, () => {
           it('passes two untouched chains (the second names the first)', async () => {
             const { lines } = twoChains(key);
             const r = await check({ ...inputs('ok', lines), key });
@@ -84,7 +89,7 @@ describe('forensics: verify', function () {
             const r = await check({ ...inputs('mod', lines), key });
             assert.deepEqual(kinds(r), ['modified']);
             assert.match(r.errors[0].message, /modified record: seq 12 no longer hashes to audit\.prev of seq 13/);
-            if (form === 'local') assert.equal(r.errors[0].where[0], loc('mod', 13));
+            if (local) assert.equal(r.errors[0].where[0], loc('mod', 13));
             else assert.match(r.errors[0].where[0], /audit\.jsonl\.zst:2#5$/); // line 2 of the stream, 6th record of its batch
           });
 
@@ -94,7 +99,7 @@ describe('forensics: verify', function () {
             const r = await check({ ...inputs('del', lines), key });
             assert.deepEqual(kinds(r), ['deleted']);
             assert.match(r.errors[0].message, /deleted record\(s\): seq 20 missing \(1 record\)/);
-            if (form === 'local') assert.deepEqual(r.errors[0].where, [loc('del', 20), loc('del', 21)]);
+            if (local) assert.deepEqual(r.errors[0].where, [loc('del', 20), loc('del', 21)]);
           });
 
           it('finds two swapped records', async () => {
@@ -103,7 +108,7 @@ describe('forensics: verify', function () {
             const r = await check({ ...inputs('swap', lines), key });
             assert.deepEqual(kinds(r), ['reordered']);
             assert.match(r.errors[0].message, /reordered: seq 16 appears before seq 15/);
-            if (form === 'local') assert.deepEqual(r.errors[0].where, [loc('swap', 16), loc('swap', 17)]);
+            if (local) assert.deepEqual(r.errors[0].where, [loc('swap', 16), loc('swap', 17)]);
           });
 
           it('finds the tail cut off (no audit_chain_end)', async () => {
@@ -307,6 +312,32 @@ describe('forensics: verify', function () {
     const r = await check({ archives: [path.join(dir, 'o')] });
     assert.deepEqual(r.errors, []);
     assert.equal(r.report.stats.otlpCopies, 1);
+  });
+
+  it('gives the same findings for lines in canonical key order (hashed as they are) as in another order, across blocks', async () => {
+    // > 4 MiB: several read blocks, so raw hashes whose confirming record is in the next block too.
+    const { lines } = gen.chainLines({ count: 9000, checkpointEvery: 500 });
+    const tampered = [...lines];
+    for (const i of [5, 2999, 6001, 8990]) tampered[i] = tampered[i].replace('"event.outcome":"success"', '"event.outcome":"failure"');
+    tampered.splice(4000, 1);
+    [tampered[7000], tampered[7001]] = [tampered[7001], tampered[7000]];
+    tampered.push(...tampered.slice(100, 110)); // at-least-once duplicates
+    const canonical = tampered.map((l) => canonicalize(JSON.parse(l)));
+    // Canonical content, not canonical bytes: the raw hash cannot confirm it, the canonical one does.
+    canonical[3500] = canonical[3500].replace('":"', '": "');
+    canonical[3501] = canonical[3501].replace(/"severity":"INFO"/, '"severity":"\\u0049NFO"');
+    const findings = async (name, ls) => {
+      const r = await check({ files: [write(name, ls)] });
+      return r.report.findings.map((f) => `${f.severity} ${f.kind} ${f.message}`).sort();
+    };
+    const other = await findings('other.jsonl', tampered);
+    const asIs = await findings('canonical.jsonl', canonical);
+    assert.deepEqual(asIs, other.map((f) => f.replaceAll('other.jsonl', 'canonical.jsonl')));
+    assert.deepEqual([...new Set(other.filter((f) => f.startsWith('error')).map((f) => f.split(' ')[1]))].sort(), ['deleted', 'modified', 'reordered']);
+    assert.equal(other.filter((f) => f.startsWith('error modified')).length, 4, other.join('\n'));
+    // Untouched, both forms pass.
+    const clean = await check({ files: [write('clean.jsonl', lines.map((l) => canonicalize(JSON.parse(l))))] });
+    assert.equal(clean.report.ok, true, JSON.stringify(clean.report.findings.slice(0, 3)));
   });
 
   it('gives the same findings with worker threads as in one thread', async () => {
