@@ -33,10 +33,10 @@ export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Par
     // The edge policy (request ids, untrusted trace context) lives in the propagator.
     textMapPropagator: edge.propagator(options.textMapPropagator ?? buildPropagator(config)),
     instrumentations: [...(options.instrumentations ?? []), ...ours],
-    // The recordException guard (lib/exception-guard.ts) goes first in any list of processors given
-    // or made here; a trace exporter given alone, or none, leaves NodeSDK to make its own.
+    // The recordException guard (lib/exception-guard.ts) goes first in the caller's processors as in
+    // ours; a trace exporter given alone, or none, leaves NodeSDK to make its own.
     ...(options.spanProcessors ? { spanProcessors: [exceptionGuard(), ...options.spanProcessors] }
-      : hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: [exceptionGuard(), ...pipelines.spanProcessors()] }),
+      : hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: pipelines.spanProcessors() }),
     ...(options.logRecordProcessors || config.logs.exporters.length === 0 ? {} : { logRecordProcessors: pipelines.logRecordProcessors() }),
     ...(options.metricReaders || config.metrics.exporters.length === 0 ? {} : { metricReaders: pipelines.metricReaders() }),
   };

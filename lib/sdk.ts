@@ -226,12 +226,13 @@ export class Pipelines {
     return processor;
   }
 
+  /** The recordException guard (lib/exception-guard.ts) first, then one processor per exporter. */
   spanProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor[] {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
-    return this.exportersFor('traces', this.config.traces).map(({ name, exporter, backoff }) => name === 'console'
+    return [exceptionGuard(), ...this.exportersFor('traces', this.config.traces).map(({ name, exporter, backoff }) => name === 'console'
       ? new t.SimpleSpanProcessor({ exporter: exporter as never })
       : flushesAlwaysSend(this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, meterProvider)),
-        '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'), backoff));
+        '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'), backoff))];
   }
 
   logRecordProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-logs').LogRecordProcessor[] {
@@ -459,7 +460,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
       sampler: buildSampler(config),
       idGenerator: new PooledIdGenerator(),
       spanLimits: definedOnly(config.spanLimits),
-      spanProcessors: [exceptionGuard(), ...pipelines.spanProcessors(meterProvider)],
+      spanProcessors: pipelines.spanProcessors(meterProvider),
     });
     trace.setGlobalTracerProvider(tracerProvider);
   }

@@ -118,12 +118,15 @@ class Growable {
   cap: number;
   chainIdx: Uint32Array; seq: Float64Array; line: Uint32Array; batch: Int32Array; sub: Uint16Array; has: Uint8Array;
   hashK: Uint8Array; hashU: Uint8Array; prev: Uint8Array; prevState: Uint8Array;
+  /** Raw-line hashing: 1 hashed raw, not confirmed; 2 confirmed; 0 hashed canonically. Not sent back. */
+  rawState: Uint8Array;
 
   constructor(cap: number) {
     this.cap = cap;
     this.chainIdx = new Uint32Array(cap); this.seq = new Float64Array(cap); this.line = new Uint32Array(cap);
     this.batch = new Int32Array(cap); this.sub = new Uint16Array(cap); this.has = new Uint8Array(cap); this.hashK = new Uint8Array(cap * 32);
     this.hashU = new Uint8Array(cap * 32); this.prev = new Uint8Array(cap * 32); this.prevState = new Uint8Array(cap);
+    this.rawState = new Uint8Array(cap);
   }
 
   grow(): void {
@@ -135,7 +138,7 @@ class Growable {
     };
     this.chainIdx = g(this.chainIdx); this.seq = g(this.seq); this.line = g(this.line); this.batch = g(this.batch); this.sub = g(this.sub);
     this.has = g(this.has); this.hashK = g(this.hashK, 32); this.hashU = g(this.hashU, 32); this.prev = g(this.prev, 32);
-    this.prevState = g(this.prevState);
+    this.prevState = g(this.prevState); this.rawState = g(this.rawState);
     this.cap = cap;
   }
 
@@ -182,8 +185,6 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   const rawEnd: number[] = [];
   /** Per chain, the index of its last record hashed raw and not yet confirmed; -1: none. */
   const pendingRaw: number[] = [];
-  /** 1: hashed raw, not confirmed; 2: confirmed; 0: hashed canonically. */
-  let rawState = new Uint8Array(out.cap);
 
   const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0): void => {
     records++;
@@ -230,12 +231,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
         return;
       }
     }
-    if (out.n === out.cap) {
-      out.grow();
-      const grown = new Uint8Array(out.cap);
-      grown.set(rawState);
-      rawState = grown;
-    }
+    if (out.n === out.cap) out.grow();
     const i = out.n++;
     out.chainIdx[i] = c;
     out.seq[i] = seq;
@@ -263,9 +259,9 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     }
     if (raw) {
       const p = pendingRaw[c]!;
-      if (p >= 0 && out.seq[p] === seq - 1 && out.prevState[i] === 1 && sameHash(out.hashU, p * 32, out.prev, i * 32)) rawState[p] = 2;
+      if (p >= 0 && out.seq[p] === seq - 1 && out.prevState[i] === 1 && sameHash(out.hashU, p * 32, out.prev, i * 32)) out.rawState[p] = 2;
       if (asIs) {
-        rawState[i] = 1;
+        out.rawState[i] = 1;
         rawStart[i] = start;
         rawEnd[i] = start + line!.length;
       }
@@ -340,7 +336,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
 
   if (raw) {
     for (let i = 0; i < out.n; i++) {
-      if (rawState[i] !== 1) continue;
+      if (out.rawState[i] !== 1) continue;
       // Parsed and checked once already: the same text parses and canonicalises again.
       const canon = canonicalize(JSON.parse(text.slice(rawStart[i], rawEnd[i])));
       out.hashU.set(hasher.plain(canon), i * 32);
