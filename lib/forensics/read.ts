@@ -75,8 +75,10 @@ export async function* readBlocks(input: Input, inputIndex: number, events: Read
       }
       continue;
     }
-    if (size === 0 && chunk.length > 0 && chunk[chunk.length - 1] === 10 && chunk.length <= blockBytes) {
-      // Whole lines already (a zstd frame is one or more whole lines): no copy.
+    if (size === 0 && chunk.length >= blockBytes / 2 && chunk.length <= blockBytes && chunk[chunk.length - 1] === 10) {
+      // Whole lines already (a zstd frame is one or more whole lines) and large enough to be a
+      // block on its own: no copy. Small frames (a collector writes one per export) are gathered
+      // into blocks, or each would be a worker round trip of its own.
       yield { input, inputIndex, buf: chunk, torn: false };
       continue;
     }

@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
+import { isMarkedAsUntransferable, Worker } from 'node:worker_threads';
 import type { Input } from './inputs';
 import { readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
@@ -277,10 +277,13 @@ class Pool {
     this.load[w]!++;
     this.inflight++;
     this.waiting.set(id, w);
-    // A block that is a view into a larger buffer is copied so only its own bytes are transferred.
+    // A block that is a view into a larger buffer is copied so only its own bytes are transferred;
+    // the copy is a fresh ArrayBuffer: `Buffer.from` would put a small block into Node's shared
+    // pool, which cannot be transferred (DataCloneError).
     const b = block.buf;
-    const own = b.byteOffset === 0 && b.buffer.byteLength === b.length ? b : Buffer.from(b);
-    const u8 = new Uint8Array(own.buffer, own.byteOffset, own.length);
+    const u8 = b.byteOffset === 0 && b.buffer.byteLength === b.length && !isMarkedAsUntransferable(b.buffer)
+      ? new Uint8Array(b.buffer, 0, b.length)
+      : new Uint8Array(b);
     this.workers[w]!.postMessage({ type: 'block', id, buf: u8, kind: block.input.kind, torn: block.torn }, [u8.buffer as ArrayBuffer]);
   }
 

@@ -352,6 +352,21 @@ describe('forensics: verify', function () {
     assert.equal(two.report.stats.workers, 2);
   });
 
+  it('gives the same findings with worker threads over an archive of small zstd frames (one per export, as a collector writes)', async () => {
+    const { lines } = twoChains(undefined, 1500);
+    lines.splice(1200, 1);
+    lines[700] = lines[700].replace('"event.outcome":"success"', '"event.outcome":"failure"');
+    // Small frames are the case that once failed: a copy of a small block into Node's shared
+    // buffer pool cannot be transferred to a worker (DataCloneError).
+    const archive = archiveOf('small-frames', lines, { batch: 3, perFrame: 1 });
+    const one = await check({ archives: [archive], workers: 0 });
+    const two = await check({ archives: [archive], workers: 2 });
+    assert.deepEqual(two.report.findings, one.report.findings);
+    assert.deepEqual(kinds(one), ['deleted', 'modified']);
+    assert.equal(two.report.stats.workers, 2);
+    assert.equal(two.report.stats.records, lines.length);
+  });
+
   describe('audit files written by the real Auditor (child process)', () => {
     async function writeWith(env) {
       const file = path.join(dir, 'app.jsonl');
