@@ -1,3 +1,5 @@
+import { canonicalize } from '../audit/chain';
+
 /**
  * OTLP/JSON (as the collector's file exporter writes it) back to what auditrace wrote.
  *
@@ -21,7 +23,7 @@ interface AnyValue {
   kvlistValue?: { values?: KeyValue[] };
   bytesValue?: string;
 }
-interface KeyValue { key: string; value?: AnyValue }
+export interface KeyValue { key: string; value?: AnyValue }
 
 /** A plain object without prototype: a `__proto__` key stays an ordinary key, as JSON.parse makes it. */
 function record(): Record<string, Json> {
@@ -51,7 +53,7 @@ export function kvlist(values: KeyValue[] | undefined, skip?: (key: string) => b
   return out;
 }
 
-const notRecordField = (key: string): boolean => key.startsWith('log.file.');
+export const notRecordField = (key: string): boolean => key.startsWith('log.file.');
 
 export interface OtlpLogRecord {
   timeUnixNano?: string | number;
@@ -75,6 +77,8 @@ export interface ArchivedRecord {
   tailed: boolean;
   /** The audit file it was tailed from (`log.file.path`, else `log.file.name`), '' if unknown. */
   source: string;
+  /** The log record's attributes in key order (`inKeyOrder`): `canonicalOfSorted(sorted, isNotRecordField)`. */
+  sorted: KeyValue[];
 }
 
 /** RFC 3339 with microseconds, as auditrace writes `time`, from Unix nanoseconds. */
@@ -88,6 +92,68 @@ export function timeFromNanos(nanos: string | number): string | undefined {
   return `${d.toISOString().slice(0, 19)}.${String(micros % 1_000_000).padStart(6, '0')}Z`;
 }
 
+const keyOf = (kv: KeyValue | undefined): string => (typeof kv?.key === 'string' ? kv.key : '');
+
+/**
+ * The attributes sorted by key (UTF-16 order, as RFC 8785 sorts), stable so that a repeated key
+ * still ends with its last value. The collector hands a record's fields over in no fixed order
+ * (the agent's json_parser fills a map), so records of one kind would each make a new key order for
+ * `canonicalize` to plan; made in sorted order they share one, and the object is the same.
+ */
+export function inKeyOrder(attrs: KeyValue[]): KeyValue[] {
+  if (!Array.isArray(attrs)) return attrs;
+  let sorted = true;
+  for (let i = 1; i < attrs.length; i++) {
+    if (keyOf(attrs[i - 1]) > keyOf(attrs[i])) { sorted = false; break; }
+  }
+  if (sorted) return attrs;
+  return attrs.slice().sort((a, b) => {
+    const x = keyOf(a);
+    const y = keyOf(b);
+    return x < y ? -1 : x > y ? 1 : 0;
+  });
+}
+
+const MEMBERS_MAX = 10_000;
+const members = new Map<string, string>();
+
+/** A key as RFC 8785 writes it, with its `:` (bounded memo: keys repeat from record to record). */
+function member(key: string): string {
+  let m = members.get(key);
+  if (m === undefined) {
+    m = `${JSON.stringify(key)}:`;
+    if (members.size < MEMBERS_MAX) members.set(key, m);
+  }
+  return m;
+}
+
+/**
+ * `canonicalize(kvlist(attrs, skip))` written straight from attributes already in key order
+ * (`inKeyOrder`), without the object: what `verify` hashes of an archived record. A repeated key
+ * keeps its last value, as `kvlist` does. Throws where `canonicalize` throws (a non-finite number).
+ */
+export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boolean): string {
+  if (!Array.isArray(sorted)) return '{}';
+  let out = '{';
+  let written = 0;
+  const n = sorted.length;
+  outer:
+  for (let i = 0; i < n; i++) {
+    const kv = sorted[i];
+    if (!kv || typeof kv.key !== 'string') continue;
+    const key = kv.key;
+    for (let j = i + 1; j < n && keyOf(sorted[j]) === key; j++) {
+      if (typeof sorted[j]?.key === 'string') continue outer;
+    }
+    if (skip(key)) continue;
+    if (written++) out += ',';
+    out += member(key);
+    const v = kv.value;
+    out += typeof v?.stringValue === 'string' ? JSON.stringify(v.stringValue) : canonicalize(anyValue(v));
+  }
+  return `${out}}`;
+}
+
 /** The audit records of one logs export request. */
 export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
   const out: ArchivedRecord[] = [];
@@ -98,9 +164,10 @@ export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
     for (const sl of rl?.scopeLogs ?? []) {
       const otlpCopy = sl?.scope?.name === 'auditrace.audit';
       for (const lr of sl?.logRecords ?? []) {
-        const attrs = lr?.attributes ?? [];
+        const attrs = Array.isArray(lr?.attributes) ? lr.attributes : [];
         const tailed = !otlpCopy || attrs.some((kv) => typeof kv?.key === 'string' && kv.key.startsWith('log.file.'));
-        const rec = kvlist(attrs, notRecordField);
+        const sorted = inKeyOrder(attrs);
+        const rec = kvlist(sorted, notRecordField);
         if (!tailed) {
           // auditrace's own OTLP copy: what the log record carries outside its attributes.
           if (rec.time === undefined && lr.timeUnixNano !== undefined) {
@@ -115,7 +182,7 @@ export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
           if (kv?.key === 'log.file.path' && typeof kv.value?.stringValue === 'string') { source = kv.value.stringValue; break; }
           if (kv?.key === 'log.file.name' && typeof kv.value?.stringValue === 'string') source = kv.value.stringValue;
         }
-        out.push({ record: rec, index, tailed, source });
+        out.push({ record: rec, index, tailed, source, sorted });
         index++;
       }
     }

@@ -1,7 +1,8 @@
 import { createHash, hash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { canonicalize, checkpointMac, isCanonicalShape } from '../audit/chain';
-import { recordsOfLogsRequest } from './otlp';
+import { canonicalOfSorted, notRecordField, recordsOfLogsRequest } from './otlp';
+import type { KeyValue } from './otlp';
 
 /**
  * The per-line work of `auditrace verify`, free of shared state so that worker threads can do it:
@@ -186,7 +187,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   /** Per chain, the index of its last record hashed raw and not yet confirmed; -1: none. */
   const pendingRaw: number[] = [];
 
-  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0): void => {
+  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0, sorted?: KeyValue[]): void => {
     records++;
     const chain = rec['audit.chain'];
     const seq = rec['audit.seq'];
@@ -225,7 +226,9 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     let canon = '';
     if (!asIs) {
       try {
-        canon = canonicalize(rec);
+        // An archived record's canonical form is written from its attributes, which arrive in no
+        // fixed order: sorted once, they need no plan of their own per record (otlp.ts).
+        canon = sorted ? canonicalOfSorted(sorted, notRecordField) : canonicalize(rec);
       } catch (err) {
         problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `cannot be canonicalised (${(err as Error).message})` });
         return;
@@ -327,7 +330,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
         if (!r.tailed) { otlpCopies++; continue; }
         let sub = sources.get(r.source);
         if (sub === undefined) { sub = Math.min(sources.size, 0xffff); sources.set(r.source, sub); }
-        addRecord(r.record, ln, r.index, sub);
+        addRecord(r.record, ln, r.index, sub, undefined, 0, r.sorted);
       }
     } else if (obj.resourceSpans === undefined && obj.resourceMetrics === undefined) {
       problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: 'not an OTLP/JSON export request (skipped)' });
