@@ -51,6 +51,14 @@ describe('forensics: OTLP records back to their canonical form', function () {
     }), { numRuns: 3000 });
   });
 
+  it('stays exact once an archive has shown more distinct keys than are ranked (bounded memory)', () => {
+    const many = Array.from({ length: 5000 }, (_, i) => ({ key: `k${(i * 7919) % 5000}`, value: { intValue: String(i) } }));
+    assert.deepEqual(fast(many), reference(many));
+    fc.assert(fc.property(fc.array(anyValue.kv, { maxLength: 14 }), (attrs) => {
+      assert.deepEqual(fast(attrs), reference(attrs));
+    }), { numRuns: 500 });
+  });
+
   it('keeps the last value of a repeated key, wherever the copies stand', () => {
     const attrs = [
       { key: 'b', value: { stringValue: 'first' } }, { key: 'a', value: { intValue: '1' } },
