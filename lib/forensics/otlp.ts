@@ -30,13 +30,18 @@ function record(): Record<string, Json> {
   return Object.create(null) as Record<string, Json>;
 }
 
+/** A number as OTLP/JSON writes it (a number or a decimal string); an object is no number (and `Number` of it may throw). */
+function num(x: unknown): number {
+  return typeof x === 'object' && x !== null ? Number.NaN : Number(x);
+}
+
 export function anyValue(v: AnyValue | undefined | null): Json {
   if (v === undefined || v === null || typeof v !== 'object') return null;
   if (v.stringValue !== undefined) return v.stringValue;
   if (v.boolValue !== undefined) return v.boolValue;
-  if (v.intValue !== undefined) return Number(v.intValue);
-  if (v.doubleValue !== undefined) return Number(v.doubleValue);
-  if (v.arrayValue !== undefined) return (v.arrayValue?.values ?? []).map((x) => anyValue(x));
+  if (v.intValue !== undefined) return num(v.intValue);
+  if (v.doubleValue !== undefined) return num(v.doubleValue);
+  if (v.arrayValue !== undefined) return Array.isArray(v.arrayValue?.values) ? v.arrayValue.values.map((x) => anyValue(x)) : [];
   if (v.kvlistValue !== undefined) return kvlist(v.kvlistValue?.values);
   if (v.bytesValue !== undefined) return v.bytesValue;
   return null;
@@ -77,12 +82,17 @@ export interface ArchivedRecord {
   tailed: boolean;
   /** The audit file it was tailed from (`log.file.path`, else `log.file.name`), '' if unknown. */
   source: string;
-  /** The log record's attributes in key order (`inKeyOrder`): `canonicalOfSorted(sorted, isNotRecordField)`. */
+  /**
+   * The log record's attributes in key order (`inKeyOrder`). For a tailed record,
+   * `canonicalOfSorted(sorted, notRecordField)` is `canonicalize(record)`; an OTLP copy's record
+   * has fields from outside its attributes as well.
+   */
   sorted: KeyValue[];
 }
 
 /** RFC 3339 with microseconds, as auditrace writes `time`, from Unix nanoseconds. */
 export function timeFromNanos(nanos: string | number): string | undefined {
+  if (typeof nanos !== 'string' && typeof nanos !== 'number') return undefined;
   const s = String(nanos);
   if (!/^\d{10,}$/.test(s)) return undefined;
   const micros = Number(s.slice(0, -3));
@@ -119,17 +129,19 @@ function compareKeys(a: KeyValue, b: KeyValue): number {
 /**
  * Keys seen so far, sorted, and each one's rank: a record's attributes are then ordered by a
  * numeric sort of rank and position (stable, no comparator calls), ≈ 40 % cheaper than comparing
- * the strings. Bounded: past RANKED_MAX distinct keys (input written by someone else) the
- * comparator sort is used.
+ * the strings. Bounded: past RANKED_MAX distinct keys, or for a key longer than RANKED_KEY_MAX
+ * (input written by someone else), the comparator sort is used.
  */
 const RANKED_MAX = 4096;
+/** Longer keys are not kept (memory bounded by size, not only count): they take the comparator sort. */
+const RANKED_KEY_MAX = 256;
 const MAX_POSITIONS = 0x10000;
 const known: string[] = [];
 const rank = new Map<string, number>();
 let scratch = new Float64Array(64);
 
 function learn(key: string): boolean {
-  if (known.length >= RANKED_MAX) return false;
+  if (known.length >= RANKED_MAX || key.length > RANKED_KEY_MAX) return false;
   let lo = 0;
   let hi = known.length;
   while (lo < hi) {
@@ -145,19 +157,14 @@ function learn(key: string): boolean {
 function byRank(attrs: KeyValue[]): KeyValue[] | undefined {
   const n = attrs.length;
   if (n >= MAX_POSITIONS) return undefined;
-  if (scratch.length < n) scratch = new Float64Array(n * 2);
-  const packed = scratch;
+  // Keys not seen before are learnt first: learning one shifts the ranks of those after it.
   for (let i = 0; i < n; i++) {
     const k = keyOf(attrs[i]);
-    let r = rank.get(k);
-    if (r === undefined) {
-      // Ranks shift when a key is learnt: the ones packed so far are taken again.
-      if (!learn(k)) return undefined;
-      i = -1;
-      continue;
-    }
-    packed[i] = r * MAX_POSITIONS + i;
+    if (!rank.has(k) && !learn(k)) return undefined;
   }
+  if (scratch.length < n) scratch = new Float64Array(n * 2);
+  const packed = scratch;
+  for (let i = 0; i < n; i++) packed[i] = rank.get(keyOf(attrs[i]))! * MAX_POSITIONS + i;
   const order = packed.subarray(0, n).sort();
   const out = new Array<KeyValue>(n);
   for (let i = 0; i < n; i++) out[i] = attrs[order[i]! % MAX_POSITIONS]!;
@@ -172,7 +179,7 @@ function member(key: string): string {
   let m = members.get(key);
   if (m === undefined) {
     m = `${JSON.stringify(key)}:`;
-    if (members.size < MEMBERS_MAX) members.set(key, m);
+    if (members.size < MEMBERS_MAX && key.length <= RANKED_KEY_MAX) members.set(key, m);
   }
   return m;
 }
@@ -193,7 +200,11 @@ export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boo
     if (!kv || typeof kv.key !== 'string') continue;
     const key = kv.key;
     for (let j = i + 1; j < n && keyOf(sorted[j]) === key; j++) {
-      if (typeof sorted[j]?.key === 'string') continue outer;
+      if (typeof sorted[j]?.key === 'string') {
+        // Overwritten, as in kvlist, which still reads the value: the same input fails the same way.
+        anyValue(kv.value);
+        continue outer;
+      }
     }
     if (skip(key)) continue;
     if (written++) out += ',';
@@ -211,21 +222,23 @@ export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
   if (!Array.isArray(resourceLogs)) return out;
   let index = 0;
   for (const rl of resourceLogs as { scopeLogs?: { scope?: { name?: string }; logRecords?: OtlpLogRecord[] }[] }[]) {
-    for (const sl of rl?.scopeLogs ?? []) {
+    if (!Array.isArray(rl?.scopeLogs)) continue;
+    for (const sl of rl.scopeLogs) {
       const otlpCopy = sl?.scope?.name === 'auditrace.audit';
-      for (const lr of sl?.logRecords ?? []) {
+      if (!Array.isArray(sl?.logRecords)) continue;
+      for (const lr of sl.logRecords) {
         const attrs = Array.isArray(lr?.attributes) ? lr.attributes : [];
         const tailed = !otlpCopy || attrs.some((kv) => typeof kv?.key === 'string' && kv.key.startsWith('log.file.'));
         const sorted = inKeyOrder(attrs);
         const rec = kvlist(sorted, notRecordField);
         if (!tailed) {
           // auditrace's own OTLP copy: what the log record carries outside its attributes.
-          if (rec.time === undefined && lr.timeUnixNano !== undefined) {
+          if (rec.time === undefined && lr?.timeUnixNano !== undefined) {
             const t = timeFromNanos(lr.timeUnixNano);
             if (t) rec.time = t;
           }
-          if (rec.trace_id === undefined && lr.traceId) rec.trace_id = lr.traceId;
-          if (rec.span_id === undefined && lr.spanId) rec.span_id = lr.spanId;
+          if (rec.trace_id === undefined && typeof lr?.traceId === 'string' && lr.traceId) rec.trace_id = lr.traceId;
+          if (rec.span_id === undefined && typeof lr?.spanId === 'string' && lr.spanId) rec.span_id = lr.spanId;
         }
         let source = '';
         for (const kv of attrs) {
@@ -290,10 +303,12 @@ export function spansOfTracesRequest(req: unknown, where: string, want: (traceId
   let index = 0;
   for (const rs of resourceSpans as { resource?: { attributes?: KeyValue[] }; scopeSpans?: { spans?: OtlpSpan[] }[] }[]) {
     let resource: Record<string, Json> | undefined;
-    for (const ss of rs?.scopeSpans ?? []) {
-      for (const s of ss?.spans ?? []) {
+    if (!Array.isArray(rs?.scopeSpans)) continue;
+    for (const ss of rs.scopeSpans) {
+      if (!Array.isArray(ss?.spans)) continue;
+      for (const s of ss.spans) {
         const i = index++;
-        if (!s || typeof s.traceId !== 'string' || !want(s.traceId, s.attributes ?? [])) continue;
+        if (!s || typeof s.traceId !== 'string' || !want(s.traceId, Array.isArray(s.attributes) ? s.attributes : [])) continue;
         resource ??= kvlist(rs.resource?.attributes);
         const status = statusCode(s.status?.code);
         out.push({
@@ -307,7 +322,7 @@ export function spansOfTracesRequest(req: unknown, where: string, want: (traceId
           status: s.status?.message ? { code: status, message: s.status.message } : { code: status },
           attributes: kvlist(s.attributes),
           resource,
-          links: (s.links ?? []).map((l) => ({ traceId: String(l?.traceId ?? ''), spanId: String(l?.spanId ?? '') })),
+          links: (Array.isArray(s.links) ? s.links : []).map((l) => ({ traceId: String(l?.traceId ?? ''), spanId: String(l?.spanId ?? '') })),
           where: `${where}#${i}`,
         });
       }

@@ -265,7 +265,14 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
           if (input.kind === 'local') {
             keep(parsed as Record<string, Json>, where(input.display, hit.line), 'local', w);
           } else if ((parsed as { resourceLogs?: unknown }).resourceLogs !== undefined) {
-            for (const r of recordsOfLogsRequest(parsed)) keep(r.record, where(input.display, hit.line, r.index), 'archive', w);
+            let archived: ReturnType<typeof recordsOfLogsRequest>;
+            try {
+              archived = recordsOfLogsRequest(parsed);
+            } catch (err) {
+              if (withIndex) events.problem(input, `${where(input.display, hit.line)}: not a readable OTLP/JSON export request (${(err as Error).message}) (skipped)`);
+              return;
+            }
+            for (const r of archived) keep(r.record, where(input.display, hit.line, r.index), 'archive', w);
           }
         });
       }
@@ -315,11 +322,17 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
           events.problem(input, `${where(input.display, hit.line)}: not JSON (skipped)`);
           return;
         }
-        const found = spansOfTracesRequest(parsed, where(input.display, hit.line), (traceId, attrs) => {
-          if (traceIds.has(traceId)) return true;
-          const rid = stringAttr(attrs, 'request.id');
-          return rid !== undefined && requestIds.has(rid);
-        });
+        let found: SpanInfo[];
+        try {
+          found = spansOfTracesRequest(parsed, where(input.display, hit.line), (traceId, attrs) => {
+            if (traceIds.has(traceId)) return true;
+            const rid = stringAttr(attrs, 'request.id');
+            return rid !== undefined && requestIds.has(rid);
+          });
+        } catch (err) {
+          events.problem(input, `${where(input.display, hit.line)}: not a readable OTLP/JSON export request (${(err as Error).message}) (skipped)`);
+          return;
+        }
         for (const s of found) {
           const k = `${s.traceId}/${s.spanId}`;
           if (!spans.has(k)) spans.set(k, s);

@@ -326,7 +326,15 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     const obj = parsed as Record<string, unknown>;
     if (obj.resourceLogs !== undefined) {
       const sources = new Map<string, number>();
-      for (const r of recordsOfLogsRequest(obj)) {
+      let archived: ReturnType<typeof recordsOfLogsRequest>;
+      try {
+        archived = recordsOfLogsRequest(obj);
+      } catch (err) {
+        // Damage no reader foresaw (nesting deeper than the stack): this line, not the whole run.
+        problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: `not a readable OTLP/JSON logs export request (${(err as Error).message}) (skipped)` });
+        continue;
+      }
+      for (const r of archived) {
         if (!r.tailed) { otlpCopies++; continue; }
         let sub = sources.get(r.source);
         if (sub === undefined) { sub = Math.min(sources.size, 0xffff); sources.set(r.source, sub); }

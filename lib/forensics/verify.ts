@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { isMarkedAsUntransferable, Worker } from 'node:worker_threads';
+import * as workerThreads from 'node:worker_threads';
+import { Worker } from 'node:worker_threads';
 import type { Input } from './inputs';
 import { readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
@@ -212,6 +213,10 @@ class Findings {
   }
 }
 
+/** Node ≥ 21 says which buffers cannot be transferred; before it, a buffer wholly its own can be. */
+const untransferable: (b: ArrayBufferLike) => boolean =
+  (workerThreads as { isMarkedAsUntransferable?: (b: ArrayBufferLike) => boolean }).isMarkedAsUntransferable ?? (() => false);
+
 /** Worker threads, results handed back in submission order. */
 class Pool {
   private readonly workers: Worker[] = [];
@@ -281,7 +286,7 @@ class Pool {
     // the copy is a fresh ArrayBuffer: `Buffer.from` would put a small block into Node's shared
     // pool, which cannot be transferred (DataCloneError).
     const b = block.buf;
-    const u8 = b.byteOffset === 0 && b.buffer.byteLength === b.length && !isMarkedAsUntransferable(b.buffer)
+    const u8 = b.byteOffset === 0 && b.buffer.byteLength === b.length && !untransferable(b.buffer)
       ? new Uint8Array(b.buffer, 0, b.length)
       : new Uint8Array(b);
     this.workers[w]!.postMessage({ type: 'block', id, buf: u8, kind: block.input.kind, torn: block.torn }, [u8.buffer as ArrayBuffer]);

@@ -251,6 +251,25 @@ describe('forensics: verify', function () {
       assert.deepEqual(r.problems, [`${file}:5: not JSON (skipped)`]);
     });
 
+    it('reads an archive with export requests of the wrong shape, reports what it lost, verifies the rest', async () => {
+      const { lines } = gen.chainLines({ count: 30 });
+      const batches = gen.archiveLines(lines, { batch: 10 });
+      // The middle request's lists are damaged (they once made verify throw and report nothing).
+      const middle = JSON.parse(batches[1]);
+      middle.resourceLogs[0].scopeLogs[0].logRecords[0].attributes = 'oops';
+      middle.resourceLogs[0].scopeLogs[0].logRecords[1] = null;
+      middle.resourceLogs.push({ scopeLogs: {} }, { scopeLogs: [{ logRecords: {} }] });
+      const damaged = [batches[0], JSON.stringify(middle), ...batches.slice(2)];
+      fs.mkdirSync(path.join(dir, 'shape'));
+      gen.writeZstd(path.join(dir, 'shape', 'audit.jsonl.zst'), damaged, 1);
+      for (const workers of [0, 2]) {
+        const r = await check({ archives: [path.join(dir, 'shape')], workers });
+        // Two records unreadable: reported where they stand, and missing from their chain.
+        assert.deepEqual(kinds(r), ['deleted', 'no-chain', 'no-chain'], JSON.stringify(r.report.findings));
+        assert.equal(r.report.stats.chainRecords, lines.length - 2);
+      }
+    });
+
     it('reports a torn last line as a notice (the crash shows as a missing chain end)', async () => {
       const { lines } = gen.chainLines({ count: 10, end: false });
       const file = path.join(dir, 'torn.jsonl');
@@ -359,12 +378,16 @@ describe('forensics: verify', function () {
     // Small frames are the case that once failed: a copy of a small block into Node's shared
     // buffer pool cannot be transferred to a worker (DataCloneError).
     const archive = archiveOf('small-frames', lines, { batch: 3, perFrame: 1 });
-    const one = await check({ archives: [archive], workers: 0 });
-    const two = await check({ archives: [archive], workers: 2 });
+    // And an archive of one small frame: its only block is a view into the decoder's output, a
+    // few KiB, which must reach a worker as a copy of its own.
+    const tiny = gen.chainLines({ count: 4, service: 'tiny' }).lines;
+    const small = archiveOf('one-frame', tiny, { batch: 4, perFrame: 1 });
+    const one = await check({ archives: [archive, small], workers: 0 });
+    const two = await check({ archives: [archive, small], workers: 2 });
     assert.deepEqual(two.report.findings, one.report.findings);
     assert.deepEqual(kinds(one), ['deleted', 'modified']);
     assert.equal(two.report.stats.workers, 2);
-    assert.equal(two.report.stats.records, lines.length);
+    assert.equal(two.report.stats.records, lines.length + tiny.length);
   });
 
   describe('audit files written by the real Auditor (child process)', () => {
