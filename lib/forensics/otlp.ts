@@ -215,8 +215,31 @@ export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boo
   return `${out}}`;
 }
 
-/** The audit records of one logs export request. */
-export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
+/** The fields `verify` reads of a record that is not a chain event (lib/forensics/verify-block.ts). */
+const CHAIN_FIELDS = new Set(['audit.chain', 'audit.seq', 'audit.id', 'audit.prev', 'audit.chain.alg', 'audit.chain.previous',
+  'audit.chain.previous_seq', 'event.name', 'time', 'service.name', 'service.instance.id', 'k8s.pod.name']);
+const CHAIN_EVENTS = new Set(['audit_chain_start', 'audit_checkpoint', 'audit_chain_end']);
+
+/**
+ * What `verify` needs of a tailed record, from its attributes in key order: the chain's fields,
+ * or, for a chain event (whose MAC covers every field), the whole record. Converting only a dozen
+ * of ≈ 40 fields is most of `kvlist`'s cost saved; the hash is taken by `canonicalOfSorted`.
+ */
+export function chainFields(sorted: KeyValue[]): Record<string, Json> {
+  const out = record();
+  for (const kv of sorted) {
+    if (!kv || typeof kv.key !== 'string' || !CHAIN_FIELDS.has(kv.key)) continue;
+    out[kv.key] = anyValue(kv.value);
+  }
+  const event = out['event.name'];
+  return typeof event === 'string' && CHAIN_EVENTS.has(event) ? kvlist(sorted, notRecordField) : out;
+}
+
+/**
+ * The audit records of one logs export request. `lean`: a tailed record holds only what `verify`
+ * reads (`chainFields`).
+ */
+export function recordsOfLogsRequest(req: unknown, lean = false): ArchivedRecord[] {
   const out: ArchivedRecord[] = [];
   const resourceLogs = (req as { resourceLogs?: unknown[] })?.resourceLogs;
   if (!Array.isArray(resourceLogs)) return out;
@@ -230,7 +253,7 @@ export function recordsOfLogsRequest(req: unknown): ArchivedRecord[] {
         const attrs = Array.isArray(lr?.attributes) ? lr.attributes : [];
         const tailed = !otlpCopy || attrs.some((kv) => typeof kv?.key === 'string' && kv.key.startsWith('log.file.'));
         const sorted = inKeyOrder(attrs);
-        const rec = kvlist(sorted, notRecordField);
+        const rec = lean && tailed ? chainFields(sorted) : kvlist(sorted, notRecordField);
         if (!tailed) {
           // auditrace's own OTLP copy: what the log record carries outside its attributes.
           if (rec.time === undefined && lr?.timeUnixNano !== undefined) {

@@ -328,7 +328,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       const sources = new Map<string, number>();
       let archived: ReturnType<typeof recordsOfLogsRequest>;
       try {
-        archived = recordsOfLogsRequest(obj);
+        archived = recordsOfLogsRequest(obj, true);
       } catch (err) {
         // Damage no reader foresaw (nesting deeper than the stack): this line, not the whole run.
         problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: `not a readable OTLP/JSON logs export request (${(err as Error).message}) (skipped)` });
