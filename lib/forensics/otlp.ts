@@ -218,7 +218,8 @@ export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boo
 /** The fields `verify` reads of a record that is not a chain event (lib/forensics/verify-block.ts). */
 const CHAIN_FIELDS = new Set(['audit.chain', 'audit.seq', 'audit.id', 'audit.prev', 'audit.chain.alg', 'audit.chain.previous',
   'audit.chain.previous_seq', 'event.name', 'time', 'service.name', 'service.instance.id', 'k8s.pod.name']);
-const CHAIN_EVENTS = new Set(['audit_chain_start', 'audit_checkpoint', 'audit_chain_end']);
+/** The events a chain writes about itself: its start, its checkpoints and its end. */
+export const CHAIN_EVENTS: ReadonlySet<string> = new Set(['audit_chain_start', 'audit_checkpoint', 'audit_chain_end']);
 
 /**
  * What `verify` needs of a tailed record, from its attributes in key order: the chain's fields,

@@ -1,7 +1,7 @@
 import { createHash, hash } from 'node:crypto';
 import type { Hash } from 'node:crypto';
 import { canonicalize, checkpointMac, isCanonicalShape } from '../audit/chain';
-import { canonicalOfSorted, notRecordField, recordsOfLogsRequest } from './otlp';
+import { canonicalOfSorted, CHAIN_EVENTS, notRecordField, recordsOfLogsRequest } from './otlp';
 import type { KeyValue } from './otlp';
 
 /**
@@ -112,7 +112,6 @@ export class Hasher {
   }
 }
 
-const CHAIN_EVENTS = new Set(['audit_chain_start', 'audit_checkpoint', 'audit_chain_end']);
 
 class Growable {
   n = 0;
