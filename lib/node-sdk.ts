@@ -25,18 +25,21 @@ export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Par
   if (options.resource) resource = resource.merge(options.resource);
   const theirs = new Set((options.instrumentations ?? []).flat().map((i) => i.instrumentationName));
   const ours = buildInstrumentations(config, edge).filter((i) => !theirs.has(i.instrumentationName));
-  const hasTraceExport = options.spanProcessors !== undefined || options.traceExporter !== undefined;
+  // A trace exporter given alone gets the batch processor NodeSDK would have made, after the guard.
+  const { traceExporter, ...rest } = options;
+  const spanProcessors = options.spanProcessors ? [exceptionGuard(), ...options.spanProcessors]
+    : traceExporter !== undefined ? [exceptionGuard(), pipelines.batchSpanProcessorFor(traceExporter)]
+      : config.traces.exporters.length === 0 ? undefined : pipelines.spanProcessors();
   return {
     autoDetectResources: false,
-    ...options,
+    ...rest,
     resource,
     // The edge policy (request ids, untrusted trace context) lives in the propagator.
     textMapPropagator: edge.propagator(options.textMapPropagator ?? buildPropagator(config)),
     instrumentations: [...(options.instrumentations ?? []), ...ours],
     // The recordException guard (lib/exception-guard.ts) goes first in the caller's processors as in
-    // ours; a trace exporter given alone, or none, leaves NodeSDK to make its own.
-    ...(options.spanProcessors ? { spanProcessors: [exceptionGuard(), ...options.spanProcessors] }
-      : hasTraceExport || config.traces.exporters.length === 0 ? {} : { spanProcessors: pipelines.spanProcessors() }),
+    // ours. No exporter at all (OTEL_TRACES_EXPORTER=none): NodeSDK makes no tracer provider.
+    ...(spanProcessors ? { spanProcessors } : {}),
     ...(options.logRecordProcessors || config.logs.exporters.length === 0 ? {} : { logRecordProcessors: pipelines.logRecordProcessors() }),
     ...(options.metricReaders || config.metrics.exporters.length === 0 ? {} : { metricReaders: pipelines.metricReaders() }),
   };

@@ -235,6 +235,16 @@ export class Pipelines {
         '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'), backoff))];
   }
 
+  /**
+   * A batch processor for an exporter the application made (nodeSdkOptions' `traceExporter`): the
+   * OTEL_BSP_* settings NodeSDK would read, and the warning when its queue drops spans.
+   */
+  batchSpanProcessorFor(exporter: unknown): import('@opentelemetry/sdk-trace').SpanProcessor {
+    const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
+    return this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, undefined)),
+      '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE');
+  }
+
   logRecordProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-logs').LogRecordProcessor[] {
     const l = require('@opentelemetry/sdk-logs') as typeof import('@opentelemetry/sdk-logs');
     return this.exportersFor('logs', this.config.logs).map(({ name, exporter, backoff }) => name === 'console'

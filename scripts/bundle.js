@@ -82,6 +82,31 @@ const coreAnyValue = {
   },
 };
 
+/**
+ * instrumentation-express (with AUDITRACE_LAYER_SPANS=true) turns what a layer passes to `next()`
+ * or throws into a message with `String(error)`, which throws for a value without a string form
+ * (`next(Object.create(null))`, a throwing `toString`, a Proxy): inside the application's own
+ * `next()`, or uncaught when `next` is called from a timer. Such a value gets the wording of
+ * lib/exception-guard.ts instead; everything else is what upstream records.
+ */
+const EXPRESS_MESSAGE_FROM = 'const asErrorAndMessage = (error) => error instanceof Error ? [error, error.message] : [String(error), String(error)];';
+const EXPRESS_MESSAGE_TO = 'const asErrorAndMessage = (error) => {\n\ttry {\n\t\tif (error instanceof Error) return [error, error.message];\n'
+  + '\t\tconst text = String(error);\n\t\treturn [text, text];\n\t} catch {\n'
+  + '\t\tconst text = `unprintable ${typeof error} thrown`;\n\t\treturn [text, text];\n\t}\n};';
+const expressErrorMessage = {
+  name: 'express-error-message',
+  setup(build) {
+    build.onLoad({ filter: /@opentelemetry[\\/]instrumentation-express[\\/]dist[\\/]utils\.cjs$/ }, (args) => {
+      const text = fs.readFileSync(args.path, 'utf8');
+      if (!text.includes(EXPRESS_MESSAGE_FROM)) {
+        process.stderr.write(`bundle: warning: ${rel(args.path)} has no asErrorAndMessage of the known form: bundled unchanged\n`);
+        return undefined;
+      }
+      return { contents: text.replace(EXPRESS_MESSAGE_FROM, EXPRESS_MESSAGE_TO), loader: 'js' };
+    });
+  },
+};
+
 const deferred = Object.keys(instrumentationModules).filter((n) => !EAGER.includes(n));
 
 /** The deferred instrumentation packages stay out of the main bundle: their own files are loaded. */
@@ -255,7 +280,7 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
       }));
     },
   };
-  const instrBuild = await esbuild.build({ ...common, entryPoints: instrEntries(), outdir: INSTR_DIR, plugins: [requireEntries, fromMain, semconv.plugin] });
+  const instrBuild = await esbuild.build({ ...common, entryPoints: instrEntries(), outdir: INSTR_DIR, plugins: [requireEntries, fromMain, semconv.plugin, expressErrorMessage] });
 
   fs.rmSync(INSTR_DIR, { recursive: true, force: true });
   fs.mkdirSync(INSTR_DIR, { recursive: true });

@@ -74,12 +74,24 @@ describe('recordException guard', () => {
     assert.equal(given[1], theirs);
     const made = nodeSdkOptions({}).spanProcessors;
     assert.ok(made.length >= 2, 'auditrace\'s pipeline after the guard');
-    for (const processors of [given, made]) {
+    // A trace exporter given alone: the batch processor NodeSDK would have made for it, after the guard.
+    const exporter = new InMemorySpanExporter();
+    const alone = nodeSdkOptions({ traceExporter: exporter });
+    assert.equal(alone.traceExporter, undefined);
+    assert.equal(alone.spanProcessors.length, 2);
+    const tp = new TracerProvider({ spanProcessors: nodeSdkOptions({ traceExporter: exporter }).spanProcessors });
+    const span = tp.getTracer('test').startSpan('alone');
+    assert.doesNotThrow(() => span.recordException(Object.create(null)));
+    span.end();
+    await tp.forceFlush();
+    assert.deepEqual(exporter.getFinishedSpans().map((s) => [s.name, s.events[0].attributes['exception.message']]), [['alone', 'unprintable object thrown']]);
+    await tp.shutdown();
+    for (const processors of [given, made, alone.spanProcessors]) {
       const proto = { recordException() { throw new TypeError('the SDK\'s'); } };
       processors[0].onStart(Object.create(proto), undefined);
       assert.doesNotThrow(() => proto.recordException(Symbol('x')));
     }
-    await Promise.all(made.map((p) => p.shutdown()));
+    await Promise.all([...made, ...alone.spanProcessors].map((p) => p.shutdown()));
   });
 
   it('leaves alone a span that refuses even a string', () => {
