@@ -199,7 +199,7 @@ function render(results, targets, { notes = {} } = {}) {
     L.push('**forensics: not yet available** — `bench/forensics.js` (trail/verify over 1M records, written by another engineer) did not exist when this run was made. `bench/run.js` runs it and includes its output here once it exists.');
   } else {
     L.push('Written by another engineer (`bench/forensics.js`: `auditrace trail` and `auditrace verify` over generated audit data); run here as part of the suite, not pinned (verify uses worker threads), and reported as it prints it. '
-      + 'In full mode its 1M records are generated once into a cache directory (`--dir`, about 70 s on this machine) and reused by later runs; the suite\'s 15-minute budget assumes that cache.', '');
+      + 'In full mode its 1M records are generated once into a cache directory (`--dir`, about 35 s on this machine with two threads) and reused by later runs; a first run on a machine, which generates them, still ends within the suite\'s 15 minutes. Peak RSS is each process\'s own (`VmHWM`; `ru_maxrss` would include the memory of the process it was forked from).', '');
     L.push(`\`node bench/forensics.js${fo.args.length ? ` ${fo.args.join(' ')}` : ''}\` (exit ${fo.code ?? fo.signal}, ${f1(fo.seconds)} s):`, '', '```', (fo.report ?? fo.stderr ?? '').trim(), '```');
   }
 

@@ -21,7 +21,8 @@ function contenderEnv(kind, { sink, tmp, appId, extra = {} }) {
 
 async function run({ quick, sink, tmp, log }) {
   const rounds = quick ? 1 : 4;
-  const duration = quick ? 1 : 10;
+  // 8 s rounds: a cold full run (forensics data generated first) stays well under 15 minutes.
+  const duration = quick ? 1 : 8;
   const warmup = quick ? 1 : 2;
   const connections = 50;
   const out = { rounds, duration, warmup, connections, apps: {} };

@@ -45,7 +45,7 @@ async function run(ctx) {
       samples[k].push(r);
     }
   }
-  const out = { runs, rssMethod: haveTime ? '`/usr/bin/time -f %M` (peak RSS of the node process)' : 'process.resourceUsage().maxRSS at exit', contenders: {}, problems };
+  const out = { runs, rssMethod: haveTime ? '`/usr/bin/time -f %M` (peak RSS of the node process)' : 'the process\'s own peak (VmHWM, else maxRSS) at exit', contenders: {}, problems };
   for (const k of CONTENDERS) {
     out.contenders[k] = {
       wallMs: c.median(samples[k].map((s) => s.ms)),
