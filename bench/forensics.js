@@ -143,8 +143,10 @@ async function generate() {
     w.on('error', reject);
     w.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`generator thread ${part} exited with ${code}`))));
   }));
+  const chains = Promise.all(workers);
+  chains.catch(() => {}); // awaited below; a thread that fails while the traces are written is not unhandled
   generateTraces();
-  await Promise.all(workers);
+  await chains;
   const auditZst = fs.openSync(path.join(DIR, 'archive', 'audit.jsonl.zst'), 'w');
   for (const chain of CHAINS) {
     fs.writeSync(auditZst, fs.readFileSync(partFile(chain)));

@@ -28,7 +28,7 @@ export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Par
   // A trace exporter given alone gets the batch processor NodeSDK would have made, after the guard.
   const { traceExporter, ...rest } = options;
   const spanProcessors = options.spanProcessors ? [exceptionGuard(), ...options.spanProcessors]
-    : traceExporter !== undefined ? [exceptionGuard(), pipelines.batchSpanProcessorFor(traceExporter)]
+    : traceExporter ? [exceptionGuard(), pipelines.batchSpanProcessorFor(traceExporter)]
       : config.traces.exporters.length === 0 ? undefined : pipelines.spanProcessors();
   return {
     autoDetectResources: false,

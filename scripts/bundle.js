@@ -87,7 +87,8 @@ const coreAnyValue = {
  * or throws into a message with `String(error)`, which throws for a value without a string form
  * (`next(Object.create(null))`, a throwing `toString`, a Proxy): inside the application's own
  * `next()`, or uncaught when `next` is called from a timer. Such a value gets the wording of
- * lib/exception-guard.ts instead; everything else is what upstream records.
+ * lib/exception-guard.ts instead; everything else is what upstream records. Another version of
+ * the file fails the build.
  */
 const EXPRESS_MESSAGE_FROM = 'const asErrorAndMessage = (error) => error instanceof Error ? [error, error.message] : [String(error), String(error)];';
 const EXPRESS_MESSAGE_TO = 'const asErrorAndMessage = (error) => {\n\ttry {\n\t\tif (error instanceof Error) return [error, error.message];\n'
@@ -98,9 +99,9 @@ const expressErrorMessage = {
   setup(build) {
     build.onLoad({ filter: /@opentelemetry[\\/]instrumentation-express[\\/]dist[\\/]utils\.cjs$/ }, (args) => {
       const text = fs.readFileSync(args.path, 'utf8');
+      // Not a warning, as for isAnyValue: unguarded, this version throws into applications.
       if (!text.includes(EXPRESS_MESSAGE_FROM)) {
-        process.stderr.write(`bundle: warning: ${rel(args.path)} has no asErrorAndMessage of the known form: bundled unchanged\n`);
-        return undefined;
+        throw new Error(`${rel(args.path)} has no asErrorAndMessage of the known form: check what it does with a value without a string form, then update EXPRESS_MESSAGE_FROM`);
       }
       return { contents: text.replace(EXPRESS_MESSAGE_FROM, EXPRESS_MESSAGE_TO), loader: 'js' };
     });
