@@ -193,7 +193,10 @@ describe('collector: app → agent → gateway → archive, under faults (real a
     await gw.start();
     await ag.start();
     const N = 300;
-    const app = startWriter(ag.env.__otlpUrl, { CW_MODE: 'http', CW_COUNT: N, CW_BATCH: 50, CW_TICK_MS: 5 });
+    // An instance id whose last two groups are digits: the agent's redaction masked them once (1 in
+    // ~2,300 random UUIDs) in the spans' resource (test/unit/collector-redaction.test.js).
+    const INSTANCE = '4875330c-8dd3-44d2-8491-137320571528';
+    const app = startWriter(ag.env.__otlpUrl, { CW_MODE: 'http', CW_COUNT: N, CW_BATCH: 50, CW_TICK_MS: 5, OTEL_RESOURCE_ATTRIBUTES: `service.instance.id=${INSTANCE}` });
     await appDone(app);
 
     const seen = printed(app); // R <audit.id> <trace_id> <request.id>, as the request handler saw them
@@ -202,6 +205,7 @@ describe('collector: app → agent → gateway → archive, under faults (real a
     assert.deepEqual(torn, []);
     const local = new Map(records.map((r) => [r['audit.id'], r]));
     const instance = records[0]['service.instance.id'];
+    assert.equal(instance, INSTANCE);
     for (const [, id, trace, request] of seen) {
       const r = local.get(id);
       assert.ok(r, `the local file holds ${id}`);
