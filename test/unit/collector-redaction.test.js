@@ -64,6 +64,10 @@ describe('collector redaction (collector-config/*.yaml, processors.redaction)', 
     assert.equal(redact('1234567890123456', patterns), '****');
   });
 
+  it('masks a card number a trusted proxy sent as the request id (its ids are its choice)', () => {
+    assert.deepEqual(redactAttributes({ 'request.id': '4111111111111111' }, patterns, ignored), { 'request.id': '****' });
+  });
+
   it('masks a card number in any other field of the record', () => {
     const out = redactAttributes({ span_id: '4111111111111111', 'payment.note': 'card 4111 1111 1111 1111' }, patterns, ignored);
     assert.deepEqual(out, { span_id: '4111111111111111', 'payment.note': 'card ****' });
