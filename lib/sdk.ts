@@ -25,6 +25,7 @@ import { EmitterContextManager } from './context-manager';
 import { version } from './version';
 import { PooledIdGenerator } from './random-hex';
 import { exceptionGuard } from './exception-guard';
+import { koaWithoutLayerSpans } from './koa-layers';
 
 /** What `start()` builds; `shutdown()` flushes and stops all of it. */
 export interface Telemetry {
@@ -360,6 +361,9 @@ function loadReporting(names: readonly string[], configs: Record<string, object>
     // Its route tracking, not its spans (layer-spans.ts).
     if (!layerSpans && i.instrumentationName === '@opentelemetry/instrumentation-express' && !withoutLayerSpans(i)) {
       writeLine(`auditrace: warning: this instrumentation-express (${i.instrumentationVersion}) is not one auditrace knows how to run without layer spans: it makes a span per layer`);
+    }
+    if (!layerSpans && i.instrumentationName === '@opentelemetry/instrumentation-koa' && !koaWithoutLayerSpans(i)) {
+      writeLine(`auditrace: warning: this instrumentation-koa (${i.instrumentationVersion}) is not one auditrace knows how to run without layer spans: it makes a span per middleware`);
     }
   }
   return loaded.instrumentations;

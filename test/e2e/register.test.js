@@ -360,6 +360,56 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       });
     }
 
+    // Koa 3 with @koa/router: the route, errors and layer spans in both modes (lib/koa-layers.ts).
+    const KOA_ROUTES = [
+      ['/items/5', '/items/:id', 200], ['/api/v1/deep/7', '/api/v1/deep/:id', 200], ['/boom/1', '/boom/:id', 500],
+      ['/later/1', '/later/:id', 500], ['/gone/1', '/gone/:id', 404], ['/nope', undefined, 404],
+    ];
+    for (const layerSpans of [false, true]) {
+      it(`Koa, ${layerSpans ? 'AUDITRACE_LAYER_SPANS=true' : 'by default'}: the route of routers and nested routers, errors, ${layerSpans ? 'a span per middleware' : 'no middleware spans'}`, async () => {
+        const auditFile = path.join(os.tmpdir(), `auditrace-koa-${process.pid}-${layerSpans}.jsonl`);
+        fs.rmSync(auditFile, { force: true });
+        const app = await launch('svc-koa.js', { env: { AUDITRACE_AUDIT_FILE: auditFile, ...(layerSpans ? { AUDITRACE_LAYER_SPANS: 'true' } : {}) } });
+        for (const [urlPath, , status] of KOA_ROUTES) {
+          const res = await get(app.port, urlPath);
+          assert.equal(res.status, status, urlPath);
+          if (status === 200) assert.equal(JSON.parse(res.body).seen, true, `the app's own middleware ran for ${urlPath}`);
+        }
+        await rx.waitFor(() => KOA_ROUTES.every(([p]) => servers(rx.spans()).some((s) => s.attributes['url.path'] === p)), WAIT);
+        await new Promise((r) => setTimeout(r, 300)); // layer spans end with the response: one more batch
+        await terminate(app);
+        const records = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+          .filter((r) => r['event.name'] === 'http_request');
+        fs.rmSync(auditFile, { force: true });
+        for (const [urlPath, route, status] of KOA_ROUTES) {
+          const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
+          assert.equal(span.attributes['http.route'], route, `span of ${urlPath}`);
+          assert.equal(span.name, route === undefined ? 'GET' : `GET ${route}`, `span of ${urlPath}`);
+          assert.equal(span.attributes['http.response.status_code'], status, urlPath);
+          const access = records.filter((r) => r['url.path'] === urlPath);
+          assert.equal(access.length, 1, urlPath);
+          assert.equal(access[0]['http.route'], route, `access record of ${urlPath}`);
+          const koaSpans = rx.spans().filter((s) => s.traceId === span.traceId && s.scope.name === '@opentelemetry/instrumentation-koa');
+          if (layerSpans) assert.ok(koaSpans.length > 0, `koa layer spans of ${urlPath}`);
+          else assert.deepEqual(koaSpans.map((s) => s.name), [], `no koa layer spans for ${urlPath}`);
+        }
+        if (!layerSpans) {
+          // A thrown error is the server span's: its message in the status, one exception event.
+          for (const [urlPath, message] of [['/boom/1', 'koa boom'], ['/later/1', 'koa later']]) {
+            const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
+            assert.deepEqual(span.status, { code: 2, message }, urlPath);
+            const exceptions = span.events.filter((e) => e.name === 'exception');
+            assert.equal(exceptions.length, 1, urlPath);
+            assert.equal(exceptions[0].attributes['exception.message'], message);
+          }
+          // A 4xx leaves the server span's status unset; the error is still an event.
+          const [gone] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === '/gone/1');
+          assert.equal(gone.status.code, 0);
+          assert.equal(gone.events.filter((e) => e.name === 'exception').length, 1);
+        }
+      });
+    }
+
     it('AUDITRACE_LAYER_SPANS=true: express middleware and request-handler spans, router layer spans, all in the request\'s trace', async () => {
       const app = await launch('svc-express.js', { env: { AUDITRACE_LAYER_SPANS: 'true' } });
       const res = await getOk(app, '/users/42');

@@ -1,0 +1,101 @@
+import { context } from '@opentelemetry/api';
+import type { Span } from '@opentelemetry/api';
+import { getRPCMetadata, RPCType } from '@opentelemetry/core';
+
+/**
+ * Koa middleware without spans of its own (AUDITRACE_LAYER_SPANS=false, the default), as
+ * lib/layer-spans.ts does for Express. instrumentation-koa wraps every middleware `app.use` is
+ * given, and every handler of a `@koa/router` route, in a span; the route it puts on the server
+ * span (`http.route`) is set only on that span's path, so its own way to skip layers
+ * (`ignoreLayersType`) loses the route too. Its `_patchLayer` is replaced here: a route's handler
+ * names the route on the request's RPC metadata, where the server side reads it; an error a
+ * middleware throws (or rejects with) is an exception event on the server span once, however many
+ * middleware it passes on its way out, and its message the span's status if the answer is a 5xx.
+ * The application's function is called as it is (its `this`, arguments and result), and no
+ * context is entered.
+ */
+export function koaWithoutLayerSpans(instrumentation: object): boolean {
+  const i = instrumentation as Partial<KoaInstrumentation>;
+  // Another version of the instrumentation, whose internals differ: it keeps its layer spans.
+  if (typeof i._patchLayer !== 'function') return false;
+  i._patchLayer = function (layer: unknown, isRouter?: boolean): unknown {
+    return patchLayer(layer, isRouter === true);
+  };
+  return true;
+}
+
+interface KoaInstrumentation {
+  _patchLayer(layer: unknown, isRouter?: boolean, layerPath?: string): unknown;
+}
+
+type Middleware = (this: unknown, ctx: unknown, next: unknown) => unknown;
+
+interface HttpMetadata {
+  type: RPCType.HTTP;
+  span: Span;
+  route?: string;
+  /** The message of the error a layer passed on: the server span's status if the answer is a 5xx. */
+  error?: string;
+  /** The errors already on the server span: one error passes through every middleware above it. */
+  recorded?: Set<unknown>;
+}
+
+/** Our wrappers: a router mounted twice hands its handlers to `_patchLayer` twice. */
+const ours = new WeakSet<object>();
+
+function patchLayer(layer: unknown, routed: boolean): unknown {
+  if (typeof layer !== 'function' || ours.has(layer)) return layer;
+  // Generator middleware (Koa 1 style) is left alone, as instrumentation-koa leaves it.
+  const kind = (layer as { constructor?: { name?: unknown } }).constructor?.name;
+  if (kind === 'GeneratorFunction' || kind === 'AsyncGeneratorFunction') return layer;
+  const original = layer as Middleware;
+  const patched = function (this: unknown, ctx: unknown, next: unknown): unknown {
+    const rpc = httpMetadata();
+    if (rpc === undefined) return original.call(this, ctx, next);
+    if (routed) {
+      const matched = (ctx as { _matchedRoute?: unknown } | null)?._matchedRoute;
+      if (matched !== undefined && matched !== null) {
+        try {
+          rpc.route = String(matched);
+        } catch {
+          // a route without a string form: none
+        }
+      }
+    }
+    let out: unknown;
+    try {
+      out = original.call(this, ctx, next);
+    } catch (err) {
+      recordError(rpc, err);
+      throw err;
+    }
+    if (out !== null && typeof out === 'object' && typeof (out as { then?: unknown }).then === 'function') {
+      return (out as Promise<unknown>).then(undefined, (err: unknown) => {
+        recordError(rpc, err);
+        throw err;
+      });
+    }
+    return out;
+  };
+  ours.add(patched);
+  return patched;
+}
+
+function httpMetadata(): HttpMetadata | undefined {
+  const rpc = getRPCMetadata(context.active());
+  return rpc?.type === RPCType.HTTP ? rpc as HttpMetadata : undefined;
+}
+
+/** Once per error and request, on the server span. Never throws. */
+function recordError(rpc: HttpMetadata, err: unknown): void {
+  try {
+    const seen = rpc.recorded ?? (rpc.recorded = new Set());
+    if (seen.has(err)) return;
+    seen.add(err);
+    const message = err instanceof Error ? err.message : String(err);
+    rpc.error = message;
+    rpc.span.recordException(err instanceof Error ? err : message);
+  } catch {
+    // a value without a string form (Object.create(null)): no message, no event
+  }
+}
