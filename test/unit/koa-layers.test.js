@@ -18,14 +18,14 @@ function request() {
 function patcher() {
   const i = { _patchLayer: () => { throw new Error('the span-making original was called'); } };
   assert.equal(koaWithoutLayerSpans(i), true);
-  return (layer, routed) => i._patchLayer(layer, routed, '/path');
+  return (layer, routed = false) => i._patchLayer(layer, routed, '/path');
 }
 
 describe('Koa middleware without layer spans (lib/koa-layers.ts)', () => {
   before(() => context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable()));
   after(() => context.disable());
 
-  it('names the route of a routed handler, and only of a routed one', async () => {
+  it('names the route @koa/router matched, in whatever layer runs after the match (as upstream does)', async () => {
     const patch = patcher();
     const r = request();
     const seen = [];
@@ -39,7 +39,21 @@ describe('Koa middleware without layer spans (lib/koa-layers.ts)', () => {
     assert.equal(r.rpc.route, '/items/:id');
     const r2 = request();
     context.with(r2.ctx, () => plain({ _matchedRoute: '/other' }, next));
-    assert.equal(r2.rpc.route, undefined);
+    assert.equal(r2.rpc.route, '/other');
+    const r3 = request();
+    context.with(r3.ctx, () => plain({}, next));
+    context.with(r3.ctx, () => plain({ _matchedRoute: '' }, next));
+    assert.equal(r3.rpc.route, undefined, 'no match yet: no route');
+  });
+
+  it('adopts a thenable that is not a promise as koa-compose does', async () => {
+    const patch = patcher();
+    const r = request();
+    const layer = patch(() => ({ then(ok) { ok('done'); } }));
+    assert.equal(await context.with(r.ctx, () => layer({}, () => undefined)), 'done');
+    const failing = patch(() => ({ then(ok, fail) { fail(new Error('thenable failed')); } }));
+    await assert.rejects(context.with(r.ctx, () => failing({}, () => undefined)), /thenable failed/);
+    assert.equal(r.span.exceptions.length, 1);
   });
 
   it('records a thrown or rejected error on the server span once, however many middleware it passes', async () => {
@@ -57,13 +71,17 @@ describe('Koa middleware without layer spans (lib/koa-layers.ts)', () => {
     assert.deepEqual(r2.span.exceptions, ['plain']);
   });
 
-  it('passes on a value without a string form unchanged, and records nothing of it', async () => {
+  it('passes on a value without a string form unchanged, and records nothing of it; a Symbol by its own form', async () => {
     const patch = patcher();
     const r = request();
     const bare = Object.create(null);
     const layer = patch(async () => { throw bare; }, false);
     await assert.rejects(context.with(r.ctx, () => layer({}, () => undefined)), (e) => e === bare);
     assert.deepEqual(r.span.exceptions, []);
+    const sym = Symbol('odd');
+    const symbolic = patch(async () => { throw sym; });
+    await assert.rejects(context.with(r.ctx, () => symbolic({}, () => undefined)), (e) => e === sym);
+    assert.deepEqual(r.span.exceptions, ['Symbol(odd)']);
   });
 
   it('leaves generator middleware, non-functions and its own wrappers alone; outside a request it only calls through', () => {
