@@ -288,6 +288,26 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
       assert.doesNotMatch(app.stderr, /instrumentation router created/);
     });
 
+    /** The access records of an app's audit file, read once the app has ended; the file is removed. */
+    function takeAccessRecords(auditFile) {
+      const records = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
+        .filter((r) => r['event.name'] === 'http_request');
+      fs.rmSync(auditFile, { force: true });
+      return records;
+    }
+
+    /** `urlPath`'s SERVER span and its one access record carry `route` (none: no route matched) and `status`. */
+    function assertRouted(records, urlPath, route, status) {
+      const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
+      assert.equal(span.attributes['http.route'], route, `span of ${urlPath}`);
+      assert.equal(span.name, route === undefined ? 'GET' : `GET ${route}`, `span of ${urlPath}`);
+      assert.equal(span.attributes['http.response.status_code'], status, urlPath);
+      const access = records.filter((r) => r['url.path'] === urlPath);
+      assert.equal(access.length, 1, urlPath);
+      assert.equal(access[0]['http.route'], route, `access record of ${urlPath}`);
+      return span;
+    }
+
     // Each path and the route its SERVER span and access record must carry (none: no route matched).
     const ROUTES = [
       ['/plain', '/plain', 200], ['/api/items/5', '/api/items/:id', 200], ['/nest/v1/deep/7', '/nest/v1/deep/:id', 200],
@@ -321,18 +341,8 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
         assert.equal(JSON.parse(bodies['/bare-later/1']).kind, 'null-prototype');
         await rx.waitFor(() => servers(rx.spans()).length === ROUTES.length, WAIT);
         await terminate(app); // flushes the turn's access records
-        const records = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
-          .filter((r) => r['event.name'] === 'http_request');
-        fs.rmSync(auditFile, { force: true });
-        for (const [urlPath, route, status] of ROUTES) {
-          const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
-          assert.equal(span.attributes['http.route'], route, `span of ${urlPath}`);
-          assert.equal(span.name, route === undefined ? 'GET' : `GET ${route}`, `span of ${urlPath}`);
-          assert.equal(span.attributes['http.response.status_code'], status, urlPath);
-          const access = records.filter((r) => r['url.path'] === urlPath);
-          assert.equal(access.length, 1, urlPath);
-          assert.equal(access[0]['http.route'], route, `access record of ${urlPath}`);
-        }
+        const records = takeAccessRecords(auditFile);
+        for (const [urlPath, route, status] of ROUTES) assertRouted(records, urlPath, route, status);
         // An error that answers 404 leaves the server span's status unset (a 4xx is the client's).
         const [gone] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === '/gone/1');
         assert.equal(gone.status.code, 0);
@@ -378,17 +388,9 @@ describe('auditrace/register with --require (CommonJS apps)', function () {
         await rx.waitFor(() => KOA_ROUTES.every(([p]) => servers(rx.spans()).some((s) => s.attributes['url.path'] === p)), WAIT);
         await new Promise((r) => setTimeout(r, 300)); // layer spans end with the response: one more batch
         await terminate(app);
-        const records = fs.readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l))
-          .filter((r) => r['event.name'] === 'http_request');
-        fs.rmSync(auditFile, { force: true });
+        const records = takeAccessRecords(auditFile);
         for (const [urlPath, route, status] of KOA_ROUTES) {
-          const [span] = servers(rx.spans()).filter((s) => s.attributes['url.path'] === urlPath);
-          assert.equal(span.attributes['http.route'], route, `span of ${urlPath}`);
-          assert.equal(span.name, route === undefined ? 'GET' : `GET ${route}`, `span of ${urlPath}`);
-          assert.equal(span.attributes['http.response.status_code'], status, urlPath);
-          const access = records.filter((r) => r['url.path'] === urlPath);
-          assert.equal(access.length, 1, urlPath);
-          assert.equal(access[0]['http.route'], route, `access record of ${urlPath}`);
+          const span = assertRouted(records, urlPath, route, status);
           const koaSpans = rx.spans().filter((s) => s.traceId === span.traceId && s.scope.name === '@opentelemetry/instrumentation-koa');
           if (layerSpans) assert.ok(koaSpans.length > 0, `koa layer spans of ${urlPath}`);
           else assert.deepEqual(koaSpans.map((s) => s.name), [], `no koa layer spans for ${urlPath}`);
