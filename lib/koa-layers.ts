@@ -1,6 +1,7 @@
 import { context } from '@opentelemetry/api';
-import type { Span } from '@opentelemetry/api';
 import { getRPCMetadata, RPCType } from '@opentelemetry/core';
+import { recordServerError } from './layer-spans';
+import type { HttpMetadata } from './layer-spans';
 
 /**
  * Koa middleware without spans of its own (AUDITRACE_LAYER_SPANS=false, the default), as
@@ -9,12 +10,11 @@ import { getRPCMetadata, RPCType } from '@opentelemetry/core';
  * span (`http.route`) is set only on that span's path, so its own way to skip layers
  * (`ignoreLayersType`) loses the route too. Its `_patchLayer` is replaced here: a layer run after
  * `@koa/router` matched a route names it on the request's RPC metadata, where the server side
- * reads it (as upstream's layers do; the same routers are reached: those given to `app.use`,
- * and the routers nested in them); an error a
- * middleware throws (or rejects with) is an exception event on the server span once, however many
- * middleware it passes on its way out, and its message the span's status if the answer is a 5xx.
- * The application's function is called as it is (its `this`, arguments and result), and no
- * context is entered.
+ * reads it (as upstream's layers do; the same routers are reached: those given to `app.use`, and
+ * the routers nested in them); an error a middleware throws (or rejects with) is an exception
+ * event on the server span once, however many middleware it passes on its way out, and its
+ * message the span's status if the answer is a 5xx. The application's function is called as it
+ * is (its `this`, arguments and result), and no context is entered.
  */
 export function koaWithoutLayerSpans(instrumentation: object): boolean {
   const i = instrumentation as Partial<KoaInstrumentation>;
@@ -31,16 +31,6 @@ interface KoaInstrumentation {
 }
 
 type Middleware = (this: unknown, ctx: unknown, next: unknown) => unknown;
-
-interface HttpMetadata {
-  type: RPCType.HTTP;
-  span: Span;
-  route?: string;
-  /** The message of the error a layer passed on: the server span's status if the answer is a 5xx. */
-  error?: string;
-  /** The errors already on the server span: one error passes through every middleware above it. */
-  recorded?: Set<unknown>;
-}
 
 /** Our wrappers: a router mounted twice hands its handlers to `_patchLayer` twice. */
 const ours = new WeakSet<object>();
@@ -67,14 +57,14 @@ function patchLayer(layer: unknown): unknown {
     try {
       out = original.call(this, ctx, next);
     } catch (err) {
-      recordError(rpc, err);
+      recordServerError(rpc, err);
       throw err;
     }
     // A promise, or any thenable, adopted as koa-compose adopts it (`Promise.resolve`).
     if (out instanceof Promise || (out !== null && (typeof out === 'object' || typeof out === 'function')
       && typeof (out as { then?: unknown }).then === 'function')) {
       return Promise.resolve(out).then(undefined, (err: unknown) => {
-        recordError(rpc, err);
+        recordServerError(rpc, err);
         throw err;
       });
     }
@@ -87,18 +77,4 @@ function patchLayer(layer: unknown): unknown {
 function httpMetadata(): HttpMetadata | undefined {
   const rpc = getRPCMetadata(context.active());
   return rpc?.type === RPCType.HTTP ? rpc as HttpMetadata : undefined;
-}
-
-/** Once per error and request, on the server span. Never throws. */
-function recordError(rpc: HttpMetadata, err: unknown): void {
-  try {
-    const seen = rpc.recorded ?? (rpc.recorded = new Set());
-    if (seen.has(err)) return;
-    seen.add(err);
-    const message = err instanceof Error ? err.message : String(err);
-    rpc.error = message;
-    rpc.span.recordException(err instanceof Error ? err : message);
-  } catch {
-    // a value without a string form (Object.create(null)): no message, no event
-  }
 }

@@ -55,12 +55,15 @@ interface Request {
   originalUrl?: unknown;
 }
 
-interface HttpMetadata {
+/** The request's RPC metadata (lib/http-server.ts makes it), as the framework layers use it. */
+export interface HttpMetadata {
   type: RPCType.HTTP;
   span: Span;
   route?: string;
   /** The message of the error a layer passed on: the server span's status if the answer is a 5xx. */
   error?: string;
+  /** The errors already on the server span: one error passes through several layers. */
+  recorded?: Set<unknown>;
 }
 
 /** What the layers of one request share. */
@@ -70,8 +73,6 @@ interface RequestState {
   /** The context the request's first layer ran in: its server span and RPC metadata. */
   ctx: Context;
   rpc: HttpMetadata;
-  /** The errors already on the server span: the same error passes through several layers. */
-  recorded: Set<unknown> | undefined;
 }
 
 /** Layers wrapped once: `app.use` wraps the layer its `router.use` already wrapped. */
@@ -117,7 +118,7 @@ function patchLayer(layer: unknown, layerPath: string | undefined, main: boolean
         called = true;
         // instrumentation-express's test of an error, for the path; Router's, for the record.
         const failed = err !== undefined && err !== null && err !== 'route' && err !== 'router';
-        if (main && failed && err) recordError(state, err);
+        if (main && failed && err) recordServerError(state.rpc, err);
         if (!(req.route && failed) && stored) state.paths.pop();
       }
       // eslint-disable-next-line prefer-rest-params
@@ -151,7 +152,7 @@ function stateOf(req: unknown, now: Context): RequestState | undefined {
   if (state !== undefined) return state;
   const rpc = getRPCMetadata(now);
   if (rpc?.type !== RPCType.HTTP) return undefined; // a layer run outside an HTTP request's context
-  const made: RequestState = { paths: [], ctx: now, rpc: rpc as HttpMetadata, recorded: undefined };
+  const made: RequestState = { paths: [], ctx: now, rpc: rpc as HttpMetadata };
   try {
     requests.set(req, made);
   } catch {
@@ -183,14 +184,14 @@ function isObject(value: unknown): value is object {
 }
 
 /**
- * The exception event goes on the server span at once; its status is the server side's to set when
- * the answer is known: an error a handler passes on may end as a 4xx (`next(createError(404))`),
- * for which a server span's status stays unset, or be recovered from by an error handler.
+ * The exception event goes on the server span at once, once per error and request; its status is
+ * the server side's to set when the answer is known: an error a handler passes on may end as a 4xx
+ * (`next(createError(404))`), for which a server span's status stays unset, or be recovered from
+ * by an error handler. Never throws. Express's layers here, Koa's in lib/koa-layers.ts.
  */
-function recordError(state: RequestState, err: unknown): void {
-  const rpc = state.rpc;
+export function recordServerError(rpc: HttpMetadata, err: unknown): void {
   try {
-    const seen = state.recorded ?? (state.recorded = new Set());
+    const seen = rpc.recorded ?? (rpc.recorded = new Set());
     const message = err instanceof Error ? err.message : String(err);
     rpc.error = message;
     if (!seen.has(err)) {

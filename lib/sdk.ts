@@ -232,17 +232,16 @@ export class Pipelines {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
     return [exceptionGuard(), ...this.exportersFor('traces', this.config.traces).map(({ name, exporter, backoff }) => name === 'console'
       ? new t.SimpleSpanProcessor({ exporter: exporter as never })
-      : flushesAlwaysSend(this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, meterProvider)),
-        '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE'), backoff))];
+      : flushesAlwaysSend(this.batchSpanProcessorFor(exporter, meterProvider), backoff))];
   }
 
   /**
-   * A batch processor for an exporter the application made (nodeSdkOptions' `traceExporter`): the
-   * OTEL_BSP_* settings NodeSDK would read, and the warning when its queue drops spans.
+   * A batch processor for one exporter (ours, or the application's: nodeSdkOptions' `traceExporter`):
+   * the OTEL_BSP_* settings, and the warning when its queue drops spans.
    */
-  batchSpanProcessorFor(exporter: unknown): import('@opentelemetry/sdk-trace').SpanProcessor {
+  batchSpanProcessorFor(exporter: unknown, meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
-    return this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, undefined)),
+    return this.warnOnDrops(new t.BatchSpanProcessor(batchOptions(exporter, this.config.traces.batch, meterProvider)),
       '_finishedSpans', 'spans', 'OTEL_BSP_MAX_QUEUE_SIZE');
   }
 
