@@ -18,6 +18,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const crypto = require('node:crypto');
+const zlib = require('node:zlib');
 const { spawnSync } = require('node:child_process');
 const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
 const gen = require('../test/fixtures/forensics/gen.js');
@@ -85,7 +86,7 @@ function generateChain({ service, s, k }) {
   const out = fs.openSync(partFile({ service, k }), 'w');
   for (let i = 0; i < lines.length; i += 1000) {
     const [line] = gen.archiveLines(lines.slice(i, i + 1000), { batch: 1000, seed: i + 1, file: `/var/log/auditrace/${service}-${k}.jsonl` });
-    fs.writeSync(out, require('node:zlib').zstdCompressSync(Buffer.from(`${line}\n`)));
+    fs.writeSync(out, zlib.zstdCompressSync(Buffer.from(`${line}\n`)));
   }
   fs.closeSync(out);
   return lines.length;
@@ -93,7 +94,6 @@ function generateChain({ service, s, k }) {
 
 function generateTraces() {
   const tracesZst = fs.openSync(path.join(DIR, 'archive', 'traces.jsonl.zst'), 'w');
-  const zlib = require('node:zlib');
   const BATCH = 200;
   for (let r0 = 0; r0 < REQUESTS; r0 += BATCH) {
     const groups = SERVICES.map((service, s) => ({ resource: { 'service.name': service, 'service.instance.id': `${service}-instance` }, spans: [] }));
