@@ -234,10 +234,11 @@ export class Auditor {
       if (chain) {
         const written = toJsonLineCanonical(record, this.limits, this.isRedacted, FREE_FORM);
         // `canonical` is the line itself without its newline unless the line had to differ from
-        // RFC 8785 (then it is the record parsed back and canonicalised). Hashed and written as
-        // strings: measured faster than one Buffer handed to both (see the sink's writeString).
-        chain.commitCanonical(written.canonical);
-        this.sink!.write(written.line);
+        // RFC 8785 (then it is the record parsed back and canonicalised). A line the sink wrote
+        // on its own is hashed in the bytes it was written from (encoded once for both).
+        const sink = this.sink!;
+        sink.write(written.line);
+        chain.commitCanonical((written.lineIsCanonical ? sink.lastLineBytes() : undefined) ?? written.canonical);
       } else {
         this.sink!.write(toJsonLine(record, this.limits, this.isRedacted, FREE_FORM));
       }
@@ -287,11 +288,13 @@ export class Auditor {
         this.emit('http_request', accessRecordFields(fields), own);
         return;
       }
-      // One flat copy of the line for both: hashed as a slice of the text written (a separate
-      // `line + '\n'` would be flattened again by the sink).
+      // Hashed in the bytes the sink wrote it from; when it was corked (an access record waits
+      // for the end of its turn) or buffered, as a slice of the text (a separate `line + '\n'`
+      // would be flattened again by the sink).
       const text = line + '\n';
-      chain?.commitCanonical(text.slice(0, -1));
-      this.sink!.write(text);
+      const sink = this.sink!;
+      sink.write(text);
+      chain?.commitCanonical(sink.lastLineBytes() ?? text.slice(0, -1));
       this.countParts('http_request', own.outcome, request?.clientAddress || undefined, fields.route || undefined, fields.status, undefined);
       if (this.config.audit.otlp) this.emitLog(JSON.parse(line) as Record<string, unknown>, active);
     } catch (err) {

@@ -11,6 +11,7 @@ const fc = require('fast-check');
 const Ajv2020 = require('ajv/dist/2020').default;
 
 const ROOT = path.resolve(__dirname, '..', '..');
+const { recordHash } = require('../../dist/lib/audit/chain.js');
 const RUNS = Math.max(500, Number(process.env.AUDIT_PROPERTY_RUNS) || 500);
 const UUIDV7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const EVENT_NAME = /^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$/;
@@ -117,6 +118,8 @@ describe('audit API properties (in process)', function () {
   let validate;
   let realStderrWrite;
   let stderr = '';
+  let lastRecord;
+  let chained = 0;
 
   /** Calls fn and returns what it returned and the bytes it appended to the audit file. */
   function appended(fn) {
@@ -155,6 +158,13 @@ describe('audit API properties (in process)', function () {
     assert.equal(typeof ret, 'string');
     assert.equal(ret, record['audit.id'], 'the call returns the audit.id of its line');
     assert.match(ret, UUIDV7);
+    // The chain: this record names the hash of the one before it, as a verifier recomputes it
+    // from the record read back (the writer hashes the bytes it wrote).
+    if (lastRecord !== undefined && lastRecord['audit.chain'] === record['audit.chain'] && lastRecord['audit.seq'] === record['audit.seq'] - 1) {
+      assert.equal(record['audit.prev'], recordHash(lastRecord, undefined), `audit.prev of seq ${record['audit.seq']}`);
+      chained++;
+    }
+    lastRecord = record;
     const name = call.name;
     const expected = call.kind === 'fn' ? name : typeof name === 'string' && EVENT_NAME.test(name) && name.length <= 64 ? name : 'invalid_event';
     assert.equal(record['event.name'], expected);
@@ -210,6 +220,7 @@ describe('audit API properties (in process)', function () {
       oneLine(call);
     }), { numRuns: RUNS });
     assert.doesNotMatch(stderr, /could not be written/);
+    assert.ok(chained >= RUNS - 1, `${chained} records checked against their predecessor`);
   });
 
   it(`every such record validates against audit-record.schema.json (${RUNS} runs)`, () => {

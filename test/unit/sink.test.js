@@ -179,6 +179,32 @@ describe('audit sink', function () {
       assert.deepEqual(lines(file), ['{"seq":0}', 'undefined', '{"seq":1}']);
     });
 
+
+    it('lastLineBytes(): the bytes of a line written on its own, else undefined (corked, failing, or too long to encode)', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      let failing = false;
+      const { fs: spy } = spyFs({ writeSync: (...a) => { if (failing) throw eno('ENOSPC'); return fs.writeSync(...a); } });
+      const sink = open({ ...options(file).opts, fs: spy });
+      assert.equal(sink.lastLineBytes(), undefined, 'nothing written yet');
+      const multi = '{"v":"é€\u{1F600}\\u2028"}';
+      sink.write(`${multi}\n`);
+      assert.ok(Buffer.from(sink.lastLineBytes()).equals(Buffer.from(multi, 'utf8')), 'its UTF-8 bytes, without the newline');
+      sink.write('{"seq":1}'); // the newline is added by the sink
+      assert.equal(Buffer.from(sink.lastLineBytes()).toString('utf8'), '{"seq":1}');
+      sink.cork();
+      sink.write(record(2));
+      assert.equal(sink.lastLineBytes(), undefined, 'corked: not written yet');
+      sink.uncork();
+      const long = `${JSON.stringify({ pad: '€'.repeat(30_000) })}\n`;
+      sink.write(long);
+      assert.equal(sink.lastLineBytes(), undefined, 'a line past the encoding buffer is written from the string');
+      failing = true;
+      sink.write(record(3));
+      assert.equal(sink.lastLineBytes(), undefined, 'buffered: not written');
+      failing = false;
+      sink.flush();
+      assert.deepEqual(lines(file), [multi, '{"seq":1}', record(2).trim(), long.trim(), record(3).trim()]);
+    });
     it('write, flush and close never throw, even when every fs call throws (also non-Errors)', () => {
       const { errors, opts } = options(path.join(dir, 'audit.jsonl'));
       const bad = {};
