@@ -8,6 +8,7 @@ const http = require('node:http');
 const os = require('node:os');
 const path = require('node:path');
 const { startApp } = require('../helpers/run-app.js');
+const { recordHash } = require('../../dist/lib/audit/chain.js');
 
 const records = (file) => fs.readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
 const access = (file) => records(file).filter((r) => r['event.name'] === 'http_request');
@@ -61,6 +62,8 @@ describe('access records: when they are written', function () {
       assert.equal(got.filter((r) => r['http.response.status_code'] === 404 && r['event.outcome'] === 'failure').length, 100);
       const all = records(file);
       assert.deepEqual(all.map((r) => r['audit.seq']), all.map((_, i) => i), 'one chain from 0, no gap, file order = sequence');
+      // Each record names the hash of the one before it, as a verifier recomputes it from the file.
+      for (let i = 1; i < all.length; i++) assert.equal(all[i]['audit.prev'], recordHash(all[i - 1], undefined), `audit.prev of seq ${i}`);
     });
   }
 

@@ -179,7 +179,6 @@ describe('audit sink', function () {
       assert.deepEqual(lines(file), ['{"seq":0}', 'undefined', '{"seq":1}']);
     });
 
-
     it('lastLineBytes(): the bytes of a line written on its own, else undefined (corked, failing, or too long to encode)', () => {
       const file = path.join(dir, 'audit.jsonl');
       let failing = false;
@@ -205,6 +204,23 @@ describe('audit sink', function () {
       sink.flush();
       assert.deepEqual(lines(file), [multi, '{"seq":1}', record(2).trim(), long.trim(), record(3).trim()]);
     });
+
+    it('a line written from inside another line\'s append (an onError callback) leaves both whole; lastLineBytes() names the outer one', () => {
+      const file = path.join(dir, 'audit.jsonl');
+      const { fs: spy } = spyFs({ renameSync: () => { throw eno('EACCES'); } });
+      let sink;
+      let nested = 0;
+      // The third line needs a rotation, whose failed rename is a notice: the callback writes.
+      const { opts } = options(file, { maxFileBytes: LEN * 2 });
+      sink = open({ ...opts, fs: spy, onError: () => { if (nested++ === 0) sink.write(record(100)); } });
+      sink.write(record(0));
+      sink.write(record(1));
+      sink.write(record(2));
+      assert.equal(nested, 1, 'the callback ran once, inside the append');
+      assert.deepEqual(seqs(file), [0, 1, 100, 2]);
+      assert.equal(Buffer.from(sink.lastLineBytes()).toString('utf8'), record(2).trim());
+    });
+
     it('write, flush and close never throw, even when every fs call throws (also non-Errors)', () => {
       const { errors, opts } = options(path.join(dir, 'audit.jsonl'));
       const bad = {};
