@@ -246,6 +246,7 @@ describe('audit sink', function () {
       sink.write(record(1));
       assert.deepEqual(seqs(file), [0, 1]);
       assert.equal(calls.openSync, calls.closeSync, 'no descriptor left open');
+      assert.equal(Buffer.from(sink.lastLineBytes()).toString('utf8'), record(1).trim(), 'the bytes of the line appended after close');
     });
   });
 
@@ -419,10 +420,12 @@ describe('audit sink', function () {
       fs.rmSync(obstacle);
       sink.write(record(102)); // within the interval: queued, not tried
       assert.equal(fs.existsSync(file), false);
+      assert.equal(sink.lastLineBytes(), undefined, 'queued: not written');
       now.advance(1000);
       sink.write(record(103)); // retried: the buffer first, then this line
       assert.deepEqual(seqs(file), range(0, 104));
       assert.equal(sink.stats().buffered, 0);
+      assert.equal(Buffer.from(sink.lastLineBytes()).toString('utf8'), record(103).trim(), 'the line written after the drain, on its own');
     });
 
     it('a directory where the file should be (EISDIR): the retry timer recovers without new writes', async () => {
