@@ -1,8 +1,8 @@
 import { hash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import Module, { createRequire } from 'node:module';
 import { dirname } from 'node:path';
-import { constants as vmConstants, Script } from 'node:vm';
+import { compileFunction, constants as vmConstants } from 'node:vm';
 
 /**
  * Loads the bundle (dist/auditrace.js) with a V8 code cache made by the build (`npm run build`
@@ -10,6 +10,13 @@ import { constants as vmConstants, Script } from 'node:vm';
  * parses nor compiles them (≈ 25 ms of ≈ 75 ms added to an empty script, bench/notes.md
  * "startup"). Node's own compile cache (NODE_COMPILE_CACHE) is taken right after compilation and
  * holds only the top-level code; this one is taken after a start.
+ *
+ * The bundle is compiled as a function of the CommonJS parameters (`vm.compileFunction`, what
+ * Node's own loader compiles a module as), not as a `vm.Script` of the wrapped text: in most
+ * processes that had compiled a `vm.Script` — even one of a single line, never run — Node's own
+ * HTTP code ran ≈ 7 µs slower per request for the life of the process (V8 adding properties
+ * through its runtime on every response), and the hello server with auditrace ≈ 10 µs
+ * (bench/notes.md "http-hello", "The code cache and Node's HTTP path").
  *
  * The cache is used only when it was made from these exact bytes: V8 checks the Node version,
  * its flags and the source's *length*, so the file name carries the Node version and the
@@ -23,8 +30,12 @@ import { constants as vmConstants, Script } from 'node:vm';
 export type CodeCacheStatus = 'accepted' | 'rejected' | 'absent' | 'stale' | 'unused';
 
 const DIGEST_BYTES = 32;
-let lastScript: Script | undefined;
+const PARAMS = ['exports', 'require', 'module', '__filename', '__dirname'];
+/** The bundle's path and text, as last compiled: `writeCodeCache` compiles them again. */
+let lastCompiled: { bundle: string; text: string } | undefined;
 let lastStatus: CodeCacheStatus = 'unused';
+
+type CompiledBundle = ((...a: unknown[]) => void) & { cachedDataRejected?: boolean; cachedData?: Buffer };
 
 export function codeCachePath(bundle: string): string {
   return `${bundle}.${process.version}-${process.arch}.code-cache`;
@@ -35,25 +46,15 @@ function digestOf(source: Uint8Array): Buffer {
 }
 
 /**
- * The bundle's text inside the CommonJS wrapper, read into one buffer that already holds the
- * wrapper, and the digest of the file's bytes: `Module.wrap(text)` would hold a second copy of the
- * ≈ 700 KB text until the next full collection (≈ 1.4 MiB more peak RSS, measured).
+ * Compiles the bundle's text. `import()` inside it (the OTLP transport's, for an https endpoint)
+ * goes to Node's default loader, as it would in a module `require` loaded.
  */
-function readWrapped(bundle: string): { wrapped: string; digest: Buffer } {
-  const [head, tail] = Module.wrap('\0').split('\0') as [string, string];
-  const fd = openSync(bundle, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const buf = Buffer.allocUnsafeSlow(head.length + size + tail.length);
-    buf.write(head, 0, 'latin1');
-    let at = head.length;
-    for (let n; at < head.length + size && (n = readSync(fd, buf, at, head.length + size - at, null)) > 0;) at += n;
-    if (at !== head.length + size) throw new Error(`${bundle}: short read`);
-    buf.write(tail, at, 'latin1');
-    return { wrapped: buf.toString('utf8'), digest: digestOf(buf.subarray(head.length, at)) };
-  } finally {
-    closeSync(fd);
-  }
+function compile(bundle: string, text: string, extra: { cachedData?: Buffer; produceCachedData?: boolean }): CompiledBundle {
+  return compileFunction(text, PARAMS, {
+    filename: bundle,
+    ...extra,
+    importModuleDynamically: vmConstants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
+  } as Parameters<typeof compileFunction>[2]) as CompiledBundle;
 }
 
 /** How the last `loadBundle` went: for the build's check and the tests. */
@@ -65,13 +66,15 @@ export function codeCacheStatus(): CodeCacheStatus {
 export function loadBundle(bundle: string): unknown {
   const cached = require.cache[bundle];
   if (cached) return cached.exports;
-  let read: { wrapped: string; digest: Buffer };
+  let text: string;
+  let digest: Buffer;
   try {
-    read = readWrapped(bundle);
+    const bytes = readFileSync(bundle);
+    text = bytes.toString('utf8');
+    digest = digestOf(bytes);
   } catch {
     return require(bundle); // let require report it
   }
-  const { wrapped, digest } = read;
   let cachedData: Buffer | undefined;
   lastStatus = 'absent';
   try {
@@ -81,13 +84,9 @@ export function loadBundle(bundle: string): unknown {
   } catch {
     // no cache for this Node: compile
   }
-  const script = new Script(wrapped, {
-    filename: bundle,
-    ...(cachedData ? { cachedData } : {}),
-    importModuleDynamically: vmConstants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-  });
-  if (cachedData) lastStatus = script.cachedDataRejected ? 'rejected' : 'accepted';
-  lastScript = script;
+  const fn = compile(bundle, text, cachedData ? { cachedData } : {});
+  if (cachedData) lastStatus = fn.cachedDataRejected ? 'rejected' : 'accepted';
+  lastCompiled = { bundle, text };
 
   const mod = new Module(bundle, module);
   mod.filename = bundle;
@@ -95,9 +94,7 @@ export function loadBundle(bundle: string): unknown {
   if (typeof paths === 'function') mod.paths = paths(dirname(bundle));
   require.cache[bundle] = mod;
   try {
-    const wrapper = script.runInThisContext() as (...a: unknown[]) => void;
-    const req = createRequire(bundle);
-    wrapper.call(mod.exports, mod.exports, req, mod, bundle, dirname(bundle));
+    fn.call(mod.exports, mod.exports, createRequire(bundle), mod, bundle, dirname(bundle));
   } catch (err) {
     delete require.cache[bundle];
     throw err;
@@ -108,15 +105,19 @@ export function loadBundle(bundle: string): unknown {
 
 /**
  * Writes the cache of the bundle `loadBundle` compiled, with the functions run since then: call it
- * after a start. Written to a temporary name and renamed, so a reader never sees half a file.
+ * after a start. The same text compiled again with the same options is V8's compilation-cache hit
+ * (the function already run, with the inner functions compiled since), whose cache then holds
+ * them all; a miss would leave only the top level, which the build's size check reports.
+ * Written to a temporary name and renamed, so a reader never sees half a file.
  */
 export function writeCodeCache(bundle: string): string {
-  if (!lastScript) throw new Error('loadBundle() has not compiled the bundle in this process');
-  const data = lastScript.createCachedData();
+  if (lastCompiled?.bundle !== bundle) throw new Error('loadBundle() has not compiled the bundle in this process');
+  const data = compile(bundle, lastCompiled.text, { produceCachedData: true }).cachedData;
+  if (!data) throw new Error('V8 produced no code cache');
   const target = codeCachePath(bundle);
   const temp = `${target}.${process.pid}.tmp`;
   try {
-    writeFileSync(temp, Buffer.concat([digestOf(readFileSync(bundle)), data]));
+    writeFileSync(temp, Buffer.concat([digestOf(Buffer.from(lastCompiled.text, 'utf8')), data]));
     renameSync(temp, target);
   } catch (err) {
     try { unlinkSync(temp); } catch { /* never written */ }

@@ -3,6 +3,8 @@
 // (lib/code-cache.ts): a child process starts auditrace the way `--require auditrace/register`
 // does, with OTLP pointed at a local server that answers 200, lets an empty script end (the final
 // export included) and writes the cache on 'exit', when every function a start runs is compiled.
+// The build fails if the cache is not well beyond the top level alone (V8 compiled only that), which
+// is what it would hold if V8's compilation cache stopped handing back the function that ran.
 // Part of `npm run build`; run it again with another Node to add a cache for that Node.
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
@@ -16,12 +18,16 @@ const LOADER = path.join(ROOT, 'dist', 'lib', 'code-cache.js');
 
 const child = `
 const fs = require('node:fs');
+const vm = require('node:vm');
 const loader = require(${JSON.stringify(LOADER)});
 const bundle = ${JSON.stringify(BUNDLE)};
+// Under another file name: its own entry in V8's compilation cache.
+const topLevel = vm.compileFunction(fs.readFileSync(bundle, 'utf8'), ['exports', 'require', 'module', '__filename', '__dirname'],
+  { filename: bundle + '.top-level', produceCachedData: true }).cachedData.length;
 loader.loadBundle(bundle).start('require');
 process.on('exit', () => {
   const file = loader.writeCodeCache(bundle);
-  process.stdout.write(JSON.stringify({ file, bytes: fs.statSync(file).size }));
+  process.stdout.write(JSON.stringify({ file, bytes: fs.statSync(file).size, topLevel }));
 });
 `;
 
@@ -54,8 +60,9 @@ async function main() {
     proc.stderr.on('data', (d) => { err += d; });
     const code = await new Promise((resolve) => proc.on('close', resolve));
     if (code !== 0) throw new Error(`the start exited with ${code}: ${err.trim()}`);
-    const { file, bytes } = JSON.parse(out);
-    process.stdout.write(`code cache: ${path.relative(ROOT, file)} ${(bytes / 1024).toFixed(0)} KiB\n`);
+    const { file, bytes, topLevel } = JSON.parse(out);
+    process.stdout.write(`code cache: ${path.relative(ROOT, file)} ${(bytes / 1024).toFixed(0)} KiB (top level alone: ${(topLevel / 1024).toFixed(0)} KiB)\n`);
+    if (bytes < 3 * topLevel) throw new Error(`${path.relative(ROOT, file)} holds little more than the top level (${bytes} vs ${topLevel} bytes): V8 did not hand back the compiled bundle`);
   } finally {
     sink.close();
     fs.rmSync(tmp, { recursive: true, force: true });

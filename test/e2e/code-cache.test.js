@@ -77,9 +77,23 @@ describe('the code cache of the bundle', function () {
     const r = node(['-e', `
       const vm = require('node:vm');
       const data = require('node:fs').readFileSync(${JSON.stringify(`${file}.${process.version}-${process.arch}.code-cache`)}).subarray(32);
-      const script = new vm.Script(require('node:module').wrap(${JSON.stringify(v2)}), { filename: ${JSON.stringify(file)}, cachedData: data, importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
-      console.log(script.cachedDataRejected);`]);
+      const fn = vm.compileFunction(${JSON.stringify(v2)}, ['exports', 'require', 'module', '__filename', '__dirname'], { filename: ${JSON.stringify(file)}, cachedData: data, importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER });
+      console.log(fn.cachedDataRejected);`]);
     assert.equal(r.stdout.trim(), 'false');
+  });
+
+  it('the cache holds the functions that ran before it was written, not only the top level', () => {
+    // A function V8 compiles lazily, only when called: big enough to show in the cache's size.
+    const body = Array.from({ length: 400 }, (_, i) => `t += Math.imul(t, ${i + 7}) ^ (t >>> ${i % 31});`).join(' ');
+    const { file } = tempBundle(`module.exports = { v: 4, run() { let t = 1; ${body} return t; } };\n`);
+    node(['-e', makeCache(file)]);
+    const cache = fs.statSync(`${file}.${process.version}-${process.arch}.code-cache`).size - 32;
+    const topLevel = Number(node(['-e', `
+      const vm = require('node:vm');
+      const text = require('node:fs').readFileSync(${JSON.stringify(file)}, 'utf8');
+      console.log(vm.compileFunction(text, ['exports', 'require', 'module', '__filename', '__dirname'], { filename: ${JSON.stringify(file)}, produceCachedData: true }).cachedData.length);`]).stdout);
+    assert.ok(cache > topLevel + 4000, `cache ${cache} bytes, top level alone ${topLevel}`);
+    assert.equal(JSON.parse(node(['-e', loadAndPrint(file)]).stdout).status, 'accepted');
   });
 
   it('a cache V8 refuses (right digest, wrong data) is ignored; no cache at all: compiled as require would', () => {
