@@ -15,7 +15,7 @@ import { compileFunction, constants as vmConstants } from 'node:vm';
  * Node's own loader compiles a module as), not as a `vm.Script` of the wrapped text: in most
  * processes that had compiled a `vm.Script` — even one of a single line, never run — Node's own
  * HTTP code ran ≈ 7 µs slower per request for the life of the process (V8 adding properties
- * through its runtime on every response), and the hello server with auditrace ≈ 10 µs
+ * through its runtime on every response), and the hello server with auditrace ≈ 8 µs
  * (bench/notes.md "http-hello", "The code cache and Node's HTTP path").
  *
  * The cache is used only when it was made from these exact bytes: V8 checks the Node version,
@@ -30,7 +30,8 @@ import { compileFunction, constants as vmConstants } from 'node:vm';
 export type CodeCacheStatus = 'accepted' | 'rejected' | 'absent' | 'stale' | 'unused';
 
 const DIGEST_BYTES = 32;
-const PARAMS = ['exports', 'require', 'module', '__filename', '__dirname'];
+/** What a CommonJS module is a function of, in Node's order. */
+export const COMMONJS_PARAMS: readonly string[] = Object.freeze(['exports', 'require', 'module', '__filename', '__dirname']);
 /** The bundle's path and text, as last compiled: `writeCodeCache` compiles them again. */
 let lastCompiled: { bundle: string; text: string } | undefined;
 let lastStatus: CodeCacheStatus = 'unused';
@@ -50,7 +51,7 @@ function digestOf(source: Uint8Array): Buffer {
  * goes to Node's default loader, as it would in a module `require` loaded.
  */
 function compile(bundle: string, text: string, extra: { cachedData?: Buffer; produceCachedData?: boolean }): CompiledBundle {
-  return compileFunction(text, PARAMS, {
+  return compileFunction(text, [...COMMONJS_PARAMS], {
     filename: bundle,
     ...extra,
     importModuleDynamically: vmConstants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
@@ -105,9 +106,11 @@ export function loadBundle(bundle: string): unknown {
 
 /**
  * Writes the cache of the bundle `loadBundle` compiled, with the functions run since then: call it
- * after a start. The same text compiled again with the same options is V8's compilation-cache hit
- * (the function already run, with the inner functions compiled since), whose cache then holds
- * them all; a miss would leave only the top level, which the build's size check reports.
+ * after a start. The same text compiled again under the same file name and `import()` setting is
+ * a hit in V8's compilation cache (the function already run, with the inner functions compiled
+ * since), whose cache then holds them all. A miss (V8 keeps no compilation cache while a debugger
+ * is attached, or with --no-compilation-cache) leaves only the top level: the build's size check
+ * (scripts/code-cache.js) refuses that.
  * Written to a temporary name and renamed, so a reader never sees half a file.
  */
 export function writeCodeCache(bundle: string): string {

@@ -108,6 +108,30 @@ const expressErrorMessage = {
   },
 };
 
+/**
+ * The OTLP transport gets `http`/`https` with `import()` (an https endpoint, or an agent of its
+ * own). In the bundle, which register compiles through `vm.compileFunction` (lib/code-cache.ts),
+ * that goes through `vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER`, and Node prints an
+ * ExperimentalWarning into the application's stderr the first time; building the ES module
+ * namespace of `http` also loads Node's bundled undici (≈ 38 ms, lib/exporters.ts). A built-in's
+ * namespace and its `require` hold the same `Agent` and `request`, so the transport gets the
+ * `require`d module instead. Another version without these calls is bundled unchanged, and the
+ * build says so (the loader still serves its `import()`).
+ */
+const BUILTIN_IMPORT = /\bimport\("(https?)"\)/g;
+const builtinImports = {
+  name: 'builtin-imports',
+  setup(build) {
+    build.onLoad({ filter: /@opentelemetry[\\/]otlp-exporter-base[\\/]dist[\\/]platform[\\/]node[\\/].*\.cjs$/ }, (args) => {
+      const text = fs.readFileSync(args.path, 'utf8');
+      if (!text.includes('import(')) return undefined;
+      const out = text.replace(BUILTIN_IMPORT, 'Promise.resolve(require("$1"))');
+      if (out.includes('import(')) process.stderr.write(`bundle: warning: ${rel(args.path)} has an import() of another form: bundled unchanged\n`);
+      return { contents: out, loader: 'js' };
+    });
+  },
+};
+
 const deferred = Object.keys(instrumentationModules).filter((n) => !EAGER.includes(n));
 
 /** The deferred instrumentation packages stay out of the main bundle: their own files are loaded. */
@@ -243,7 +267,7 @@ async function main() {
 
   // Pass 2: the main bundle alone, to learn which files it carries.
   const mainEntry = { contents: "module.exports = require('./dist/lib/index.js');", resolveDir: ROOT, sourcefile: 'auditrace-entry.js', loader: 'js' };
-  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue] });
+  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports] });
   const carried = new Set(Object.keys(probe.metafile.inputs).map((f) => path.resolve(ROOT, f)));
   const shared = [...imported].filter((f) => carried.has(f)).map(rel).sort();
   const semconv = slimSemconv([...Object.keys(probe.metafile.inputs), ...instrInputs]);
@@ -262,7 +286,7 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
   // audit } from 'auditrace'`): the annotation esbuild writes for its own ESM entries.
   const names = Object.keys(require(path.join(DIST, 'lib', 'index.js')));
   const footer = { js: `0 && (module.exports = { ${names.join(', ')} });` };
-  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, semconv.plugin] });
+  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports, semconv.plugin] });
 
   // Pass 4: each deferred instrumentation, taking the shared modules from the main bundle.
   const sharedSet = new Set(shared);

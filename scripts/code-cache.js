@@ -22,7 +22,7 @@ const vm = require('node:vm');
 const loader = require(${JSON.stringify(LOADER)});
 const bundle = ${JSON.stringify(BUNDLE)};
 // Under another file name: its own entry in V8's compilation cache.
-const topLevel = vm.compileFunction(fs.readFileSync(bundle, 'utf8'), ['exports', 'require', 'module', '__filename', '__dirname'],
+const topLevel = vm.compileFunction(fs.readFileSync(bundle, 'utf8'), [...loader.COMMONJS_PARAMS],
   { filename: bundle + '.top-level', produceCachedData: true }).cachedData.length;
 loader.loadBundle(bundle).start('require');
 process.on('exit', () => {
@@ -62,7 +62,7 @@ async function main() {
     if (code !== 0) throw new Error(`the start exited with ${code}: ${err.trim()}`);
     const { file, bytes, topLevel } = JSON.parse(out);
     process.stdout.write(`code cache: ${path.relative(ROOT, file)} ${(bytes / 1024).toFixed(0)} KiB (top level alone: ${(topLevel / 1024).toFixed(0)} KiB)\n`);
-    if (bytes < 3 * topLevel) throw new Error(`${path.relative(ROOT, file)} holds little more than the top level (${bytes} vs ${topLevel} bytes): V8 did not hand back the compiled bundle`);
+    if (bytes < 3 * topLevel) throw new Error(`${path.relative(ROOT, file)} holds little more than the top level (${bytes} vs ${topLevel} bytes): V8's compilation cache did not hand back the bundle that ran (a debugger attached, or --no-compilation-cache?)`);
   } finally {
     sink.close();
     fs.rmSync(tmp, { recursive: true, force: true });

@@ -96,6 +96,31 @@ describe('the code cache of the bundle', function () {
     assert.equal(JSON.parse(node(['-e', loadAndPrint(file)]).stdout).status, 'accepted');
   });
 
+  it('`import()` inside a bundle it loads goes to Node\'s loader, as in a module `require` loaded', () => {
+    const { file } = tempBundle('module.exports = { v: 5, load: () => import("node:os").then((os) => typeof os.hostname) };\n');
+    const r = node(['-e', `
+      const loader = require(${JSON.stringify(LOADER)});
+      loader.loadBundle(${JSON.stringify(file)}).load().then((t) => console.log(t));`]);
+    assert.equal(r.stdout.trim(), 'function');
+  });
+
+  it('the bundle\'s OTLP transport reaches an https endpoint without `import()`: no ExperimentalWarning in the application\'s stderr', () => {
+    const r = spawnSync(process.execPath, ['--require', path.join(ROOT, 'register.js'), '-e', `
+      require(${JSON.stringify(ROOT)}).__current();
+      const api = require(${JSON.stringify(require.resolve('@opentelemetry/api', { paths: [ROOT] }))});
+      api.trace.getTracer('t').startSpan('s').end();
+      require(${JSON.stringify(ROOT)}).forceFlush().then(() => console.log('flushed'));`], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: 30_000,
+      env: { ...cleanEnv(), OTEL_EXPORTER_OTLP_ENDPOINT: 'https://127.0.0.1:9', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none', AUDITRACE_QUIET: 'true', AUDITRACE_SHUTDOWN_TIMEOUT_MS: '1000', OTEL_EXPORTER_OTLP_TIMEOUT: '1000', AUDITRACE_AUDIT_FILE: AUDIT_FILE },
+    });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'flushed');
+    assert.match(r.stderr, /could not export traces to https:\/\/127\.0\.0\.1:9\/v1\/traces: connect ECONNREFUSED/, 'the export was tried over https');
+    assert.doesNotMatch(r.stderr, /ExperimentalWarning|USE_MAIN_CONTEXT_DEFAULT_LOADER/);
+  });
+
   it('a cache V8 refuses (right digest, wrong data) is ignored; no cache at all: compiled as require would', () => {
     const text = 'module.exports = { v: 3, file: __filename, dir: __dirname, resolved: require.resolve("node:fs"), run() {} };\n';
     const { file, dir } = tempBundle(text);
