@@ -16,7 +16,7 @@ import { compileFunction, constants as vmConstants } from 'node:vm';
  * processes that had compiled a `vm.Script` — even one of a single line, never run — Node's own
  * HTTP code ran ≈ 7 µs slower per request for the life of the process (V8 adding properties
  * through its runtime on every response), and the hello server with auditrace ≈ 8 µs
- * (bench/notes.md "http-hello", "The code cache and Node's HTTP path").
+ * (bench/notes.md "http-hello": "the code cache's loader had made Node's own HTTP code slower").
  *
  * The cache is used only when it was made from these exact bytes: V8 checks the Node version,
  * its flags and the source's *length*, so the file name carries the Node version and the
@@ -47,8 +47,9 @@ function digestOf(source: Uint8Array): Buffer {
 }
 
 /**
- * Compiles the bundle's text. `import()` inside it (the OTLP transport's, for an https endpoint)
- * goes to Node's default loader, as it would in a module `require` loaded.
+ * Compiles the bundle's text. An `import()` inside it goes to Node's default loader, as it would in
+ * a module `require` loaded (the bundle has none today: scripts/bundle.js gives the OTLP transport
+ * `require` instead, since Node warns the first time this option serves one).
  */
 function compile(bundle: string, text: string, extra: { cachedData?: Buffer; produceCachedData?: boolean }): CompiledBundle {
   return compileFunction(text, [...COMMONJS_PARAMS], {
