@@ -80,7 +80,9 @@ interface HttpTransportLike {
  * script. For a plain-http endpoint the transport is handed the same two things it would have made
  * — `http.request` and a keep-alive `http.Agent`, as upstream's default agent factory builds it —
  * from `require`, at its first export. Found by shape: if a later release moves these fields,
- * nothing is changed and the transport loads them itself.
+ * nothing is changed and the transport loads them itself. In the bundle (what the package ships)
+ * scripts/bundle.js now gives the transport `require` for http and https alike, which covers
+ * this too; kept for exporters built from the unbundled dist/lib, and as its tests describe it.
  */
 export function requireHttpInTransport(exporter: unknown): boolean {
   try {
