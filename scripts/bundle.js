@@ -132,6 +132,35 @@ const builtinImports = {
   },
 };
 
+/**
+ * Where a package's source says `import * as api from '@opentelemetry/api'` (the SDK's Tracer, the
+ * metric readers, the log record, a dozen instrumentations), its CommonJS build wraps the API in a
+ * namespace object whose every property is a getter, `((k) => from[k]).bind(null, key)`: each
+ * `api.trace`, `api.context`, `api.SpanKind` … is a bound-function call, and in the SDK's
+ * `startSpan`, run for every request, V8 made each of them a runtime call (`Runtime_GetProperty`,
+ * ≈ 1 µs of CPU per request on the hello server: bench/notes.md, http-hello). The API is a
+ * CommonJS module with `__esModule` and its own `default`, so those getters read exactly the
+ * module's own properties: the module itself is used. The build fails if the API stops being
+ * such a module.
+ */
+const API_NAMESPACE = '_opentelemetry_api = require_runtime.__toESM(_opentelemetry_api);';
+function apiIsItsOwnNamespace() {
+  const api = require('@opentelemetry/api');
+  if (api.__esModule !== true || !Object.hasOwn(api, 'default')) {
+    throw new Error('@opentelemetry/api is no longer a CommonJS module with __esModule and its own default: its namespace wrapper (API_NAMESPACE) may read differently from the module; check, then update the api-namespace plugin');
+  }
+}
+const apiNamespace = {
+  name: 'api-namespace',
+  setup(build) {
+    build.onLoad({ filter: /@opentelemetry[\\/][^\\/]+[\\/]dist[\\/].*\.cjs$/ }, (args) => {
+      const text = fs.readFileSync(args.path, 'utf8');
+      if (!text.includes(API_NAMESPACE)) return undefined;
+      return { contents: text.split(API_NAMESPACE).join(''), loader: 'js' };
+    });
+  },
+};
+
 const deferred = Object.keys(instrumentationModules).filter((n) => !EAGER.includes(n));
 
 /** The deferred instrumentation packages stay out of the main bundle: their own files are loaded. */
@@ -263,11 +292,12 @@ function slimSemconv(inputs) {
 }
 
 async function main() {
+  apiIsItsOwnNamespace();
   const { files: imported, inputs: instrInputs } = await importsOfInstrumentations();
 
   // Pass 2: the main bundle alone, to learn which files it carries.
   const mainEntry = { contents: "module.exports = require('./dist/lib/index.js');", resolveDir: ROOT, sourcefile: 'auditrace-entry.js', loader: 'js' };
-  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports] });
+  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports, apiNamespace] });
   const carried = new Set(Object.keys(probe.metafile.inputs).map((f) => path.resolve(ROOT, f)));
   const shared = [...imported].filter((f) => carried.has(f)).map(rel).sort();
   const semconv = slimSemconv([...Object.keys(probe.metafile.inputs), ...instrInputs]);
@@ -286,7 +316,7 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
   // audit } from 'auditrace'`): the annotation esbuild writes for its own ESM entries.
   const names = Object.keys(require(path.join(DIST, 'lib', 'index.js')));
   const footer = { js: `0 && (module.exports = { ${names.join(', ')} });` };
-  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports, semconv.plugin] });
+  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports, semconv.plugin, apiNamespace] });
 
   // Pass 4: each deferred instrumentation, taking the shared modules from the main bundle.
   const sharedSet = new Set(shared);
@@ -305,7 +335,7 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
       }));
     },
   };
-  const instrBuild = await esbuild.build({ ...common, entryPoints: instrEntries(), outdir: INSTR_DIR, plugins: [requireEntries, fromMain, semconv.plugin, expressErrorMessage] });
+  const instrBuild = await esbuild.build({ ...common, entryPoints: instrEntries(), outdir: INSTR_DIR, plugins: [requireEntries, fromMain, semconv.plugin, expressErrorMessage, apiNamespace] });
 
   fs.rmSync(INSTR_DIR, { recursive: true, force: true });
   fs.mkdirSync(INSTR_DIR, { recursive: true });

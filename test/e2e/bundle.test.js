@@ -70,7 +70,7 @@ describe('the bundle: what a start loads', function () {
   });
 });
 
-describe('the bundle: its one change to a dependency', () => {
+describe('the bundle: core\'s isAnyValue answers a primitive first', () => {
   // scripts/bundle.js answers isAnyValue for primitives before core makes its WeakSet.
   const fc = require('fast-check');
   const bundled = () => require('../../dist/auditrace.js').__shared['node_modules/@opentelemetry/core/dist/index.cjs'];
@@ -100,5 +100,32 @@ describe('the bundle: its one change to a dependency', () => {
     const attrs = { s: 'x'.repeat(10), n: 3, f: 1.5, t: true, arr: ['a', 1], obj: { k: 'v' }, bad: () => 1, big: 10n, u: undefined };
     const limits = { attributeCountLimit: 128, attributeValueLengthLimit: 4 };
     assert.deepEqual(b.cleanAttributes(attrs, limits), original.cleanAttributes(attrs, limits));
+  });
+});
+
+describe('the bundle: the API module itself where a package wrapped it in a namespace', () => {
+  // scripts/bundle.js (api-namespace): `import * as api` compiled to CommonJS reads each `api.X`
+  // through a bound getter; the bundle reads the module's own properties instead. Every span
+  // test in this suite goes through the bundled Tracer's startSpan, which reads the API this way.
+  const fs = require('node:fs');
+  const WRAP = /__toESM\(_opentelemetry_api\)/g;
+  const SDK_DIST = path.join(ROOT, 'node_modules', '@opentelemetry', 'sdk-trace', 'dist');
+  const bundleFiles = () => [path.join(ROOT, 'dist', 'auditrace.js'),
+    ...fs.readdirSync(path.join(ROOT, 'dist', 'instrumentations')).filter((f) => f.endsWith('.js')).map((f) => path.join(ROOT, 'dist', 'instrumentations', f))];
+
+  it('no namespace wrapper of the API is left in the bundle, where the packages\' own files have them', () => {
+    const tracer = fs.readFileSync(path.join(SDK_DIST, 'Tracer.cjs'), 'utf8');
+    assert.equal((tracer.match(WRAP) ?? []).length, 1, 'the SDK\'s Tracer.cjs wraps the API (the case the plugin rewrites)');
+    for (const f of bundleFiles()) assert.equal((fs.readFileSync(f, 'utf8').match(WRAP) ?? []).length, 0, rel(f));
+  });
+
+  it('the wrapper would have read exactly what the module holds: every own property, `default` included', () => {
+    const api = require('@opentelemetry/api');
+    const { __toESM } = require(path.join(SDK_DIST, '_virtual', '_rolldown', 'runtime.cjs'));
+    const ns = __toESM(api);
+    const names = Object.getOwnPropertyNames(api);
+    assert.ok(names.includes('default') && names.includes('trace') && names.includes('context'));
+    for (const k of names) assert.equal(ns[k], api[k], k);
+    assert.deepEqual(Object.getOwnPropertyNames(ns).sort(), names.sort());
   });
 });
