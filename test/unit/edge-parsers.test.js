@@ -423,6 +423,18 @@ describe('edge parsers', () => {
       assert.ok(mib < 2, `heap grew ${mib.toFixed(2)} MiB for 1,500 kept ids`);
     });
 
+    it('an id is one flat string, not a cons of its pieces (V8 would flatten it on its first read)', () => {
+      // %DebugPrint marks a cons string `c"…"`; the control (two pieces joined by +) shows the mark.
+      const script = `
+        const { randomHex, PooledIdGenerator } = require(${JSON.stringify(require.resolve('../../dist/lib/random-hex.js'))});
+        const g = new PooledIdGenerator();
+        const a = 'x'.repeat(6) + Math.random().toString(16).slice(2, 8), b = Math.random().toString(16).slice(2, 8);
+        for (const s of [a + b, randomHex(16), randomHex(32), g.generateTraceId(), g.generateSpanId()]) %DebugPrint(s);`;
+      const out = require('node:child_process').execFileSync(process.execPath, ['--allow-natives-syntax', '-e', script], { encoding: 'utf8' });
+      const kinds = out.split('\n').filter((l) => l.startsWith('DebugPrint:')).map((l) => (/\[String\]: c"/.test(l) ? 'cons' : 'flat'));
+      assert.deepEqual(kinds, ['cons', 'flat', 'flat', 'flat', 'flat'], out);
+    });
+
     it('property: any string, trusted or not — fresh or kept id, safe, truncated forensic copy', () => {
       const hostileUnit = fc.oneof(
         { weight: 5, arbitrary: fc.string({ unit: 'binary', minLength: 1, maxLength: 1 }) },
