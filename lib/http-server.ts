@@ -408,31 +408,68 @@ export function normalizeMethod(method: unknown): string {
   return KNOWN_METHODS.has(upper) ? upper : '_OTHER';
 }
 
+/** A Host header's name, and its port (undefined: out of range or not a number). */
+interface HostParts {
+  readonly name: string;
+  readonly port: number | undefined;
+}
+
+// A server's clients mostly send the one Host header: the last one parsed is kept.
+let lastHost: string | undefined;
+let lastComponent: Component | undefined;
+let lastParts: HostParts | null = null;
+
 /**
  * `server.address` / `server.port` from the Host header: the name the client asked for (the port
  * defaults by scheme). Forwarded host headers are not read: anyone can send them.
  */
 export function serverAddress(host: unknown, component: Component, out: Record<string, string | number>): void {
-  if (typeof host !== 'string' || host.length === 0 || host.length > 255) return;
+  if (typeof host !== 'string') return;
+  let parts: HostParts | null;
+  if (host === lastHost && component === lastComponent) {
+    parts = lastParts;
+  } else {
+    parts = parseHost(host, component);
+    lastHost = host;
+    lastComponent = component;
+    lastParts = parts;
+  }
+  if (parts === null) return;
+  out['server.address'] = parts.name;
+  if (parts.port !== undefined) out['server.port'] = parts.port;
+}
+
+function parseHost(host: string, component: Component): HostParts | null {
+  if (host.length === 0 || host.length > 255) return null;
   let name = host;
   let port: string | undefined;
   if (host.charCodeAt(0) === 91 /* [ */) {
     const close = host.indexOf(']');
-    if (close < 0) return;
+    if (close < 0) return null;
     name = host.slice(0, close + 1);
     const rest = host.slice(close + 1);
     if (rest.startsWith(':')) port = rest.slice(1);
-    else if (rest !== '') return;
+    else if (rest !== '') return null;
   } else {
     const colon = host.indexOf(':');
     if (colon >= 0) {
-      if (host.indexOf(':', colon + 1) >= 0) return;
+      if (host.indexOf(':', colon + 1) >= 0) return null;
       name = host.slice(0, colon);
       port = host.slice(colon + 1);
     }
   }
-  if (name === '') return;
-  out['server.address'] = name;
-  const n = port === undefined ? (component === 'https' ? 443 : 80) : /^\d{1,5}$/.test(port) ? Number(port) : NaN;
-  if (n >= 0 && n <= 65535) out['server.port'] = n;
+  if (name === '') return null;
+  return { name, port: port === undefined ? (component === 'https' ? 443 : 80) : portNumber(port) };
+}
+
+/** 0–65535 written as one to five digits, else undefined (a digit loop: `Number()` of a string is a runtime call). */
+function portNumber(text: string): number | undefined {
+  if (text.length === 0 || text.length > 5) return undefined;
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return undefined;
+    n = n * 10 + d;
+  }
+  return n <= 65535 ? n : undefined;
 }

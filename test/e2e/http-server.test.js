@@ -221,5 +221,22 @@ describe('http server: the pure parts', () => {
     assert.deepEqual(of(''), {});
     assert.deepEqual(of(undefined), {});
     assert.deepEqual(of('h'.repeat(300)), {}, 'longer than a DNS name');
+    assert.deepEqual(of('svc:65535'), { 'server.address': 'svc', 'server.port': 65535 });
+    assert.deepEqual(of('svc:00080'), { 'server.address': 'svc', 'server.port': 80 });
+    assert.deepEqual(of('svc:65536'), { 'server.address': 'svc' });
+    assert.deepEqual(of('svc:٣'), { 'server.address': 'svc' }, 'only ASCII digits');
+  });
+
+  it('serverAddress: the last Host parsed is kept, and answers only for the same header and scheme', () => {
+    const of = (host, scheme = 'http') => { const o = {}; serverAddress(host, scheme, o); return o; };
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(of('a.example:81'), { 'server.address': 'a.example', 'server.port': 81 });
+      assert.deepEqual(of('a.example:81'), { 'server.address': 'a.example', 'server.port': 81 });
+      assert.deepEqual(of('a.example'), { 'server.address': 'a.example', 'server.port': 80 });
+      assert.deepEqual(of('a.example', 'https'), { 'server.address': 'a.example', 'server.port': 443 });
+      assert.deepEqual(of('a:b:c'), {});
+      assert.deepEqual(of('a:b:c'), {});
+      assert.deepEqual(of(undefined), {});
+    }
   });
 });
