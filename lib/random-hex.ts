@@ -1,41 +1,41 @@
 import { randomFillSync } from 'node:crypto';
 
 /**
- * Random hex ids (request ids, trace and span ids) cut from one pooled hex string: one
- * `randomFillSync` and one hex conversion per 4 KiB of randomness instead of a native call per id
- * (the SDK's generator writes `Math.random()` into a buffer and converts it per id; measured ≈ 1.5
- * µs of a server request's profile for its two ids plus the request id). V8 keeps a slice of 13
- * or more characters as a view of the whole pool string, so an id that lives on (a span in the
- * export queue) would keep 8 KiB alive: an id is joined from pieces of at most 12 characters,
- * which are copies. Joined by `Array#join`, which writes one flat string: `+` made a cons string,
- * which V8 flattens through the runtime the first time a regex, a comparison or `charCodeAt`
- * reads it (the SDK's id checks, the encoder, the record's hash), ≈ 1.3 µs of CPU per request
- * on the hello server (bench/notes.md, http-hello).
+ * Random hex ids (request ids, trace and span ids) cut from a pooled hex string: one
+ * `randomFillSync` per 4 KiB of randomness and one hex conversion per 64 bytes of it, instead of
+ * a native call per id (the SDK's generator writes `Math.random()` into a buffer and converts it
+ * per id; measured ≈ 1.5 µs of a server request's profile for its two ids plus the request id).
+ *
+ * An id is a slice of the current hex string. V8 keeps a slice of 13 or more characters as a view
+ * of that string, which is one flat string for every later read (the SDK's id checks, the
+ * encoder, the record's hash): an id joined from copied pieces with `+` was a cons string, which
+ * V8 flattened through the runtime on its first read (≈ 1 µs of CPU per request on the hello
+ * server, bench/notes.md), and `Array#join` cost about as much. A view keeps its string alive, so
+ * the string is short: an id that lives on (a span in the export queue) keeps 128 characters, not
+ * the 8 KiB of a whole pool's hex.
  */
 const POOL_BYTES = 4096;
-const PIECE = 12;
-let pool = '';
+const CHUNK_BYTES = 64;
+const bytes = Buffer.allocUnsafe(POOL_BYTES);
+let used = POOL_BYTES;
+let hex = '';
 let offset = 0;
 
 /** `chars` (even, at most 2 × 4096) random lowercase hex characters. */
 export function randomHex(chars: number): string {
-  if (offset + chars > pool.length) {
-    pool = randomFillSync(Buffer.allocUnsafe(POOL_BYTES)).toString('hex');
+  if (offset + chars > hex.length) {
+    if (chars > 2 * CHUNK_BYTES) return randomFillSync(Buffer.allocUnsafe(chars >>> 1)).toString('hex');
+    if (used === POOL_BYTES) {
+      randomFillSync(bytes);
+      used = 0;
+    }
+    hex = bytes.toString('hex', used, used + CHUNK_BYTES);
+    used += CHUNK_BYTES;
     offset = 0;
   }
   const start = offset;
-  const end = start + chars;
-  offset = end;
-  if (chars <= PIECE) return pool.slice(start, end);
-  // Array literals of the usual sizes (span and trace ids): `length = 0` on a kept array is a
-  // runtime call in optimised code.
-  const second = start + PIECE;
-  if (chars <= 2 * PIECE) return [pool.slice(start, second), pool.slice(second, end)].join('');
-  const third = second + PIECE;
-  if (chars <= 3 * PIECE) return [pool.slice(start, second), pool.slice(second, third), pool.slice(third, end)].join('');
-  const pieces: string[] = [];
-  for (let at = start; at < end; at += PIECE) pieces.push(pool.slice(at, Math.min(at + PIECE, end)));
-  return pieces.join('');
+  offset += chars;
+  return hex.slice(start, offset);
 }
 
 const ZERO_TRACE = '0'.repeat(32);

@@ -408,8 +408,8 @@ describe('edge parsers', () => {
     });
 
     it('an id that lives on does not keep its pool of randomness alive', () => {
-      // One id kept from each of 1,500 pools (8 KiB of hex each): views into the pools would keep
-      // ≈ 12 MiB; copies keep ≈ 0.2.
+      // One id kept from each 8 KiB of hex, 1,500 times: views into strings of a whole pool's hex
+      // would keep ≈ 12 MiB; views into the 128-character strings an id is cut from keep ≈ 0.3.
       const script = `
         const { randomHex } = require(${JSON.stringify(require.resolve('../../dist/lib/random-hex.js'))});
         const kept = [];
