@@ -41,17 +41,20 @@ export function randomHex(chars: number): string {
 const ZERO_TRACE = '0'.repeat(32);
 const ZERO_SPAN = '0'.repeat(16);
 
-/** The SDK's `IdGenerator`, from the pool; never the all-zero (invalid) id. */
+/**
+ * The SDK's `IdGenerator`, from the pool; never the all-zero (invalid) id. The first character is
+ * looked at before the whole: V8 compares a slice with another string through the runtime.
+ */
 export class PooledIdGenerator {
   generateTraceId(): string {
     let id = randomHex(32);
-    while (id === ZERO_TRACE) id = randomHex(32);
+    while (id.charCodeAt(0) === 48 && id === ZERO_TRACE) id = randomHex(32);
     return id;
   }
 
   generateSpanId(): string {
     let id = randomHex(16);
-    while (id === ZERO_SPAN) id = randomHex(16);
+    while (id.charCodeAt(0) === 48 && id === ZERO_SPAN) id = randomHex(16);
     return id;
   }
 }

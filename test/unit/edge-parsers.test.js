@@ -407,6 +407,25 @@ describe('edge parsers', () => {
       assert.ok(![...traces].includes('0'.repeat(32)) && ![...spans].includes('0'.repeat(16)));
     });
 
+    it('an all-zero draw is drawn again: never the invalid trace or span id', () => {
+      // The first 4 KiB of randomness are zeros: every id cut from them is all zero.
+      const first = (kind) => {
+        const script = `
+          const crypto = require('node:crypto'); const real = crypto.randomFillSync; let calls = 0;
+          crypto.randomFillSync = (b) => (calls++ === 0 ? b.fill(0) : real(b));
+          const { PooledIdGenerator } = require(${JSON.stringify(require.resolve('../../dist/lib/random-hex.js'))});
+          process.stdout.write(JSON.stringify([new PooledIdGenerator()['generate${kind}Id'](), calls]));`;
+        return JSON.parse(require('node:child_process').execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }));
+      };
+      const [trace, traceCalls] = first('Trace');
+      assert.match(trace, HEX32);
+      assert.notEqual(trace, '0'.repeat(32));
+      const [span, spanCalls] = first('Span');
+      assert.match(span, /^[0-9a-f]{16}$/);
+      assert.notEqual(span, '0'.repeat(16));
+      assert.deepEqual([traceCalls, spanCalls], [2, 2], 'the zeros were drawn, then fresh randomness');
+    });
+
     it('an id that lives on does not keep its pool of randomness alive', () => {
       // One id kept from each 8 KiB of hex, 1,500 times: views into strings of a whole pool's hex
       // would keep ≈ 12 MiB; views into the 128-character strings an id is cut from keep ≈ 0.3.
