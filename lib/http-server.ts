@@ -424,7 +424,8 @@ let lastParts: HostParts | null = null;
  * defaults by scheme). Forwarded host headers are not read: anyone can send them.
  */
 export function serverAddress(host: unknown, component: Component, out: Record<string, string | number>): void {
-  if (typeof host !== 'string') return;
+  // Checked before it is kept: the memo never holds a long header.
+  if (typeof host !== 'string' || host.length === 0 || host.length > 255) return;
   let parts: HostParts | null;
   if (host === lastHost && component === lastComponent) {
     parts = lastParts;
@@ -440,7 +441,6 @@ export function serverAddress(host: unknown, component: Component, out: Record<s
 }
 
 function parseHost(host: string, component: Component): HostParts | null {
-  if (host.length === 0 || host.length > 255) return null;
   let name = host;
   let port: string | undefined;
   if (host.charCodeAt(0) === 91 /* [ */) {

@@ -21,10 +21,12 @@ let used = POOL_BYTES;
 let hex = '';
 let offset = 0;
 
-/** `chars` (even, at most 2 × 4096) random lowercase hex characters. */
+/** `chars` random lowercase hex characters. */
 export function randomHex(chars: number): string {
+  // A bad length would leave the offset NaN or negative, and every later id wrong.
+  if (!Number.isSafeInteger(chars) || chars < 0) throw new RangeError(`randomHex: ${chars} is not a length`);
   if (offset + chars > hex.length) {
-    if (chars > 2 * CHUNK_BYTES) return randomFillSync(Buffer.allocUnsafe(chars >>> 1)).toString('hex');
+    if (chars > 2 * CHUNK_BYTES) return randomFillSync(Buffer.allocUnsafe((chars + 1) >>> 1)).toString('hex').slice(0, chars);
     if (used === POOL_BYTES) {
       randomFillSync(bytes);
       used = 0;

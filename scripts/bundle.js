@@ -144,6 +144,9 @@ const builtinImports = {
  * such a module.
  */
 const API_NAMESPACE = '_opentelemetry_api = require_runtime.__toESM(_opentelemetry_api);';
+const API_REQUIRE = 'let _opentelemetry_api = require("@opentelemetry/api");';
+/** A read of a named property, not followed by an assignment to it. */
+const API_USE = /\b_opentelemetry_api\.[A-Za-z_$][\w$]*(?![\w$])(?!\s*(?:[-+*\/%&|^]|\*\*|<<|>>>?|&&|\|\||\?\?)?=(?!=))/g;
 function apiIsItsOwnNamespace() {
   const api = require('@opentelemetry/api');
   if (api.__esModule !== true || !Object.hasOwn(api, 'default')) {
@@ -156,7 +159,14 @@ const apiNamespace = {
     build.onLoad({ filter: /@opentelemetry[\\/][^\\/]+[\\/]dist[\\/].*\.cjs$/ }, (args) => {
       const text = fs.readFileSync(args.path, 'utf8');
       if (!text.includes(API_NAMESPACE)) return undefined;
-      return { contents: text.split(API_NAMESPACE).join(''), loader: 'js' };
+      const out = text.split(API_NAMESPACE).join('');
+      // Equivalent only while the file reads named properties: a write to the module, or the
+      // namespace itself passed on, enumerated or compared, would differ.
+      const uses = out.split(API_USE).join('');
+      if (!out.includes(API_REQUIRE) || /\b_opentelemetry_api\b/.test(uses.split(API_REQUIRE).join(''))) {
+        throw new Error(`${rel(args.path)} uses @opentelemetry/api other than by reading its named properties: check the api-namespace plugin`);
+      }
+      return { contents: out, loader: 'js' };
     });
   },
 };

@@ -407,6 +407,17 @@ describe('edge parsers', () => {
       assert.ok(![...traces].includes('0'.repeat(32)) && ![...spans].includes('0'.repeat(16)));
     });
 
+    it('randomHex: exactly the length asked for, odd or past a chunk; a bad length throws and leaves the pool intact', () => {
+      const { randomHex } = require('../../dist/lib/random-hex.js');
+      for (const n of [0, 1, 2, 13, 16, 31, 32, 127, 128, 129, 130, 8191, 8192, 10001]) {
+        const h = randomHex(n);
+        assert.equal(h.length, n, `length ${n}`);
+        assert.match(h, /^[0-9a-f]*$/);
+      }
+      for (const bad of [-1, 1.5, NaN, Infinity, '16', undefined]) assert.throws(() => randomHex(bad), RangeError, String(bad));
+      assert.match(randomHex(32), HEX32);
+    });
+
     it('an all-zero draw is drawn again: never the invalid trace or span id', () => {
       // The first 4 KiB of randomness are zeros: every id cut from them is all zero.
       const first = (kind) => {
