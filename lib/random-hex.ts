@@ -7,10 +7,11 @@ import { randomFillSync } from 'node:crypto';
  * per id; measured ≈ 1.5 µs of a server request's profile for its two ids plus the request id).
  *
  * An id is a slice of the current hex string. V8 keeps a slice of 13 or more characters as a view
- * of that string, which is one flat string for every later read (the SDK's id checks, the
- * encoder, the record's hash): an id joined from copied pieces with `+` was a cons string, which
- * V8 flattened through the runtime on its first read (≈ 1 µs of CPU per request on the hello
- * server, bench/notes.md), and `Array#join` cost about as much. A view keeps its string alive, so
+ * of that string, which regexes, `charCodeAt` and the encoders read without flattening it (a
+ * comparison with another string still goes through the runtime: see PooledIdGenerator). An id
+ * joined from copied pieces with `+` was a cons string, which V8 flattened through the runtime on
+ * its first read (≈ 1 µs of CPU per request on the hello server, bench/notes.md), and
+ * `Array#join` cost about as much. A view keeps its string alive, so
  * the string is short: an id that lives on (a span in the export queue) keeps 128 characters, not
  * the 8 KiB of a whole pool's hex.
  */
