@@ -29,8 +29,17 @@ const bindings = privateSlot<Binding>();
 interface Binding {
   manager: EmitterContextManager;
   context: Context;
+  /**
+   * The first (event, listener) added, and what was registered for it. A request or response
+   * gets one listener after its binding (Node's `clearIncoming` on the request's 'end'), and a
+   * Map with a WeakMap per stream for it was ≈ 0.4 µs per request (bench/notes.md, http-express).
+   * The second distinct pair moves it into `listeners`: the slot is used only while that is unset.
+   */
+  event: string | symbol | undefined;
+  listener: object | undefined;
+  wrapped: Listener | undefined;
   /** Per event: the listener the caller passed → the one registered. */
-  listeners: Map<string | symbol, WeakMap<object, (...a: unknown[]) => unknown>> | undefined;
+  listeners: Map<string | symbol, WeakMap<object, Listener>> | undefined;
 }
 
 type Listener = (...a: unknown[]) => unknown;
@@ -63,16 +72,42 @@ function wrapListener(b: Binding, listener: Listener): Listener {
   };
 }
 
+/** Event names as a Map compares its keys (SameValueZero). */
+function sameEvent(a: unknown, b: unknown): boolean {
+  return a === b || (a !== a && b !== b); // eslint-disable-line no-self-compare
+}
+
+/** Remembers what was registered for (event, listener); a later add of the same pair replaces it, as a Map would. */
+function remember(b: Binding, event: string | symbol, listener: object, wrapped: Listener): void {
+  if (b.listeners === undefined) {
+    if (b.listener === undefined || (b.listener === listener && sameEvent(b.event, event))) {
+      b.event = event;
+      b.listener = listener;
+      b.wrapped = wrapped;
+      return;
+    }
+    b.listeners = new Map([[b.event!, new WeakMap([[b.listener, b.wrapped!]])]]);
+    b.event = b.listener = b.wrapped = undefined;
+  }
+  const map = b.listeners;
+  let byListener = map.get(event);
+  if (byListener === undefined) map.set(event, byListener = new WeakMap());
+  byListener.set(listener, wrapped);
+}
+
+/** What was registered for (event, listener) on a bound stream, if anything. */
+function registered(b: Binding | undefined, event: unknown, listener: unknown): Listener | undefined {
+  if (b === undefined) return undefined;
+  if (b.listeners !== undefined) return b.listeners.get(event as string | symbol)?.get(listener as object);
+  return b.listener !== undefined && b.listener === listener && sameEvent(b.event, event) ? b.wrapped : undefined;
+}
+
 function patchAdd(original: Method): Method {
   return function addListener(this: unknown, event: unknown, listener: unknown): unknown {
     const b = adding ? undefined : bindingOf(this);
     if (b === undefined || typeof listener !== 'function') return Reflect.apply(original, this, arguments);
-    const key = event as string | symbol;
-    const map = (b.listeners ??= new Map());
-    let byListener = map.get(key);
-    if (byListener === undefined) map.set(key, byListener = new WeakMap());
     const wrapped = wrapListener(b, listener as Listener);
-    byListener.set(listener, wrapped);
+    remember(b, event as string | symbol, listener, wrapped);
     adding = true;
     try {
       return original.call(this, event, wrapped);
@@ -84,8 +119,7 @@ function patchAdd(original: Method): Method {
 
 function patchRemove(original: Method): Method {
   return function removeListener(this: unknown, event: unknown, listener: unknown): unknown {
-    const b = bindingOf(this);
-    const wrapped = b?.listeners?.get(event as string | symbol)?.get(listener as object);
+    const wrapped = registered(bindingOf(this), event, listener);
     return wrapped === undefined ? Reflect.apply(original, this, arguments) : original.call(this, event, wrapped);
   };
 }
@@ -93,9 +127,10 @@ function patchRemove(original: Method): Method {
 function patchRemoveAll(original: Method): Method {
   return function removeAllListeners(this: unknown, event?: unknown): unknown {
     const b = bindingOf(this);
-    if (b?.listeners) {
+    if (b !== undefined) {
+      if (arguments.length === 0 || (b.listener !== undefined && sameEvent(b.event, event))) b.event = b.listener = b.wrapped = undefined;
       if (arguments.length === 0) b.listeners = undefined;
-      else b.listeners.delete(event as string | symbol);
+      else b.listeners?.delete(event as string | symbol);
     }
     return Reflect.apply(original, this, arguments);
   };
@@ -142,7 +177,7 @@ export class EmitterContextManager extends AsyncLocalStorageContextManager {
   override bind<T>(context: Context, target: T): T {
     if (target instanceof Stream && patchPrototype()) {
       if (bindingOf(target) !== undefined) return target; // the first binding wins, as upstream
-      const binding: Binding = { manager: this, context, listeners: undefined };
+      const binding: Binding = { manager: this, context, event: undefined, listener: undefined, wrapped: undefined, listeners: undefined };
       try {
         bindings.set(target, binding);
         return target;

@@ -18,6 +18,8 @@ export interface AccessFields {
   path: string;
   /** Seconds. */
   duration: number;
+  /** The same in whole nanoseconds, when known (`duration` is `durationNs / 1e9`): the template writes it without a number conversion. */
+  durationNs?: number | undefined;
   peer: string;
   route?: string | undefined;
   status?: number | undefined;
@@ -63,6 +65,34 @@ export function accessRecordFields(f: AccessFields): Record<string, unknown> {
   if (f.untrustedParent) fields['trace.untrusted_parent'] = f.untrustedParent;
   if (f.errorType !== undefined) fields['error.type'] = f.errorType;
   return fields;
+}
+
+const DIGITS3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+/** Below this many seconds a double is finer than a nanosecond's half: only one 9-decimal value rounds to it. */
+const EXACT_BELOW_NS = 2 ** 21 * 1e9;
+
+/**
+ * `String(ns / 1e9)` for whole nanoseconds, without converting the double: V8 formats a double
+ * through its shortest-digits algorithm (≈ 0.4 µs per access record, bench/notes.md). From 1 µs
+ * (below it JavaScript writes an exponent) to 2^21 s the shortest form of `ns / 1e9` is the 9-decimal
+ * fraction without its trailing zeros, because no other 9-decimal value rounds to the same double;
+ * outside that range, or for anything but a whole number, the double is converted after all.
+ */
+export function secondsText(ns: number): string {
+  if (!(ns >= 1000 && ns < EXACT_BELOW_NS) || !Number.isInteger(ns)) return String(ns / 1e9);
+  const sec = Math.floor(ns / 1e9);
+  let frac = ns - sec * 1e9;
+  if (frac === 0) return String(sec);
+  // Trailing zeros dropped a group of three at a time, then one at a time.
+  let digits = 9;
+  while (frac % 1000 === 0) { frac /= 1000; digits -= 3; }
+  while (frac % 10 === 0) { frac /= 10; digits -= 1; }
+  const hi = Math.floor(frac / 1e6);
+  const mid = Math.floor(frac / 1000) % 1000;
+  const lo = frac % 1000;
+  // `frac` now has at most `digits` digits: written zero-padded to that width.
+  const text = digits > 6 ? DIGITS3[hi]! + DIGITS3[mid]! + DIGITS3[lo]! : digits > 3 ? DIGITS3[mid]! + DIGITS3[lo]! : DIGITS3[lo]!;
+  return sec + '.' + text.slice(text.length - digits);
 }
 
 /** A string the template may write: plain (written as is, by RFC 8785 too), and short enough that the general path would not cut it. */
@@ -130,7 +160,7 @@ export function accessLine(f: AccessFields, a: AccessAmbient, maxFieldBytes: num
   if (resSize !== undefined) s += '"http.response.body.size":' + resSize + ',';
   if (status !== undefined) s += '"http.response.status_code":' + status + ',';
   if (route) s += '"http.route":"' + route + '",';
-  s += '"http.server.request.duration":' + f.duration + ',';
+  s += '"http.server.request.duration":' + (f.durationNs !== undefined ? secondsText(f.durationNs) : f.duration) + ',';
   if (id['k8s.pod.name']) s += '"k8s.pod.name":"' + id['k8s.pod.name'] + '",';
   s += '"network.peer.address":"' + f.peer + '",';
   if (a.requestId) s += '"request.id":"' + a.requestId + '",';

@@ -4,7 +4,7 @@
 // form; where it cannot tell, it says so and the general path writes the record.
 const assert = require('node:assert/strict');
 const fc = require('fast-check');
-const { accessLine, accessRecordFields } = require('../../dist/lib/audit/access-line.js');
+const { accessLine, accessRecordFields, secondsText } = require('../../dist/lib/audit/access-line.js');
 const { buildRecord } = require('../../dist/lib/audit/record.js');
 const { createRedactor, toJsonLineCanonical, appliedLimits } = require('../../dist/lib/audit/serialize.js');
 const { canonicalize } = require('../../dist/lib/audit/chain.js');
@@ -41,7 +41,18 @@ const opt = (arb) => fc.option(arb, { nil: undefined, freq: 3 });
 const number = fc.oneof(fc.double({ noNaN: true, noDefaultInfinity: true }), fc.double(), fc.double({ min: 0, max: 100, noNaN: true }), fc.integer(), fc.constantFrom(-0, 1e-7, 1e21, 2 ** 53, 2 ** 53 + 2, NaN, Infinity));
 const integerish = fc.oneof({ weight: 5, arbitrary: fc.nat(1e9) }, { weight: 1, arbitrary: number });
 
-const fields = fc.record({
+// Whole nanoseconds: around the edges of secondsText's own formatting (1 µs, where JavaScript turns
+// to an exponent; 2^21 s, past which it converts the double), round and ragged values, any size.
+const EXACT_BELOW_NS = 2 ** 21 * 1e9;
+const nanos = fc.oneof(
+  fc.nat(2e9),
+  fc.integer({ min: EXACT_BELOW_NS - 1e6, max: EXACT_BELOW_NS + 1e6 }),
+  fc.maxSafeNat(),
+  fc.tuple(fc.nat(1e6), fc.integer({ min: 0, max: 9 })).map(([n, k]) => n * 10 ** k),
+  fc.constantFrom(0, 1, 999, 1000, 1001, 1010, 100000, 1e9, 1e9 + 1, 1.5e9, EXACT_BELOW_NS - 1, EXACT_BELOW_NS, 2 ** 53 - 1),
+);
+
+const fieldsWithoutNanos = fc.record({
   method: anyString(32),
   path: anyString(300),
   duration: number,
@@ -56,6 +67,9 @@ const fields = fc.record({
   untrustedParent: opt(anyString(32)),
   errorType: opt(anyString(20)),
 }, { requiredKeys: ['method', 'path', 'duration', 'peer'] });
+// As lib/edge.ts passes it: the duration in seconds and, for the template, in whole nanoseconds.
+const fields = fc.tuple(fieldsWithoutNanos, opt(nanos))
+  .map(([f, ns]) => (ns === undefined ? f : { ...f, duration: ns / 1e9, durationNs: ns }));
 
 const ambient = fc.record({
   time: fc.oneof({ weight: 9, arbitrary: fc.constant('2026-11-23T07:00:00.000001Z') }, { weight: 1, arbitrary: fc.constant('2026-11-23T07:00:00.5\u2028Z') }),
@@ -86,6 +100,19 @@ const limits = fc.record({
 });
 
 describe('access record template', () => {
+  it('writes a duration given in whole nanoseconds exactly as JavaScript writes the seconds', () => {
+    fc.assert(fc.property(nanos, (ns) => {
+      assert.equal(secondsText(ns), String(ns / 1e9));
+    }), { numRuns: RUNS * 25 });
+    // Beyond whole numbers it converts the double, as the template did before.
+    for (const v of [0.5, -1000, NaN, Infinity, 1e300]) assert.equal(secondsText(v), String(v / 1e9));
+    assert.equal(secondsText(412345), '0.000412345');
+    assert.equal(secondsText(1000), '0.000001');
+    assert.equal(secondsText(999), '9.99e-7');
+    assert.equal(secondsText(2_500_000_000), '2.5');
+    assert.equal(secondsText(3e9), '3');
+  });
+
   it('writes exactly the general path\'s line, which is its own canonical form, or declines', function () {
     this.timeout(120000);
     let written = 0;

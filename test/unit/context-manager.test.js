@@ -88,6 +88,28 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
     assert.equal(s.listenerCount('x'), 0);
   });
 
+  it('events are told apart as a Map tells its keys (NaN is one event, symbols by identity) before and after a second listener', () => {
+    for (const event of [NaN, Symbol('e'), 'x']) {
+      const s = new PassThrough();
+      m.bind(ctx('request'), s);
+      const seen = [];
+      const fn = () => seen.push(nameIn(m));
+      const other = () => {};
+      s.on(event, fn); // the only pair so far
+      m.with(ctx('elsewhere'), () => s.emit(event));
+      s.removeListener(event, fn);
+      assert.equal(s.listenerCount(event), 0);
+      s.on(event, fn);
+      s.on('z', other); // a second pair
+      s.removeListener(event, fn);
+      assert.equal(s.listenerCount(event), 0);
+      assert.equal(s.listenerCount('z'), 1);
+      s.off('z', other);
+      assert.equal(s.listenerCount('z'), 0);
+      assert.deepEqual(seen, ['request']);
+    }
+  });
+
   it('the binding is invisible to the application: no own enumerable key, no own method', () => {
     const s = new PassThrough();
     const before = Object.keys(s);

@@ -8,7 +8,7 @@ const proxyaddr = require('proxy-addr');
 const { resolveClientAddress, normaliseAddress, xffHops, forwardedHops } = require('../../dist/lib/client-address.js');
 const { decideRequestId, forensicCopy, newRequestId } = require('../../dist/lib/request-id.js');
 const { compileTrust, isValidTrustEntry } = require('../../dist/lib/trust.js');
-const { isInternalHost } = require('../../dist/lib/edge.js');
+const { isInternalHost, pathOnly } = require('../../dist/lib/edge.js');
 
 const RUNS = Number(process.env.EDGE_PROPERTY_RUNS) || 500;
 const HEX32 = /^[0-9a-f]{32}$/;
@@ -580,11 +580,52 @@ describe('edge parsers', () => {
   });
 });
 
+describe('pathOnly: the request target without query or fragment', () => {
+  // The implementation it replaced (a regular expression's search), as the reference.
+  const reference = (url) => {
+    let u = url ?? '/';
+    if (u.charCodeAt(0) !== 47) {
+      const scheme = u.indexOf('://');
+      if (scheme > 0) {
+        const slash = u.indexOf('/', scheme + 3);
+        u = slash >= 0 ? u.slice(slash) : '/';
+      }
+    }
+    const end = u.search(/[?#]/);
+    return (end >= 0 ? u.slice(0, end) : u).slice(0, 2048);
+  };
+
+  it('examples', () => {
+    assert.equal(pathOnly('/a/b?token=secret#frag'), '/a/b');
+    assert.equal(pathOnly('/a#x?y'), '/a');
+    assert.equal(pathOnly('/a?x#y'), '/a');
+    assert.equal(pathOnly('http://h.example/p?q'), '/p');
+    assert.equal(pathOnly(undefined), '/');
+    assert.equal(pathOnly('/' + 'x'.repeat(3000)).length, 2048);
+  });
+
+  it('cuts where the version it replaced cut, for any target', () => {
+    const part = fc.string({ unit: fc.constantFrom('a', '/', '?', '#', ':', '%', 'é', '\u2028'), maxLength: 12 });
+    fc.assert(fc.property(fc.oneof(fc.string({ unit: 'binary', maxLength: 40 }), fc.array(part, { maxLength: 6 }).map((a) => a.join('')),
+      fc.webUrl({ withQueryParameters: true, withFragments: true })), (u) => {
+      assert.equal(pathOnly(u), reference(u));
+    }), { numRuns: RUNS });
+  });
+});
+
 describe('edge decision storage: the request as the application sees it', () => {
   const { Edge } = require('../../dist/lib/edge.js');
   const { parseConfig } = require('../../dist/lib/config.js');
   const edge = new Edge(parseConfig({}).config.edge);
   const request = (headers) => ({ headers, url: '/a?b=c', method: 'GET', socket: { remoteAddress: '198.51.100.7' } });
+
+  it('the request the decision names has a key only for what is known (no key holding undefined)', () => {
+    const known = edge.decide(request({ host: 'svc' })).request;
+    assert.deepEqual(Object.keys(known), ['requestId', 'clientAddress', 'peerAddress']);
+    assert.equal(known.clientAddress, '198.51.100.7');
+    const unknown = edge.decide({ headers: { host: 'svc' }, url: '/', method: 'GET', socket: {} }).request;
+    assert.deepEqual(Object.keys(unknown), ['requestId']);
+  });
 
   it('the headers object looks untouched: keys, spread, JSON, structuredClone and for…in', () => {
     const headers = { host: 'svc', 'x-request-id': 'client-chosen-id-123', 'user-agent': 'ua' };
