@@ -1,5 +1,5 @@
 import { context, propagation, trace, SpanKind, SpanStatusCode } from '@opentelemetry/api';
-import type { Attributes, Context, Link, Span, Tracer } from '@opentelemetry/api';
+import type { Attributes, Context, Link, Span, SpanOptions, Tracer } from '@opentelemetry/api';
 import { RPCType, setRPCMetadata } from '@opentelemetry/core';
 import { subscribe } from 'node:diagnostics_channel';
 import { ServerResponse } from 'node:http';
@@ -272,8 +272,11 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
   const links: Link[] | undefined = d.untrustedParent
     ? [{ context: d.untrustedParent, attributes: { 'auditrace.link': 'untrusted_parent' } }] : undefined;
   const name = method === '_OTHER' ? 'HTTP' : method;
-  const span = side.instrumentation.tracer.startSpan(name,
-    { kind: SpanKind.SERVER, ...(side.attributesAtStart ? { attributes } : {}), ...(links ? { links } : {}) }, parent);
+  // Set one by one rather than spread in from literals (a CopyDataProperties call each).
+  const options: SpanOptions = { kind: SpanKind.SERVER };
+  if (side.attributesAtStart) options.attributes = attributes;
+  if (links) options.links = links;
+  const span = side.instrumentation.tracer.startSpan(name, options, parent);
   if (!side.attributesAtStart) span.setAttributes(attributes);
   const rpc: { type: RPCType.HTTP; span: Span; route?: string; error?: string } = { type: RPCType.HTTP, span };
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);

@@ -82,6 +82,16 @@ describe('express layers without spans', () => {
     }), { numRuns: 3000 });
   });
 
+  it('names the route the same way past the number of mount-path sequences it remembers (4,096)', () => {
+    for (let n = 0; n < 6000; n++) {
+      for (const [paths, originalUrl] of [[[`/r${n}`, '/:id'], `/r${n}/7`], [[`/r${n}`], `/q${n}`], [[`/r${n}`], `/r${n}`]]) {
+        const req = { originalUrl };
+        Object.defineProperty(req, '__ot_middlewares', { value: [...paths] });
+        assert.equal(matchedRoute(paths, originalUrl), upstream.getActualMatchedRoute(req));
+      }
+    }
+  });
+
   it('gives the request\'s RPC metadata the route of the layers it is in, and pops a layer\'s path as its next() is called', async () => {
     const i = fakeInstrumentation();
     const routes = [];
