@@ -18,8 +18,9 @@ import { privateSlot } from './private-slot';
  * binding, and `EventEmitter.prototype`'s listener methods, patched once, wrap what is added to a
  * bound stream as upstream's per-emitter methods do: a listener added after the binding runs in
  * the bound context, `removeListener`/`off` find it by the function the caller passed,
- * `removeAllListeners` forgets it, the first binding wins (a property test holds the two to the
- * same behaviour; only the wrapper's `length` differs, see wrapListener). Node's streams add and
+ * `removeAllListeners` forgets it, the first binding wins, event names are property keys (a
+ * property test holds the two to the same behaviour; the wrapper's `length` differs, see
+ * wrapListener, and one removed listener per stream is kept longer, see remember). Node's streams add and
  * remove listeners through those prototype methods. Any other emitter is bound the upstream way,
  * since its class may keep listeners its own way.
  */
@@ -72,15 +73,29 @@ function wrapListener(b: Binding, listener: Listener): Listener {
   };
 }
 
-/** Event names as a Map compares its keys (SameValueZero). */
-function sameEvent(a: unknown, b: unknown): boolean {
-  return a === b || (a !== a && b !== b); // eslint-disable-line no-self-compare
+/**
+ * An event name as EventEmitter and upstream's manager key it: a property key (`1` and `'1'` are
+ * one event). Undefined when its conversion throws: the caller then leaves the call to Node's
+ * own method, which converts it too (and throws as it would have).
+ */
+function keyOf(event: unknown): string | symbol | undefined {
+  if (typeof event === 'string' || typeof event === 'symbol') return event;
+  try {
+    return String(event);
+  } catch {
+    return undefined;
+  }
 }
 
-/** Remembers what was registered for (event, listener); a later add of the same pair replaces it, as a Map would. */
+/**
+ * Remembers what was registered for (event, listener); a later add of the same pair replaces it,
+ * as a Map would. Like upstream's WeakMap entry, the pair stays after the listener is removed (a
+ * second removal must not take a copy added before the binding); unlike it, the one pair kept
+ * inline holds its listener until the stream goes or `removeAllListeners` forgets it.
+ */
 function remember(b: Binding, event: string | symbol, listener: object, wrapped: Listener): void {
   if (b.listeners === undefined) {
-    if (b.listener === undefined || (b.listener === listener && sameEvent(b.event, event))) {
+    if (b.listener === undefined || (b.listener === listener && b.event === event)) {
       b.event = event;
       b.listener = listener;
       b.wrapped = wrapped;
@@ -98,16 +113,19 @@ function remember(b: Binding, event: string | symbol, listener: object, wrapped:
 /** What was registered for (event, listener) on a bound stream, if anything. */
 function registered(b: Binding | undefined, event: unknown, listener: unknown): Listener | undefined {
   if (b === undefined) return undefined;
-  if (b.listeners !== undefined) return b.listeners.get(event as string | symbol)?.get(listener as object);
-  return b.listener !== undefined && b.listener === listener && sameEvent(b.event, event) ? b.wrapped : undefined;
+  const key = keyOf(event);
+  if (key === undefined) return undefined;
+  if (b.listeners !== undefined) return b.listeners.get(key)?.get(listener as object);
+  return b.listener !== undefined && b.listener === listener && b.event === key ? b.wrapped : undefined;
 }
 
 function patchAdd(original: Method): Method {
   return function addListener(this: unknown, event: unknown, listener: unknown): unknown {
     const b = adding ? undefined : bindingOf(this);
-    if (b === undefined || typeof listener !== 'function') return Reflect.apply(original, this, arguments);
-    const wrapped = wrapListener(b, listener as Listener);
-    remember(b, event as string | symbol, listener, wrapped);
+    const key = b === undefined || typeof listener !== 'function' ? undefined : keyOf(event);
+    if (key === undefined) return Reflect.apply(original, this, arguments);
+    const wrapped = wrapListener(b!, listener as Listener);
+    remember(b!, key, listener as object, wrapped);
     adding = true;
     try {
       return original.call(this, event, wrapped);
@@ -128,9 +146,11 @@ function patchRemoveAll(original: Method): Method {
   return function removeAllListeners(this: unknown, event?: unknown): unknown {
     const b = bindingOf(this);
     if (b !== undefined) {
-      if (arguments.length === 0 || (b.listener !== undefined && sameEvent(b.event, event))) b.event = b.listener = b.wrapped = undefined;
-      if (arguments.length === 0) b.listeners = undefined;
-      else b.listeners?.delete(event as string | symbol);
+      const all = arguments.length === 0;
+      const key = all ? undefined : keyOf(event);
+      if (all || (key !== undefined && b.event === key)) b.event = b.listener = b.wrapped = undefined;
+      if (all) b.listeners = undefined;
+      else if (key !== undefined) b.listeners?.delete(key);
     }
     return Reflect.apply(original, this, arguments);
   };

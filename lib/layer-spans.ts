@@ -249,6 +249,11 @@ let shapeNodes = 0;
 /** Mount paths are the application's, not the client's; past this many the shape is computed each time. */
 const SHAPE_NODES_MAX = 4096;
 
+/** How many mount-path nodes the route memo holds (for tests: it stays within its bound). */
+export function rememberedRouteShapes(): number {
+  return shapeNodes;
+}
+
 function shapeOf(paths: readonly string[]): Shape {
   let node = shapes;
   for (let i = 0; i < paths.length; i++) {

@@ -88,25 +88,44 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
     assert.equal(s.listenerCount('x'), 0);
   });
 
-  it('events are told apart as a Map tells its keys (NaN is one event, symbols by identity) before and after a second listener', () => {
-    for (const event of [NaN, Symbol('e'), 'x']) {
+  it('event names are property keys, as EventEmitter and upstream key them (1 and \'1\' are one event, NaN is \'NaN\', symbols by identity), before and after a second listener', () => {
+    for (const [added, removed] of [[NaN, 'NaN'], [1, '1'], ['1', 1], [-0, '0'], [undefined, 'undefined'], ['x', 'x']]) {
       const s = new PassThrough();
       m.bind(ctx('request'), s);
       const seen = [];
       const fn = () => seen.push(nameIn(m));
       const other = () => {};
-      s.on(event, fn); // the only pair so far
-      m.with(ctx('elsewhere'), () => s.emit(event));
-      s.removeListener(event, fn);
-      assert.equal(s.listenerCount(event), 0);
-      s.on(event, fn);
+      s.on(added, fn); // the only pair so far
+      m.with(ctx('elsewhere'), () => s.emit(removed));
+      s.removeListener(removed, fn);
+      assert.equal(s.listenerCount(added), 0, String(added));
+      s.on(added, fn);
       s.on('z', other); // a second pair
-      s.removeListener(event, fn);
-      assert.equal(s.listenerCount(event), 0);
+      s.removeListener(removed, fn);
+      assert.equal(s.listenerCount(added), 0, String(added));
       assert.equal(s.listenerCount('z'), 1);
       s.off('z', other);
       assert.equal(s.listenerCount('z'), 0);
       assert.deepEqual(seen, ['request']);
+    }
+    const s = new PassThrough();
+    m.bind(ctx('request'), s);
+    const a = Symbol('e');
+    s.on(a, () => {});
+    s.removeAllListeners(Symbol('e'));
+    assert.equal(s.listenerCount(a), 1, 'another symbol of the same description is another event');
+  });
+
+  it('an event name whose conversion throws reaches Node\'s own method, which throws as without auditrace', () => {
+    const s = new PassThrough();
+    m.bind(ctx('request'), s);
+    const hostile = { toString() { throw new Error('no name'); } };
+    const plain = new PassThrough();
+    for (const call of [(e) => e.on(hostile, () => {}), (e) => e.removeListener(hostile, () => {}), (e) => e.removeAllListeners(hostile)]) {
+      let ours; let theirs;
+      try { call(s); } catch (err) { ours = err.message; }
+      try { call(plain); } catch (err) { theirs = err.message; }
+      assert.equal(ours, theirs);
     }
   });
 
@@ -179,10 +198,10 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
   it('any sequence of adds, removes and emits on a bound stream behaves as on a stream bound by upstream\'s manager', () => {
     const upstream = new AsyncLocalStorageContextManager().enable();
     const op = fc.oneof(
-      fc.record({ kind: fc.constant('add'), method: fc.constantFrom(...ADD), event: fc.constantFrom('a', 'b'), fn: fc.nat(3) }),
-      fc.record({ kind: fc.constant('remove'), method: fc.constantFrom('removeListener', 'off'), event: fc.constantFrom('a', 'b'), fn: fc.nat(3) }),
-      fc.record({ kind: fc.constant('removeAll'), event: fc.constantFrom('a', 'b', undefined) }),
-      fc.record({ kind: fc.constant('emit'), event: fc.constantFrom('a', 'b') }),
+      fc.record({ kind: fc.constant('add'), method: fc.constantFrom(...ADD), event: fc.constantFrom('a', 'b', 1, '1'), fn: fc.nat(3) }),
+      fc.record({ kind: fc.constant('remove'), method: fc.constantFrom('removeListener', 'off'), event: fc.constantFrom('a', 'b', 1, '1'), fn: fc.nat(3) }),
+      fc.record({ kind: fc.constant('removeAll'), event: fc.constantFrom('a', 'b', '1', undefined), explicit: fc.boolean() }),
+      fc.record({ kind: fc.constant('emit'), event: fc.constantFrom('a', 'b', 1) }),
     );
     try {
       fc.assert(fc.property(fc.array(op, { maxLength: 40 }), (ops) => {
@@ -194,9 +213,9 @@ describe('context manager: binding a stream\'s listeners to a context', () => {
           for (const o of ops) {
             if (o.kind === 'add') s[o.method](o.event, fns[o.fn]);
             else if (o.kind === 'remove') s[o.method](o.event, fns[o.fn]);
-            else if (o.kind === 'removeAll') (o.event === undefined ? s.removeAllListeners() : s.removeAllListeners(o.event));
+            else if (o.kind === 'removeAll') (o.event === undefined && !o.explicit ? s.removeAllListeners() : s.removeAllListeners(o.event));
             else manager.with(ctx('elsewhere'), () => s.emit(o.event));
-            log.push(`#a=${s.listenerCount('a')} b=${s.listenerCount('b')}`);
+            log.push(`#a=${s.listenerCount('a')} b=${s.listenerCount('b')} 1=${s.listenerCount('1')}`);
           }
           return log;
         };

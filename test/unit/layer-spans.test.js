@@ -11,7 +11,7 @@ const { AsyncLocalStorageContextManager } = require('@opentelemetry/context-asyn
 const { setRPCMetadata, getRPCMetadata, RPCType } = require('@opentelemetry/core');
 const Layer = require('router/lib/layer');
 const Route = require('router/lib/route');
-const { withoutLayerSpans, matchedRoute } = require('../../dist/lib/layer-spans.js');
+const { withoutLayerSpans, matchedRoute, rememberedRouteShapes } = require('../../dist/lib/layer-spans.js');
 
 // instrumentation-express's own route function, the reference (not exported by the package).
 const upstream = require(path.join(path.dirname(require.resolve('@opentelemetry/instrumentation-express')), 'utils.cjs'));
@@ -90,6 +90,7 @@ describe('express layers without spans', () => {
         assert.equal(matchedRoute(paths, originalUrl), upstream.getActualMatchedRoute(req));
       }
     }
+    assert.equal(rememberedRouteShapes(), 4096, 'the memo filled up to its bound and no further');
   });
 
   it('gives the request\'s RPC metadata the route of the layers it is in, and pops a layer\'s path as its next() is called', async () => {
