@@ -2,6 +2,7 @@ import { context, trace } from '@opentelemetry/api';
 import type { Context, Span } from '@opentelemetry/api';
 import { getRPCMetadata, RPCType } from '@opentelemetry/core';
 import { privateSlot } from './private-slot';
+import { sequenceMemo } from './sequence-memo';
 
 /**
  * Framework layers without spans of their own (AUDITRACE_LAYER_SPANS=false, the default).
@@ -210,7 +211,7 @@ export function recordServerError(rpc: HttpMetadata, err: unknown): void {
 export function matchedRoute(paths: readonly string[] | undefined, originalUrl: unknown): string | undefined {
   if (paths === undefined || paths.length === 0) return undefined;
   const url = typeof originalUrl === 'string' ? originalUrl : '';
-  const shape = shapeOf(paths);
+  const shape = shapes.get(paths);
   switch (shape.kind) {
     case 'slashes': return url === '/' ? '/' : undefined;
     case 'fixed': return shape.route;
@@ -239,33 +240,10 @@ function computeShape(paths: readonly string[]): Shape {
   return { kind: 'prefix', route, always: route.includes(':') || route.includes('*') };
 }
 
-/** The shapes by mount path, one level per path: a trie, so no key has to be built per request. */
-interface ShapeNode {
-  next: Map<string, ShapeNode> | undefined;
-  shape: Shape | undefined;
-}
-const shapes: ShapeNode = { next: undefined, shape: undefined };
-let shapeNodes = 0;
-/** Mount paths are the application's, not the client's; past this many the shape is computed each time. */
-const SHAPE_NODES_MAX = 4096;
+/** Mount paths are the application's, not the client's; past 4,096 nodes the shape is computed each time. */
+const shapes = sequenceMemo(4096, computeShape);
 
 /** How many mount-path nodes the route memo holds (for tests: it stays within its bound). */
 export function rememberedRouteShapes(): number {
-  return shapeNodes;
-}
-
-function shapeOf(paths: readonly string[]): Shape {
-  let node = shapes;
-  for (let i = 0; i < paths.length; i++) {
-    const p = paths[i]!;
-    let child = node.next?.get(p);
-    if (child === undefined) {
-      if (shapeNodes >= SHAPE_NODES_MAX) return computeShape(paths);
-      child = { next: undefined, shape: undefined };
-      (node.next ??= new Map()).set(p, child);
-      shapeNodes++;
-    }
-    node = child;
-  }
-  return node.shape ??= computeShape(paths);
+  return shapes.size;
 }

@@ -1,5 +1,6 @@
 import { createHmac, hash } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { sequenceMemo } from '../sequence-memo';
 
 /**
  * Tamper evidence: every record of a process carries its chain id, a sequence number and the hash
@@ -23,13 +24,7 @@ export interface Plan {
   /** The serialiser's own data for objects of these keys (lib/audit/serialize.ts), made on first use. */
   writer?: unknown;
 }
-interface KeyNode {
-  next: Map<string, KeyNode> | undefined;
-  plan: Plan | undefined;
-}
-const PLAN_NODES_MAX = 20_000;
-const plans: KeyNode = { next: undefined, plan: undefined };
-let planNodes = 0;
+const plans = sequenceMemo(20_000, makePlan);
 
 function makePlan(keys: readonly string[]): Plan {
   const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
@@ -56,28 +51,12 @@ function sameKeys(a: readonly string[], b: readonly string[]): boolean {
 function planOf(keys: readonly string[]): Plan {
   if (recentPlan0 !== undefined && sameKeys(keys, recentKeys0)) return recentPlan0;
   if (recentPlan1 !== undefined && sameKeys(keys, recentKeys1)) return recentPlan1;
-  const p = trieLookup(keys);
+  const p = plans.get(keys);
   recentKeys1 = recentKeys0;
   recentPlan1 = recentPlan0;
   recentKeys0 = keys.slice();
   recentPlan0 = p;
   return p;
-}
-
-function trieLookup(keys: readonly string[]): Plan {
-  let node = plans;
-  for (let i = 0; i < keys.length; i++) {
-    const k = keys[i]!;
-    let n = node.next?.get(k);
-    if (n === undefined) {
-      if (planNodes >= PLAN_NODES_MAX) return makePlan(keys);
-      n = { next: undefined, plan: undefined };
-      (node.next ??= new Map()).set(k, n);
-      planNodes++;
-    }
-    node = n;
-  }
-  return (node.plan ??= makePlan(keys));
 }
 
 /**
