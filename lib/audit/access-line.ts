@@ -10,6 +10,7 @@
  * the reference this template is held to byte for byte (test/unit/access-line.test.js).
  */
 
+import { DIGITS3 } from './ids';
 import { PLAIN_ASCII } from './serialize';
 
 /** What the edge knows of one request and its response. */
@@ -67,7 +68,6 @@ export function accessRecordFields(f: AccessFields): Record<string, unknown> {
   return fields;
 }
 
-const DIGITS3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
 /** Below this many seconds a double is finer than a nanosecond's half: only one 9-decimal value rounds to it. */
 const EXACT_BELOW_NS = 2 ** 21 * 1e9;
 

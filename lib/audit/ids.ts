@@ -61,10 +61,11 @@ function nibble(c: number): number {
 }
 
 /**
- * `000` … `999`: the fraction is written from these rather than converted from a number, a
- * conversion whose result V8 caches per number and so missed for every record (bench/notes.md).
+ * `000` … `999`: a record's fraction of a second and the access record's duration are written from
+ * these rather than converted from a number, a conversion whose result V8 caches per number and so
+ * missed for every record (bench/notes.md, http-express).
  */
-const DIGITS3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
+export const DIGITS3 = Array.from({ length: 1000 }, (_, i) => String(i).padStart(3, '0'));
 
 let cachedSecond = -1;
 let cachedPrefix = '';
