@@ -252,7 +252,7 @@ async function startOtlpReceiver({ port = 0, host = '127.0.0.1', status = 200 } 
     const chunks = [];
     for await (const chunk of req) chunks.push(chunk);
     const raw = Buffer.concat(chunks);
-    const entry = { path, contentType, contentEncoding, signal: route.signal, bytes: raw.length };
+    const entry = { path, contentType, contentEncoding, signal: route.signal, bytes: raw.length, remotePort: req.socket.remotePort };
 
     // Simulated outage: the data is refused, but the attempt is kept so tests
     // can count exporter retries.
