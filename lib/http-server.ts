@@ -1,7 +1,6 @@
 import { context, propagation, trace, SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes, Context, Link, Span, SpanOptions, Tracer } from '@opentelemetry/api';
 import { RPCType, setRPCMetadata } from '@opentelemetry/core';
-import { subscribe } from 'node:diagnostics_channel';
 import { ServerResponse } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { rfc3339Now } from './audit/ids';
@@ -80,8 +79,6 @@ interface Exchange {
   readonly method: string;
   readonly scheme: Component;
   readonly side: ServerSide;
-  /** The response's `end` before ours replaced it (another wrapper's, or the prototype's). */
-  readonly end: (...a: unknown[]) => unknown;
   recorded: boolean;
   spanEnded: boolean;
   /** The name of the error a handler threw. */
@@ -92,7 +89,9 @@ interface Exchange {
 const exchanges = privateSlot<Exchange>();
 const WRAPPED = Symbol('auditrace.http.server');
 const warnings = new RateLimitedWarnings(60_000);
-const originalEnd = ServerResponse.prototype.end as unknown as (...a: unknown[]) => unknown;
+type End = (...a: unknown[]) => unknown;
+/** `ServerResponse.prototype.end` as it was before ours took its place (`observeEnds`). */
+let priorEnd = ServerResponse.prototype.end as unknown as End;
 
 /**
  * Makes `instrumentation` (instrumentation-http, created with `disableIncomingRequestInstrumentation`)
@@ -129,28 +128,51 @@ export function serveThrough(instrumentation: object, edge: Edge, options: Serve
     };
   }
   if (found === 0) warnings.warn('http-server', 'this instrumentation-http has no http module definitions: no server spans and no access records');
-  else watchUnserved(side);
+  else unservedSide = side;
 }
 
 let unservedSide: ServerSide | undefined;
 
 /**
- * Responses that finish without the application having been asked: Node answers an `Expect:` it
- * does not know with a 417 itself, emitting nothing when the server has no `checkExpectation`
- * listener (a probe scanners send). Node's `http.server.response.finish` channel still sees them;
- * each gets an access record (no span: nothing ran), as does any other response that did not pass
- * through `serve` (a request served untraced because tracing it failed).
+ * Every response's `end` is observed on `ServerResponse.prototype`, once: a served response finds
+ * its exchange there (`endObserved`), and one that was never served is recorded too. The
+ * prototype rather than each response: an own `end` per response gave every response one more
+ * property (a map transition and a store per request) and, for the unserved ones, Node's
+ * `http.server.response.finish` channel had to be published for every response.
  */
-function watchUnserved(side: ServerSide): void {
-  if (unservedSide === undefined) subscribe('http.server.response.finish', onResponseFinish);
-  unservedSide = side;
+function observeEnds(): void {
+  const proto = ServerResponse.prototype as unknown as { end: End };
+  if (proto.end === endObserved) return;
+  priorEnd = proto.end;
+  proto.end = endObserved;
 }
 
-function onResponseFinish(message: unknown): void {
+/**
+ * Responses that end without the application having been asked: Node answers an `Expect:` it
+ * does not know with a 417 itself, emitting nothing when the server has no `checkExpectation`
+ * listener (a probe scanners send). Each gets an access record as it ends (no span: nothing ran),
+ * as does any other response that did not pass through `serve` (a request served untraced
+ * because tracing it failed).
+ */
+function endUnserved(res: ServerResponse, args: IArguments): unknown {
   const side = unservedSide;
-  const { request: req, response: res } = message as { request?: IncomingMessage; response?: ServerResponse };
-  if (side === undefined || res == null || typeof res !== 'object' || exchanges.get(res) !== undefined) return;
+  const ended = side === undefined || writableEnded(res);
+  const returned = Reflect.apply(priorEnd, res, args);
+  if (!ended && writableEnded(res)) recordUnserved(side, res);
+  return returned;
+}
+
+function writableEnded(res: ServerResponse): boolean {
   try {
+    return res.writableEnded === true;
+  } catch {
+    return false;
+  }
+}
+
+function recordUnserved(side: ServerSide, res: ServerResponse): void {
+  try {
+    const req = (res as { req?: IncomingMessage | null }).req;
     if (req == null || typeof req !== 'object' || req.headers === null || typeof req.headers !== 'object') return;
     const d = side.edge.decide(req);
     d.endNs = process.hrtime.bigint();
@@ -172,6 +194,7 @@ function serverPrototype(exports: unknown): { emit: Emit } | undefined {
 function wrapServer(exports: unknown, component: Component, side: ServerSide): void {
   const proto = serverPrototype(exports);
   if (!proto || (proto.emit as { [WRAPPED]?: Emit })[WRAPPED]) return;
+  observeEnds();
   const original = proto.emit;
   const emit = function emit(this: unknown, event: string | symbol): boolean {
     // `arguments` rather than rest parameters: every event of every server passes here. A request
@@ -281,11 +304,9 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
   const rpc: { type: RPCType.HTTP; span: Span; route?: string; error?: string } = { type: RPCType.HTTP, span };
   const ctx = setRPCMetadata(trace.setSpan(parent, span), rpc);
   const x: Exchange = {
-    req, d, span, ctx, rpc, name, method, scheme: component, side,
-    end: res.end as unknown as (...a: unknown[]) => unknown, recorded: false, spanEnded: false, thrown: undefined,
+    req, d, span, ctx, rpc, name, method, scheme: component, side, recorded: false, spanEnded: false, thrown: undefined,
   };
   exchanges.set(res, x);
-  res.end = endObserved as ServerResponse['end'];
   // Added before the binding below, so it is not wrapped for the context: it needs none.
   res.on('close', onClose);
   context.bind(ctx, req);
@@ -294,12 +315,12 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
   return x;
 }
 
-// The response's `end` is one function for every response, which finds the request's state on the
-// response: a closure per response installed as `res.end` made V8 keep each request's objects (the
-// request, its context, its span) through the next scavenge and promote them to the old
-// generation. Measured at 1,000 req/s on the hello server for 4 s (--trace-gc-nvp): 25–30 MB
-// promoted with the closure, 10 MB with the same closure kept on the response but not called as
-// its `end`, and 10 MB with access records off.
+// The response's `end` is one function for every response (on the prototype), which finds the
+// request's state on the response: a closure per response installed as `res.end` made V8 keep each
+// request's objects (the request, its context, its span) through the next scavenge and promote
+// them to the old generation. Measured at 1,000 req/s on the hello server for 4 s
+// (--trace-gc-nvp): 25–30 MB promoted with the closure, 10 MB with the same closure kept on the
+// response but not called as its `end`, and 10 MB with access records off.
 //
 // The response's end is when the app calls res.end(), before any byte is handed to the socket:
 // the caller cannot have its answer earlier, so a callee's interval always lies inside its
@@ -308,17 +329,18 @@ function begin(reqArg: unknown, resArg: unknown, component: Component, side: Ser
 // handed to the socket; a response that closes without having ended (the client went away) is
 // recorded as it closes. The span ends at the close (`onClose`).
 function endObserved(this: ServerResponse): unknown {
+  // eslint-disable-next-line prefer-rest-params
+  if (this === null || typeof this !== 'object') return Reflect.apply(priorEnd, this, arguments);
   const x = exchanges.get(this);
   // eslint-disable-next-line prefer-rest-params
-  if (x === undefined) return Reflect.apply(originalEnd, this, arguments);
+  if (x === undefined) return endUnserved(this, arguments);
   const d = x.d;
   // Taken as end() is called ('prefinish' listeners run inside it), kept only if it returns: one
   // that threw on a bad argument did not end the response.
   const endNs = d.endNs === undefined ? process.hrtime.bigint() : undefined;
   const endTime = endNs !== undefined ? rfc3339Now() : undefined;
-  const previous = x.end !== endObserved ? x.end : originalEnd;
   // eslint-disable-next-line prefer-rest-params
-  const returned = Reflect.apply(previous, this, arguments);
+  const returned = Reflect.apply(priorEnd, this, arguments);
   if (endNs !== undefined && d.endNs === undefined) {
     d.endNs = endNs;
     d.endTime = endTime;
