@@ -141,11 +141,16 @@ let unservedSide: ServerSide | undefined;
  * `http.server.response.finish` channel had to be published for every response.
  */
 function observeEnds(): void {
+  // Once: `https` (whose responses are `http`'s) may load after a library wrapped our `end` with
+  // one that calls it; taking that wrapper as ours to call would make each call the other.
+  if (observing) return;
+  observing = true;
   const proto = ServerResponse.prototype as unknown as { end: End };
-  if (proto.end === endObserved) return;
   priorEnd = proto.end;
   proto.end = endObserved;
 }
+
+let observing = false;
 
 /**
  * Responses that end without the application having been asked: Node answers an `Expect:` it

@@ -130,6 +130,30 @@ describe('access records: when they are written', function () {
     for (const r of got) assert.ok(r['http.server.request.duration'] > 0 && r['http.server.request.duration'] < 5, JSON.stringify(r));
   });
 
+  it('a library wrapping ServerResponse.prototype.end after `http` loaded, then `https` loaded: each response ends once, through both, and is recorded once', async () => {
+    const file = path.join(dir, 'audit-late-patch.jsonl');
+    const app = startApp('access/late-end-patch.js', {
+      env: { AUDITRACE_AUDIT_FILE: file, OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none' },
+    });
+    apps.push(app);
+    const port = Number((await app.waitForOutput(/listening (\d+)/))[1]);
+    assert.equal(await get(port, '/a'), 203);
+    assert.equal(await get(port, '/b'), 203);
+    const calls = await new Promise((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/calls', agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => { body += c; });
+        res.on('end', () => resolve(JSON.parse(body).calls));
+      }).on('error', reject);
+    });
+    // /a, /b and /calls itself, whose count is taken before its own end.
+    assert.equal(calls, 2);
+    await app.kill('SIGTERM');
+    assert.doesNotMatch(app.stderr, /Maximum call stack|RangeError/);
+    assert.deepEqual(access(file).map((r) => [r['url.path'], r['http.response.status_code']]), [['/a', 203], ['/b', 203], ['/calls', 200]]);
+  });
+
   it('a request handed to a second server (`inner.emit("request", req, res)`) is answered and recorded once', async () => {
     const { app, file, port } = await start();
     assert.equal(await get(port, '/reemit'), 202);
