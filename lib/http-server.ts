@@ -92,6 +92,7 @@ const warnings = new RateLimitedWarnings(60_000);
 type End = (...a: unknown[]) => unknown;
 /** `ServerResponse.prototype.end` as it was before ours took its place (`observeEnds`). */
 let priorEnd = ServerResponse.prototype.end as unknown as End;
+let observing = false;
 
 /**
  * Makes `instrumentation` (instrumentation-http, created with `disableIncomingRequestInstrumentation`)
@@ -149,8 +150,6 @@ function observeEnds(): void {
   priorEnd = proto.end;
   proto.end = endObserved;
 }
-
-let observing = false;
 
 /**
  * Responses that end without the application having been asked: Node answers an `Expect:` it

@@ -25,6 +25,18 @@ function get(port, p) {
   });
 }
 
+/** GET with a fresh connection; resolves the parsed JSON body. */
+function json(port, p) {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: p, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve(JSON.parse(body)));
+    }).on('error', reject);
+  });
+}
+
 describe('access records: when they are written', function () {
   this.timeout(60_000);
   let dir;
@@ -110,18 +122,10 @@ describe('access records: when they are written', function () {
 
   it('every response ends through the same `end` function, on the prototype (none of its own, no closure per response), and an app wrapping `res.end` is still recorded', async () => {
     const { app, file, port } = await start();
-    const json = (p) => new Promise((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port, path: p, agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => { body += c; });
-        res.on('end', () => resolve(JSON.parse(body)));
-      }).on('error', reject);
-    });
-    assert.deepEqual(await json('/end-identity'), { shared: null, own: false });
+    assert.deepEqual(await json(port, '/end-identity'), { shared: null, own: false });
     // A closure per response installed as `res.end` made V8 keep each request's objects through
     // the next scavenge (bench/notes.md, outage): one shared function does not.
-    assert.deepEqual(await json('/end-identity'), { shared: true, own: false });
+    assert.deepEqual(await json(port, '/end-identity'), { shared: true, own: false });
     assert.equal(await get(port, '/wrapped'), 201);
     await app.kill('SIGTERM');
     const got = access(file);
@@ -139,16 +143,8 @@ describe('access records: when they are written', function () {
     const port = Number((await app.waitForOutput(/listening (\d+)/))[1]);
     assert.equal(await get(port, '/a'), 203);
     assert.equal(await get(port, '/b'), 203);
-    const calls = await new Promise((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port, path: '/calls', agent: false }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c) => { body += c; });
-        res.on('end', () => resolve(JSON.parse(body).calls));
-      }).on('error', reject);
-    });
-    // /a, /b and /calls itself, whose count is taken before its own end.
-    assert.equal(calls, 2);
+    // /a and /b: /calls reads the count before its own end.
+    assert.equal((await json(port, '/calls')).calls, 2);
     await app.kill('SIGTERM');
     assert.doesNotMatch(app.stderr, /Maximum call stack|RangeError/);
     assert.deepEqual(access(file).map((r) => [r['url.path'], r['http.response.status_code']]), [['/a', 203], ['/b', 203], ['/calls', 200]]);
