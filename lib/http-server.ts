@@ -133,6 +133,8 @@ export function serveThrough(instrumentation: object, edge: Edge, options: Serve
 }
 
 let unservedSide: ServerSide | undefined;
+/** How many `Server.prototype.emit`s are ours: none after the instrumentation was disabled. */
+let wrappedServers = 0;
 
 /**
  * Every response's `end` is observed on `ServerResponse.prototype`, once: a served response finds
@@ -159,7 +161,9 @@ function observeEnds(): void {
  * because tracing it failed).
  */
 function endUnserved(res: ServerResponse, args: IArguments): unknown {
-  const side = unservedSide;
+  // The prototype's `end` stays ours after the instrumentation unpatches (a library may have
+  // wrapped it since), but with no server of ours left nothing was "unserved": nothing is served.
+  const side = wrappedServers > 0 ? unservedSide : undefined;
   const ended = side === undefined || writableEnded(res);
   const returned = Reflect.apply(priorEnd, res, args);
   if (!ended && writableEnded(res)) recordUnserved(side, res);
@@ -211,12 +215,16 @@ function wrapServer(exports: unknown, component: Component, side: ServerSide): v
   } as Emit & { [WRAPPED]?: Emit };
   emit[WRAPPED] = original;
   proto.emit = emit;
+  wrappedServers++;
 }
 
 function unwrapServer(exports: unknown): void {
   const proto = serverPrototype(exports);
   const original = proto ? (proto.emit as { [WRAPPED]?: Emit })[WRAPPED] : undefined;
-  if (proto && original) proto.emit = original;
+  if (proto && original) {
+    proto.emit = original;
+    wrappedServers--;
+  }
 }
 
 function serve(server: unknown, original: Emit, args: IArguments, component: Component, side: ServerSide): boolean {

@@ -1,5 +1,8 @@
 'use strict';
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { startOtlpReceiver } = require('../helpers/otlp-receiver.js');
 const { runApp } = require('../helpers/run-app.js');
 
@@ -26,5 +29,17 @@ describe('nodeSdkOptions() for apps that build their own NodeSDK', () => {
     // The caller's own option wins.
     assert.equal(server.resource['service.name'], 'own-sdk');
     assert.equal(rx.spans().filter((s) => s.kind === 2).length, 1, 'instrumentations are not doubled');
+  });
+
+  it('a disabled http instrumentation serves nothing, so it records nothing: no span, no access record, until enabled again', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'auditrace-disable-'));
+    const { code, stdout, stderr } = await runApp('nodesdk/disable.js', {
+      preload: 'none',
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, AUDITRACE_AUDIT_FILE: path.join(dir, 'audit.jsonl') },
+    });
+    assert.equal(code, 0, stderr);
+    assert.match(stdout, /recorded \["\/enabled","\/enabled-again"\]/);
+    const served = rx.spans().filter((s) => s.kind === 2).map((s) => s.attributes['url.path']).sort();
+    assert.deepEqual(served, ['/enabled', '/enabled-again']);
   });
 });
