@@ -70,12 +70,22 @@ export function forwardedHops(header: string | string[] | undefined): string[] {
   return hops.reverse();
 }
 
+/**
+ * Splits at `sep` outside RFC 7230 quoted strings (a backslash escapes the next character inside
+ * one). A quote left open at the end is a client's malformed element, not a string: honoured, it
+ * would swallow the elements the trusted proxies appended after it, so the header is then split
+ * at every `sep` instead.
+ */
 function splitOutsideQuotes(s: string, sep: string): string[] {
   const out: string[] = [];
   let cur = '';
   let quoted = false;
   for (let i = 0; i < s.length; i++) {
     const c = s[i]!;
+    if (quoted && c === '\\' && i + 1 < s.length) {
+      cur += c + s[++i]!;
+      continue;
+    }
     if (c === '"') quoted = !quoted;
     if (c === sep && !quoted) {
       out.push(cur);
@@ -84,6 +94,7 @@ function splitOutsideQuotes(s: string, sep: string): string[] {
       cur += c;
     }
   }
+  if (quoted) return s.split(sep);
   out.push(cur);
   return out;
 }
@@ -91,9 +102,12 @@ function splitOutsideQuotes(s: string, sep: string): string[] {
 export interface ClientResolution {
   /** The original client: the nearest hop that is not a trusted proxy. */
   clientAddress: string | undefined;
-  /** The socket peer (or what PROXY protocol reported, see below). */
+  /** The socket peer. */
   peerAddress: string | undefined;
-  /** Whether the socket peer is trusted: only then are its headers believed at all. */
+  /**
+   * Whether the request's headers come from a trusted proxy — the socket peer, or behind a PROXY
+   * protocol balancer the source it reported: only then are they believed at all.
+   */
   peerTrusted: boolean;
 }
 
@@ -107,6 +121,13 @@ export function resolveClientAddress(input: {
   socketAddress: string | undefined;
   /** Source address from a PROXY protocol header, already accepted only from a trusted peer. */
   proxySource?: string | undefined;
+  /**
+   * The server reads PROXY protocol (AUDITRACE_PROXY_PROTOCOL): a trusted peer is a TCP balancer,
+   * which writes no HTTP headers, so the request's headers are its PROXY source's. They are
+   * believed only if that source is itself a trusted proxy; with no source (`PROXY UNKNOWN`, a
+   * v2 LOCAL connection) nobody vouches for them.
+   */
+  proxyProtocol?: boolean;
   xForwardedFor?: string | string[] | undefined;
   forwarded?: string | string[] | undefined;
   trust: Trust;
@@ -119,10 +140,16 @@ export function resolveClientAddress(input: {
   const peer = normaliseAddress(input.socketAddress);
   const peerTrusted = peer !== undefined && input.trust(peer);
   if (!peer || !peerTrusted) return { clientAddress: peer, peerAddress: peer, peerTrusted: false };
-  const headerHops = input.header === 'forwarded' ? forwardedHops(input.forwarded) : xffHops(input.xForwardedFor);
-  const hops = [...(input.proxySource ? [input.proxySource] : []), ...headerHops];
-  const maxHops = input.maxHops ?? 32;
   let current = peer;
+  if (input.proxyProtocol) {
+    const source = normaliseAddress(input.proxySource);
+    if (!source) return { clientAddress: peer, peerAddress: peer, peerTrusted: false };
+    if (!input.trust(source)) return { clientAddress: source, peerAddress: peer, peerTrusted: false };
+    current = source;
+  }
+  const headerHops = input.header === 'forwarded' ? forwardedHops(input.forwarded) : xffHops(input.xForwardedFor);
+  const hops = !input.proxyProtocol && input.proxySource ? [input.proxySource, ...headerHops] : headerHops;
+  const maxHops = input.maxHops ?? 32;
   for (let i = 0; i < hops.length && i < maxHops; i++) {
     if (!input.trust(current)) break;
     const next = normaliseAddress(hops[i]);

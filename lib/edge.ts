@@ -81,6 +81,7 @@ export class Edge {
     const resolution = resolveClientAddress({
       socketAddress: (socket as { remoteAddress?: string }).remoteAddress,
       proxySource: this.proxySourceOf(socket)?.address,
+      proxyProtocol: this.config.proxyProtocol,
       xForwardedFor: req.headers['x-forwarded-for'],
       forwarded: req.headers.forwarded,
       header: this.config.forwardedHeader,

@@ -62,6 +62,30 @@ describe('edge parsers', () => {
       assert.equal(resolve({ socketAddress: '127.0.0.1', proxySource: '10.0.0.5', xForwardedFor: '6.6.6.6' }).clientAddress, '6.6.6.6');
     });
 
+    describe('behind a PROXY protocol balancer (it writes no HTTP headers: they are its source\'s)', () => {
+      const pp = (o) => resolve({ socketAddress: '127.0.0.1', proxyProtocol: true, ...o });
+      it('an untrusted source is the client, and its headers are not believed (request id, traceparent, X-Forwarded-For)', () => {
+        assert.deepEqual(pp({ proxySource: '203.0.113.7', xForwardedFor: '6.6.6.6' }),
+          { clientAddress: '203.0.113.7', peerAddress: '127.0.0.1', peerTrusted: false });
+        assert.deepEqual(pp({ proxySource: '203.0.113.7', header: 'forwarded', forwarded: 'for=6.6.6.6' }),
+          { clientAddress: '203.0.113.7', peerAddress: '127.0.0.1', peerTrusted: false });
+      });
+      it('no source (PROXY UNKNOWN, v2 LOCAL): nobody vouches for the headers; the balancer is all that is known', () => {
+        for (const proxySource of [undefined, '', 'garbage']) {
+          assert.deepEqual(pp({ proxySource, xForwardedFor: '198.51.100.99' }),
+            { clientAddress: '127.0.0.1', peerAddress: '127.0.0.1', peerTrusted: false }, String(proxySource));
+        }
+      });
+      it('a trusted source (an L7 proxy behind the balancer): its X-Forwarded-For is walked from there', () => {
+        assert.deepEqual(pp({ proxySource: '10.0.0.5', xForwardedFor: '6.6.6.6, 198.51.100.1' }),
+          { clientAddress: '198.51.100.1', peerAddress: '127.0.0.1', peerTrusted: true });
+      });
+      it('an untrusted balancer: nothing it says is read', () => {
+        assert.deepEqual(resolve({ socketAddress: '203.0.113.5', proxyProtocol: true, proxySource: '10.0.0.5', xForwardedFor: '1.1.1.1' }),
+          { clientAddress: '203.0.113.5', peerAddress: '203.0.113.5', peerTrusted: false });
+      });
+    });
+
     describe('X-Forwarded-For with 10,000 entries', () => {
       it('all trusted except one in the middle: bounded by maxHops (32), never reaches the middle', () => {
         const list = hopsOf(10_000, privateHop);
@@ -196,7 +220,16 @@ describe('edge parsers', () => {
           const r = fwd(h);
           assert.ok(r === '127.0.0.1' || h.includes(r), `${h} -> ${r}`);
         }
-        assert.equal(fwd('for="1.2.3.4, for=10.0.0.2'), '127.0.0.1', 'an unclosed quote swallows the rest of the header');
+        // An unclosed quote is the client's malformed element; honoured, it swallowed what the proxies appended.
+        assert.equal(fwd('for="1.2.3.4, for=10.0.0.2'), '10.0.0.2', 'the walk stops at the malformed hop, after the good ones');
+      });
+
+      it('a client\'s unbalanced quote does not swallow the element its trusted proxy appended', () => {
+        assert.equal(fwd('for=6.6.6.6;x="a, for=203.0.113.7'), '203.0.113.7');
+        assert.equal(fwd(['for=6.6.6.6;x="a', 'for=203.0.113.7']), '203.0.113.7', 'nor when the proxy adds a header line');
+        assert.equal(fwd('for="6.6.6.6, for=10.0.0.9, for=203.0.113.7'), '203.0.113.7');
+        // A backslash escapes a quote inside a quoted string (RFC 7230): balanced, split as before.
+        assert.deepEqual(forwardedHops('for=6.6.6.6;x="a\\"b,c", for=203.0.113.7'), ['203.0.113.7', '6.6.6.6']);
       });
 
       it('header arrays are joined like repeated header lines', () => {
@@ -652,5 +685,35 @@ describe('edge decision storage: the request as the application sees it', () => 
     const hostile = new Proxy({}, { get() { throw new Error('trap'); } });
     assert.equal(edge.decisionFor(hostile), undefined);
     assert.equal(edge.decisionFor({ host: 'x' }), undefined);
+  });
+});
+
+describe('edge decision behind a PROXY protocol balancer', () => {
+  const { Edge } = require('../../dist/lib/edge.js');
+  const { parseConfig } = require('../../dist/lib/config.js');
+  const config = parseConfig({ AUDITRACE_TRUSTED_PROXIES: 'loopback', AUDITRACE_PROXY_PROTOCOL: 'true' }).config.edge;
+  const sources = new WeakMap();
+  const edge = new Edge(config, (socket) => sources.get(socket));
+  const viaBalancer = (source, headers) => {
+    const socket = { remoteAddress: '127.0.0.1' };
+    if (source !== undefined) sources.set(socket, { address: source });
+    return edge.decide({ headers: { host: 'svc', ...headers }, url: '/', method: 'GET', socket });
+  };
+
+  it('an internet client\'s own request id is not believed because the balancer is trusted', () => {
+    for (const source of ['203.0.113.7', undefined]) {
+      const d = viaBalancer(source, { 'x-request-id': 'attacker-chosen-id-0001', 'x-forwarded-for': '198.51.100.99' });
+      assert.notEqual(d.request.requestId, 'attacker-chosen-id-0001', String(source));
+      assert.equal(d.untrustedRequestId, 'attacker-chosen-id-0001');
+      assert.equal(d.peerTrusted, false);
+      assert.equal(d.request.clientAddress, source ?? '127.0.0.1');
+      assert.equal(d.request.peerAddress, '127.0.0.1');
+    }
+  });
+
+  it('a trusted proxy behind the balancer still passes its request id on', () => {
+    const d = viaBalancer('127.0.0.9', { 'x-request-id': 'proxy-chosen-id-0001', 'x-forwarded-for': '198.51.100.99' });
+    assert.equal(d.request.requestId, 'proxy-chosen-id-0001');
+    assert.equal(d.request.clientAddress, '198.51.100.99');
   });
 });
