@@ -4,6 +4,8 @@ import { processIdentity } from './identity';
 import { formatConfigError, parseConfig } from './config';
 import { writeLine } from './diagnostics';
 import { rfc3339Now } from './audit/ids';
+import { createRedactor, escapeRawJson, sanitize } from './audit/serialize';
+import type { SerializeLimits } from './audit/serialize';
 import { currentRequest } from './request-context';
 import { current } from './start';
 import { version } from './version';
@@ -47,6 +49,28 @@ export function getLogger(): WinstonLogger {
   const id = processIdentity(config);
   const service = { 'service.name': String(id['service.name']), 'service.instance.id': String(id['service.instance.id']) };
 
+  // The application's values pass the audit serialiser's rules before they are written or
+  // exported: deny-listed keys (password, token, authorization, cookie, …) at any depth, the
+  // string limit, cycles, getters and Proxies. `level` is winston's own.
+  const limits: SerializeLimits = { maxFieldBytes: config.audit.maxFieldBytes, maxRecordBytes: config.audit.maxRecordBytes, maxDepth: 8, maxKeys: 200 };
+  const isRedacted = createRedactor(config.audit.redactKeys);
+  const safe = winston.format((info) => {
+    const fields = info as Record<string, unknown>;
+    for (const key of Object.keys(fields)) {
+      if (key === 'level') continue;
+      fields[key] = key !== 'message' && isRedacted(key) ? '[REDACTED]' : sanitize(fields[key], limits, isRedacted);
+    }
+    return info;
+  });
+  // After winston's JSON: what JSON.stringify leaves raw (U+2028, C1 controls, bidi overrides) is
+  // escaped, as in the audit file: a value cannot start a line of its own or restyle a terminal.
+  const MESSAGE = Symbol.for('message');
+  const escaped = winston.format((info) => {
+    const line = (info as Record<symbol, unknown>)[MESSAGE];
+    if (typeof line === 'string') (info as Record<symbol, unknown>)[MESSAGE] = escapeRawJson(line);
+    return info;
+  });
+
   const correlate = winston.format((info) => {
     Object.assign(info, { time: rfc3339Now(), ...correlationFields(), ...service });
     return info;
@@ -78,7 +102,7 @@ export function getLogger(): WinstonLogger {
   if (config.logs.exporters.length > 0 && current()) transports.push(new OtelBridge());
   instance = winston.createLogger({
     level: process.env.LOG_LEVEL ?? 'info',
-    format: winston.format.combine(correlate(), winston.format.json()),
+    format: winston.format.combine(safe(), correlate(), winston.format.json(), escaped()),
     transports,
     exitOnError: false,
   });

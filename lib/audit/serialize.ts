@@ -160,6 +160,15 @@ function quote(s: string): string {
 }
 
 /**
+ * JSON text with the characters `JSON.stringify` leaves raw (C1, DEL, U+2028/U+2029, bidirectional
+ * marks and overrides, BOM) escaped: the same JSON value, safe for line-oriented readers and
+ * terminals. They can only occur inside strings, where `\uXXXX` means the same character.
+ */
+export function escapeRawJson(json: string): string {
+  return EXTRA_ESCAPE.test(json) ? json.replace(EXTRA_ESCAPE_G, escapeChar) : json;
+}
+
+/**
  * `quote(s)` differs from the RFC 8785 form of `s` (which is `JSON.stringify(s)`) only when it
  * escaped a character JSON leaves raw; those all lie at or above U+007F.
  */

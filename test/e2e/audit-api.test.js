@@ -323,6 +323,29 @@ describe('audit and logger API, end to end', function () {
       assert.equal(rx.logs().filter((l) => l.body === 'order placed').length, 1, 'sent once');
     });
 
+    it('credentials under their usual names are redacted, client-chosen characters escaped and long values cut, on stdout and over OTLP', async () => {
+      rx = await startOtlpReceiver();
+      const app = start('audit/logger-hostile.js', {
+        env: { OTEL_EXPORTER_OTLP_ENDPOINT: rx.url, OTEL_SERVICE_NAME: 'api-logger-hostile', OTEL_BLRP_SCHEDULE_DELAY: '100', AUDITRACE_AUDIT_FILE: path.join(dir, 'audit.jsonl') },
+      });
+      await app.waitForOutput(/done/);
+      const lines = app.stdout.split('\n').filter((l) => l.includes('login attempt'));
+      assert.equal(lines.length, 1, app.stdout);
+      for (const secret of ['hunter2', 'SECRETTOKEN', 'tok123', 'k-999']) assert.ok(!app.stdout.includes(secret), `${secret} on stdout`);
+      assert.doesNotMatch(lines[0], /[\u0085\u009b\u2028\u2029\u202e]/, 'no raw separator or terminal control');
+      const line = JSON.parse(lines[0]);
+      assert.equal(line.password, '[REDACTED]');
+      assert.equal(line.authorization, '[REDACTED]');
+      assert.equal(line.user.token, '[REDACTED]');
+      assert.equal(line.user.name, 'bob');
+      assert.equal(line.note, 'a\u2028forged\u2029b\u0085c\u009b2J\u202eevil\r\nnext', 'the same value, escaped');
+      assert.ok(Buffer.byteLength(line.big) <= 4096, `a long value is cut (${line.big.length})`);
+      const otlp = await rx.waitFor(() => rx.logs().find((l) => l.body === 'login attempt'), { timeoutMs: 15000 });
+      assert.equal(otlp.attributes.password, '[REDACTED]');
+      assert.equal(otlp.attributes.authorization, '[REDACTED]');
+      assert.ok(!JSON.stringify(rx.logs()).includes('hunter2'));
+    });
+
     it("the application's own winston logger gets trace_id, span_id and service.instance.id", async () => {
       rx = await startOtlpReceiver();
       const app = start('audit/api-server.js', {
