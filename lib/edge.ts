@@ -14,6 +14,7 @@ import { requestFromContext, setRequestContext } from './request-context';
 import type { RequestContext } from './request-context';
 import { decideRequestId } from './request-id';
 import { compileTrust } from './trust';
+import { redactPathParams, redactQuery } from './url-redaction';
 import type { Trust } from './trust';
 
 const accessWarnings = new RateLimitedWarnings(60_000);
@@ -100,7 +101,7 @@ export class Edge {
       startNs: process.hrtime.bigint(),
       endNs: undefined,
       endTime: undefined,
-      path: pathOnly(req.url),
+      path: redactPathParams(pathOnly(req.url)),
     };
     keepDecision(req.headers, decision);
     return decision;
@@ -261,12 +262,6 @@ function contentLength(v: unknown): number | undefined {
   return n !== undefined && Number.isSafeInteger(n) ? n : undefined;
 }
 
-function redactQuery(query: string): string {
-  return query.split('&').filter(Boolean).map((p) => {
-    const eq = p.indexOf('=');
-    return eq >= 0 ? `${p.slice(0, eq)}=REDACTED` : p;
-  }).join('&').slice(0, 1024);
-}
 
 /** Express keeps the matched route on the request after routing. */
 let watchingRoutes = false;

@@ -3,6 +3,7 @@ import { formatConfigError, parseConfig } from './config';
 import { writeLine } from './diagnostics';
 import { Edge } from './edge';
 import { exceptionGuard } from './exception-guard';
+import { clientUrlRedaction } from './url-redaction';
 import { buildInstrumentations, buildPropagator, buildResource, Pipelines } from './sdk';
 
 /**
@@ -27,8 +28,8 @@ export function nodeSdkOptions(options: Partial<NodeSDKConfiguration> = {}): Par
   const ours = buildInstrumentations(config, edge).filter((i) => !theirs.has(i.instrumentationName));
   // A trace exporter given alone gets the batch processor NodeSDK would have made, after the guard.
   const { traceExporter, ...rest } = options;
-  const spanProcessors = options.spanProcessors ? [exceptionGuard(), ...options.spanProcessors]
-    : traceExporter ? [exceptionGuard(), pipelines.batchSpanProcessorFor(traceExporter)]
+  const spanProcessors = options.spanProcessors ? [exceptionGuard(), clientUrlRedaction(), ...options.spanProcessors]
+    : traceExporter ? [exceptionGuard(), clientUrlRedaction(), pipelines.batchSpanProcessorFor(traceExporter)]
       : config.traces.exporters.length === 0 ? undefined : pipelines.spanProcessors();
   return {
     autoDetectResources: false,

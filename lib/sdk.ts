@@ -25,6 +25,7 @@ import { EmitterContextManager } from './context-manager';
 import { version } from './version';
 import { PooledIdGenerator } from './random-hex';
 import { exceptionGuard } from './exception-guard';
+import { clientUrlRedaction } from './url-redaction';
 import { koaWithoutLayerSpans } from './koa-layers';
 
 /** What `start()` builds; `shutdown()` flushes and stops all of it. */
@@ -227,10 +228,10 @@ export class Pipelines {
     return processor;
   }
 
-  /** The recordException guard (lib/exception-guard.ts) first, then one processor per exporter. */
+  /** The recordException guard (lib/exception-guard.ts) and the client spans' URL redaction first, then one processor per exporter. */
   spanProcessors(meterProvider?: MeterProvider): import('@opentelemetry/sdk-trace').SpanProcessor[] {
     const t = require('@opentelemetry/sdk-trace') as typeof import('@opentelemetry/sdk-trace');
-    return [exceptionGuard(), ...this.exportersFor('traces', this.config.traces).map(({ name, exporter, backoff }) => name === 'console'
+    return [exceptionGuard(), clientUrlRedaction(), ...this.exportersFor('traces', this.config.traces).map(({ name, exporter, backoff }) => name === 'console'
       ? new t.SimpleSpanProcessor({ exporter: exporter as never })
       : flushesAlwaysSend(this.batchSpanProcessorFor(exporter, meterProvider), backoff))];
   }

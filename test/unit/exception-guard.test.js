@@ -70,15 +70,15 @@ describe('recordException guard', () => {
   it('comes first in the span processors nodeSdkOptions() returns: the caller\'s own, or auditrace\'s', async () => {
     const theirs = new SimpleSpanProcessor({ exporter: new InMemorySpanExporter() });
     const given = nodeSdkOptions({ spanProcessors: [theirs] }).spanProcessors;
-    assert.equal(given.length, 2);
-    assert.equal(given[1], theirs);
+    assert.equal(given.length, 3, 'the guard, the client URL redaction, theirs');
+    assert.equal(given[2], theirs);
     const made = nodeSdkOptions({}).spanProcessors;
     assert.ok(made.length >= 2, 'auditrace\'s pipeline after the guard');
     // A trace exporter given alone: the batch processor NodeSDK would have made for it, after the guard.
     const exporter = new InMemorySpanExporter();
     const alone = nodeSdkOptions({ traceExporter: exporter });
     assert.equal(alone.traceExporter, undefined);
-    assert.equal(alone.spanProcessors.length, 2);
+    assert.equal(alone.spanProcessors.length, 3);
     const tp = new TracerProvider({ spanProcessors: nodeSdkOptions({ traceExporter: exporter }).spanProcessors });
     const span = tp.getTracer('test').startSpan('alone');
     assert.doesNotThrow(() => span.recordException(Object.create(null)));
