@@ -121,7 +121,7 @@ function readKey(a: Args, env: NodeJS.ProcessEnv): Buffer | undefined {
  * bidirectional-override characters are shown escaped, never interpreted by the terminal.
  */
 export function terminalSafe(text: string): string {
-  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g,
+  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 

@@ -580,5 +580,13 @@ export function formatTrail(t: Trail): string {
     out.push(`errors (${t.errors.length}):`);
     for (const e of t.errors) out.push(`  ${clock(e.time)}  ${e.service}  ${e.what}: ${e.message}  [${e.where}]`);
   }
-  return `${out.join('\n')}\n`;
+  return `${out.map(oneLine).join('\n')}\n`;
+}
+
+/**
+ * Each entry of the view is one line: a line break a client put into a recorded value (a user id,
+ * a path) is shown escaped, so it cannot start a line that reads like a node of the tree.
+ */
+export function oneLine(line: string): string {
+  return line.replace(/[\r\n\u0085\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

@@ -246,5 +246,19 @@ describe('forensics: trail', function () {
       assert.ok(!/[\u001b\u0007\u202e]/.test(r.stdout), r.stdout);
       assert.match(r.stdout, /\\u001b\[2J/);
     });
+
+    it('never lets a recorded value start a line of its own (line breaks in values are shown escaped)', () => {
+      const f = path.join(dir, 'lines.jsonl');
+      const forged = '\n└─ forged  reason=bad_password';
+      gen.writeLines(f, [JSON.stringify({
+        time: '2026-11-22T05:00:00.000001Z', 'audit.id': 'a1', 'event.name': 'authn_login_fail', 'event.outcome': 'failure', 'request.id': 'nl-1',
+        'service.name': 's', 'user.id': `mallory${forged}`, 'error.message': `bad\u2028└─ forged2\r\u0085\u2029x`,
+      })]);
+      const r = cli(['trail', 'nl-1', '--file', f]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.ok(!/[\u0085\u2028\u2029\r]/.test(r.stdout), r.stdout);
+      assert.ok(!r.stdout.split('\n').some((l) => /^\s*└─ forged/.test(l)), r.stdout);
+      assert.match(r.stdout, /mallory\\u000a└─ forged/);
+    });
   });
 });
