@@ -193,15 +193,32 @@ function isObject(value: unknown): value is object {
 export function recordServerError(rpc: HttpMetadata, err: unknown): void {
   try {
     const seen = rpc.recorded ?? (rpc.recorded = new Set());
-    const message = err instanceof Error ? err.message : String(err);
+    const client = clientError(err);
+    const message = client?.message ?? (err instanceof Error ? err.message : String(err));
     rpc.error = message;
     if (!seen.has(err)) {
       seen.add(err);
-      rpc.span.recordException(err instanceof Error ? err : message);
+      rpc.span.recordException(client ?? (err instanceof Error ? err : message));
     }
   } catch {
     // a value without a string form (Object.create(null)): no message, no event
   }
+}
+
+/**
+ * An error raised because of what the client sent (an http-errors 4xx: body-parser's
+ * `entity.parse.failed`, `entity.too.large`, …) is described by its kind, not its message: V8's
+ * JSON.parse message quotes the body (`"password": hunter2…` is not valid JSON), and the body is
+ * the client's content. Its stack holds the same message, so none is recorded.
+ */
+function clientError(err: unknown): { name: string; message: string } | undefined {
+  if (err === null || typeof err !== 'object') return undefined;
+  const e = err as { status?: unknown; statusCode?: unknown; type?: unknown; name?: unknown };
+  const status = typeof e.status === 'number' ? e.status : e.statusCode;
+  if (typeof status !== 'number' || status < 400 || status > 499) return undefined;
+  const type = typeof e.type === 'string' && /^[\w.-]{1,64}$/.test(e.type) ? ` (${e.type})` : '';
+  const name = typeof e.name === 'string' && /^[\w.$-]{1,64}$/.test(e.name) ? e.name : 'Error';
+  return { name, message: `client error ${status}${type}` };
 }
 
 /**
