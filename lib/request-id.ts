@@ -31,7 +31,12 @@ export function decideRequestId(incoming: string | string[] | undefined, peerTru
   if (incoming === undefined || incoming === '') return { requestId: newRequestId() };
   const value = Array.isArray(incoming) ? incoming.join(',') : incoming;
   if (!peerTrusted) return { requestId: newRequestId(), untrusted: forensicCopy(value) };
-  if (Array.isArray(incoming) && incoming.length > 1) return { requestId: newRequestId(), replaced: 'multiple', untrusted: forensicCopy(value) };
+  if (Array.isArray(incoming) ? incoming.length > 1 : joinedRepeats(value)) return { requestId: newRequestId(), replaced: 'multiple', untrusted: forensicCopy(value) };
   if (!WELL_FORMED.test(value)) return { requestId: newRequestId(), replaced: 'malformed', untrusted: forensicCopy(value) };
   return { requestId: value };
+}
+
+/** Node joins a header sent on several lines with ", ", which no well-formed id contains. */
+function joinedRepeats(value: string): boolean {
+  return value.includes(', ') && value.split(', ').every((part) => WELL_FORMED.test(part));
 }

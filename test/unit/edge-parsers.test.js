@@ -389,7 +389,7 @@ describe('edge parsers', () => {
         'too short': 'abc',
         'too long': 'a'.repeat(129),
         spaces: 'abc def ghi',
-        comma: 'aaaaaaaa, bbbbbbbb',
+        comma: 'aaaaaaaa,bbbbbbbb', // with ", " it reads as two header lines joined: 'multiple'
         'C1 + bidi': 'abcdefgh\u0085\u009b\u202e\u2028',
       };
       for (const [label, value] of Object.entries(cases)) {
@@ -405,6 +405,9 @@ describe('edge parsers', () => {
       assert.equal(multiple.replaced, 'multiple');
       assert.match(multiple.requestId, HEX32);
       assert.equal(multiple.untrusted, 'aaaaaaaa,bbbbbbbb');
+      // As Node hands them over: repeated header lines joined with ", ".
+      assert.equal(decideRequestId('good-id-00000001, good-id-00000002', true).replaced, 'multiple');
+      assert.equal(decideRequestId('good-id-00000001, <script>', true).replaced, 'malformed');
     });
 
     it('the forensic copy is truncated to 128 characters plus an ellipsis', () => {
