@@ -213,6 +213,7 @@ export class Auditor {
         requestId: request?.requestId,
         clientAddress: request?.clientAddress,
         identity: this.identity,
+        keepChars: this.limits.maxFieldBytes,
         outcome: own?.outcome,
         severity: own?.severity,
         internal: own !== undefined,

@@ -1,3 +1,4 @@
+import { scrubSecrets } from './scrub';
 import { catalogue, commonFields } from './catalogue';
 import type { EventSpec, FieldSpec, Outcome, Severity } from './catalogue';
 
@@ -14,6 +15,8 @@ export interface Ambient {
   /** Set when auditrace itself writes the record: only then are internal events accepted. */
   internal?: boolean | undefined;
   severity?: Severity | undefined;
+  /** Characters of a string field a record can hold: free text past them is not scrubbed (never written). */
+  keepChars?: number | undefined;
   identity: {
     'service.name': string;
     'service.instance.id': string;
@@ -169,6 +172,9 @@ function rulesFor(name: string): EventRules {
  * a field that breaks the catalogue's rules is left out and named in `audit.problems`, so the
  * record of what happened is written even when the call was wrong.
  */
+/** The one free-text field: what another service or an exception said (lib/audit/scrub.ts). */
+const FREE_TEXT = 'error.message';
+
 export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
   isRedacted: (key: string) => boolean = () => false): BuiltRecord {
   const problems: string[] = [];
@@ -215,7 +221,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     if (rule !== undefined) {
       const p = typeProblem(key, value, rule);
       if (p) problems.push(p);
-      else record[key] = value;
+      else record[key] = key === FREE_TEXT && typeof value === 'string' ? scrubSecrets(value, isRedacted, ambient.keepChars) : value;
       continue;
     }
     if (!spec && (key === 'event.outcome' || key === 'severity')) {
@@ -236,7 +242,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
       }
       const p = typeProblem(key, value, fieldSpec);
       if (p) problems.push(p);
-      else record[key] = value;
+      else record[key] = key === FREE_TEXT && typeof value === 'string' ? scrubSecrets(value, isRedacted, ambient.keepChars) : value;
     } else if (!FIELD_NAME.test(key) || key.length > 64) {
       problems.push(`${JSON.stringify(key.slice(0, 64))}: not a dotted lower_snake_case field name`);
     } else if (isRedacted(key)) {
@@ -246,7 +252,7 @@ export function buildRecord(eventName: string, input: unknown, ambient: Ambient,
     } else if (!isScalarOrStrings(value)) {
       problems.push(`${key}: expected a string, number, boolean or array of strings`);
     } else {
-      record[key] = value;
+      record[key] = key === FREE_TEXT && typeof value === 'string' ? scrubSecrets(value, isRedacted, ambient.keepChars) : value;
     }
   }
   for (const key of rules.required) {
