@@ -1028,7 +1028,11 @@ export function openSink(opts: SinkOptions): AuditSink {
         qHead = 0;
         headWritten = 0;
         stats.buffered = 0;
-        notify(opts.onError, `audit sink for ${label} closed with ${count(left, 'record')} still undeliverable (${code}): they are lost and counted as dropped`);
+        notify(opts.onError, `audit sink for ${label} closed with ${count(left, 'record')} still undeliverable (${code}): they are lost and counted as dropped`
+          + (stats.dropped > left ? `; ${count(stats.dropped, 'record')} lost in all since the start` : ''));
+      } else if (stats.dropped > 0) {
+        // A short-lived process may end before the periodic reminder: the total is said once here.
+        notify(opts.onError, `audit sink for ${label} closed: ${count(stats.dropped, 'record')} lost in all since the start (counted as dropped)`);
       }
       episode = null;
       syncUnanswered();

@@ -532,7 +532,16 @@ describe('audit sink', function () {
       sink.close();
       assert.equal(sink.stats().dropped, 150);
       assert.equal(sink.stats().buffered, 0);
-      assert.match(errors.at(-1), /closed with 100 records still undeliverable \(ENOSPC\)/);
+      assert.match(errors.at(-1), /closed with 100 records still undeliverable \(ENOSPC\): they are lost and counted as dropped; 150 records lost in all since the start$/);
+    });
+
+    it('no memory buffer: every lost record is still counted in one line at close', () => {
+      const { errors, opts } = options('/dev/full', { bufferRecords: 0, fsync: 'always' });
+      const sink = open(opts);
+      for (let i = 0; i < 13; i++) sink.write(record(i));
+      sink.close();
+      assert.equal(sink.stats().dropped, 13);
+      assert.match(errors.at(-1), /closed: 13 records lost in all since the start \(counted as dropped\)$/);
     });
 
     it('a torn write (part of a line, then ENOSPC) is completed on recovery: no partial line, no duplicate', () => {
