@@ -33,7 +33,7 @@ const consoleFactory: Record<Signal, () => unknown> = {
   metrics: () => new (require('@opentelemetry/sdk-metrics').ConsoleMetricExporter)(),
 };
 
-export function createOtlpExporter(signal: Signal, cfg: ExportConfig): unknown {
+export function createOtlpExporter(signal: Signal, cfg: ExportConfig, opts: { holdProcess?: boolean } = {}): unknown {
   const mod = otlpModules[signal][cfg.protocol]() as Record<string, new (c: object) => unknown>;
   const exporter = new mod[otlpClass[signal]]!({
     url: cfg.endpoint,
@@ -41,8 +41,8 @@ export function createOtlpExporter(signal: Signal, cfg: ExportConfig): unknown {
     timeoutMillis: cfg.timeoutMs,
     compression: cfg.compression,
   });
-  requireHttpInTransport(exporter);
-  agentsReadRawHeaders(exporter);
+  requireHttpInTransport(exporter, opts.holdProcess !== false);
+  agentsReadRawHeaders(exporter, opts.holdProcess !== false);
   if (signal === 'traces' && cfg.protocol === 'http/protobuf') encodeSpansOurselves(exporter);
   return exporter;
 }
@@ -84,13 +84,14 @@ function transportOf(exporter: unknown): HttpTransportLike | undefined {
  * `keepAliveFromRawHeaders`. Found by shape: if a later release moves the factory, the agents stay
  * Node's own.
  */
-export function agentsReadRawHeaders(exporter: unknown): boolean {
+export function agentsReadRawHeaders(exporter: unknown, holdProcess = true): boolean {
   try {
     const params = transportOf(exporter)?._parameters;
     const factory = params?.agentFactory;
     if (!params || typeof factory !== 'function') return false;
     params.agentFactory = async function agentFactory(this: unknown, ...args: unknown[]) {
-      return keepAliveFromRawHeaders(await Reflect.apply(factory, this, args));
+      const agent = keepAliveFromRawHeaders(await Reflect.apply(factory, this, args));
+      return holdProcess ? agent : exportsDoNotHoldTheProcess(agent);
     };
     return true;
   } catch {
@@ -120,6 +121,32 @@ export function keepAliveFromRawHeaders<T>(agent: T): T {
     }
     // eslint-disable-next-line prefer-rest-params
     return Reflect.apply(keep, this, arguments) as unknown;
+  };
+  return agent;
+}
+
+/**
+ * An export on the wire must not keep the process alive: a collector that accepts and never
+ * answers held it for the whole OTLP timeout (10 s, then again per retry), so a finished script
+ * or a server drained after SIGTERM ran on long past AUDITRACE_SHUTDOWN_TIMEOUT_MS, and `beforeExit`
+ * (where the bounded final flush runs) came only after it. Each request's socket is unref'd once
+ * the agent hands it over (Node refs a kept-alive socket again when it reuses it). The final flush
+ * keeps the process alive by its own timer, for at most the shutdown timeout.
+ */
+export function exportsDoNotHoldTheProcess<T>(agent: T): T {
+  const a = agent as { addRequest?: unknown } | null | undefined;
+  const add = a?.addRequest;
+  if (typeof add !== 'function') return agent;
+  a!.addRequest = function addRequest(this: unknown, req: unknown) {
+    try {
+      (req as { once?: (e: string, f: (s: unknown) => void) => void }).once?.('socket', (socket) => {
+        (socket as { unref?: () => void } | null)?.unref?.();
+      });
+    } catch {
+      // the request keeps its socket as Node made it
+    }
+    // eslint-disable-next-line prefer-rest-params
+    return Reflect.apply(add, this, arguments) as unknown;
   };
   return agent;
 }
@@ -156,7 +183,7 @@ export function headersFrom(raw: readonly unknown[]): Record<string, string | st
  * scripts/bundle.js now gives the transport `require` for http and https alike, which covers
  * this too; kept for exporters built from the unbundled dist/lib, and as its tests describe it.
  */
-export function requireHttpInTransport(exporter: unknown): boolean {
+export function requireHttpInTransport(exporter: unknown, holdProcess = true): boolean {
   try {
     const t = transportOf(exporter);
     if (!t || t._utils !== null || typeof t._loadUtils !== 'function') return false;
@@ -165,7 +192,8 @@ export function requireHttpInTransport(exporter: unknown): boolean {
     t._loadUtils = async function loadUtils() {
       if (t._utils === null) {
         const http = require('node:http') as typeof import('node:http');
-        t._utils = { agent: keepAliveFromRawHeaders(new http.Agent({ keepAlive: true })), request: http.request };
+        const agent = keepAliveFromRawHeaders(new http.Agent({ keepAlive: true }));
+        t._utils = { agent: holdProcess ? agent : exportsDoNotHoldTheProcess(agent), request: http.request };
       }
       return t._utils;
     };

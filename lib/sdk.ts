@@ -42,6 +42,12 @@ export interface Telemetry {
   /** Resolves `true` when everything was exported in time, `false` on timeout; never rejects. */
   shutdown(): Promise<boolean>;
   forceFlush(): Promise<boolean>;
+  /**
+   * The same flush with no timer of its own: on a signal the application handles itself, nothing
+   * of ours may keep the process alive once the application is done (its exports hold no handle;
+   * the final, bounded flush comes at `beforeExit`).
+   */
+  flushInBackground(): Promise<unknown>;
 }
 
 const EXPORT_WARNING_INTERVAL_MS = 60_000;
@@ -174,13 +180,19 @@ export function createEdge(config: Readonly<Config>): Edge {
 export class Pipelines {
   private readonly warnings = new RateLimitedWarnings(EXPORT_WARNING_INTERVAL_MS);
   private readonly losses = new LossCounters();
-  constructor(private readonly config: Readonly<Config>) {}
+  /**
+   * `lifecycle`: auditrace's own start() owns the process's end (the bounded flush at `beforeExit`
+   * and on signals), so exports on the wire need not hold the process (exporters.ts). An
+   * application's own NodeSDK (nodeSdkOptions) awaits its shutdown with nothing else holding the
+   * loop: its exports keep their sockets as Node makes them.
+   */
+  constructor(private readonly config: Readonly<Config>, private readonly lifecycle = false) {}
 
   private exportersFor(signal: Signal, cfg: ExportConfig) {
     return cfg.exporters.map((name) => {
       if (name !== 'otlp') return { name, exporter: createConsoleExporter(signal), backoff: undefined };
       const backoff = new ExportBackoff();
-      const exporter = watchExports(createOtlpExporter(signal, cfg) as never, signal, redactUrl(cfg.endpoint), this.warnings,
+      const exporter = watchExports(createOtlpExporter(signal, cfg, { holdProcess: !this.lifecycle }) as never, signal, redactUrl(cfg.endpoint), this.warnings,
         (s: Signal, items: unknown, sent: boolean) => this.losses.record(s, items, sent), backoff);
       return { name, exporter, backoff };
     });
@@ -447,7 +459,7 @@ function tlsLoaded(): boolean {
 
 export function buildTelemetry(config: Readonly<Config>): Telemetry {
   installDiag(config);
-  const pipelines = new Pipelines(config);
+  const pipelines = new Pipelines(config, true);
   const resource = buildResource(config);
 
   context.setGlobalContextManager(new EmitterContextManager().enable());
@@ -512,6 +524,7 @@ export function buildTelemetry(config: Readonly<Config>): Telemetry {
     deferredInstrumentations: started.deferred,
     hookedModules: [...new Set([...hookedModules(instrumentations), ...started.deferred.flatMap((n) => instrumentationTargets[n] ?? [])])],
     forceFlush: () => withTimeout(Promise.allSettled(providers.map((p) => p.forceFlush())), config.shutdownTimeoutMs),
+    flushInBackground: () => Promise.allSettled(providers.map((p) => p.forceFlush())),
     shutdown: () => {
       // Traces and logs first so their drop counts reach the final metrics export.
       started.stop();

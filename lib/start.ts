@@ -56,7 +56,7 @@ export function start(via: StartedVia = 'api'): Telemetry | undefined {
     }
     const telemetry = buildTelemetry(config);
     state.telemetry = telemetry;
-    state.removeHooks = installShutdownHooks(telemetry.shutdown, telemetry.forceFlush, isQuiet(config));
+    state.removeHooks = installShutdownHooks(telemetry.shutdown, telemetry.flushInBackground, isQuiet(config));
     if (!isQuiet(config)) writeLine(startupLine(telemetry));
     return telemetry;
   } catch (err) {

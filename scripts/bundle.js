@@ -83,6 +83,48 @@ const coreAnyValue = {
 };
 
 /**
+ * The SDK bounds each export with a timer that holds the event loop (sdk-metrics' periodic export
+ * and a reader's flush; the batch span and log record processors' export of a batch): with a
+ * collector that accepts and never answers, every export held the process for its export timeout
+ * (30 s by default), so a finished script never reached `beforeExit`, where auditrace's own
+ * bounded flush runs (AUDITRACE_SHUTDOWN_TIMEOUT_MS, by a timer that does hold the loop). Those
+ * timers are unref'd; what they bound is unchanged. Another version of a file is bundled
+ * unchanged, and the build says so.
+ */
+const EXPORT_TIMERS = [
+  {
+    file: /@opentelemetry[\\/]sdk-metrics[\\/]dist[\\/]utils\.cjs$/,
+    from: '\t\ttimeoutHandle = setTimeout(function timeoutHandler() {\n\t\t\treject(new TimeoutError("Operation timed out."));\n\t\t}, timeout);\n',
+    unref: '\t\ttimeoutHandle.unref?.();\n',
+  },
+  {
+    file: /@opentelemetry[\\/]sdk-trace[\\/]dist[\\/]export[\\/]BatchSpanProcessorBase\.cjs$/,
+    from: '\t\t\tconst timer = setTimeout(() => {\n\t\t\t\treject(/* @__PURE__ */ new Error("Timeout"));\n\t\t\t}, this._exportTimeoutMillis);\n',
+    unref: '\t\t\ttimer.unref?.();\n',
+  },
+  {
+    file: /@opentelemetry[\\/]sdk-logs[\\/]dist[\\/]export[\\/]BatchLogRecordProcessorBase\.cjs$/,
+    from: '\t\t\tconst timer = setTimeout(() => {\n\t\t\t\treject(/* @__PURE__ */ new Error("Timeout"));\n\t\t\t}, exportTimeoutMillis);\n',
+    unref: '\t\t\ttimer.unref?.();\n',
+  },
+];
+const exportTimersUnref = {
+  name: 'export-timers-unref',
+  setup(build) {
+    for (const t of EXPORT_TIMERS) {
+      build.onLoad({ filter: t.file }, (args) => {
+        const text = fs.readFileSync(args.path, 'utf8');
+        if (!text.includes(t.from)) {
+          process.stderr.write(`bundle: warning: ${rel(args.path)} has no export timer of the known form: bundled unchanged\n`);
+          return undefined;
+        }
+        return { contents: text.replace(t.from, t.from + t.unref), loader: 'js' };
+      });
+    }
+  },
+};
+
+/**
  * instrumentation-express (with AUDITRACE_LAYER_SPANS=true) turns what a layer passes to `next()`
  * or throws into a message with `String(error)`, which throws for a value without a string form
  * (`next(Object.create(null))`, a throwing `toString`, a Proxy): inside the application's own
@@ -307,7 +349,7 @@ async function main() {
 
   // Pass 2: the main bundle alone, to learn which files it carries.
   const mainEntry = { contents: "module.exports = require('./dist/lib/index.js');", resolveDir: ROOT, sourcefile: 'auditrace-entry.js', loader: 'js' };
-  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports, apiNamespace] });
+  const probe = await esbuild.build({ ...common, stdin: mainEntry, outfile: MAIN, plugins: [deferredOut, debugOnDemand, coreAnyValue, exportTimersUnref, builtinImports, apiNamespace] });
   const carried = new Set(Object.keys(probe.metafile.inputs).map((f) => path.resolve(ROOT, f)));
   const shared = [...imported].filter((f) => carried.has(f)).map(rel).sort();
   const semconv = slimSemconv([...Object.keys(probe.metafile.inputs), ...instrInputs]);
@@ -326,7 +368,7 @@ Object.defineProperty(module.exports, '__current', { value: require('./dist/lib/
   // audit } from 'auditrace'`): the annotation esbuild writes for its own ESM entries.
   const names = Object.keys(require(path.join(DIST, 'lib', 'index.js')));
   const footer = { js: `0 && (module.exports = { ${names.join(', ')} });` };
-  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, builtinImports, semconv.plugin, apiNamespace] });
+  const mainBuild = await esbuild.build({ ...common, stdin: { ...mainEntry, contents }, outfile: MAIN, footer, plugins: [deferredOut, debugOnDemand, coreAnyValue, exportTimersUnref, builtinImports, semconv.plugin, apiNamespace] });
 
   // Pass 4: each deferred instrumentation, taking the shared modules from the main bundle.
   const sharedSet = new Set(shared);

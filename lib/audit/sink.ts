@@ -180,6 +180,17 @@ function syncUnsupported(code: string | undefined): boolean {
   return code === 'EINVAL' || code === 'ENOTSUP' || code === 'EROFS';
 }
 
+/** fd 1 is the null device (Node reopens a closed standard output as /dev/null). */
+function stdoutIsDevNull(): boolean {
+  try {
+    const out = nodeFs.fstatSync(1);
+    const nul = nodeFs.statSync('/dev/null');
+    return out.isCharacterDevice() && out.rdev === nul.rdev;
+  } catch {
+    return false;
+  }
+}
+
 export function openSink(opts: SinkOptions): AuditSink {
   const fs: SinkFs = opts.fs ?? nodeFs;
   const now = opts.now ?? Date.now;
@@ -257,6 +268,11 @@ export function openSink(opts: SinkOptions): AuditSink {
       // a failing callback must not break the write path
     }
   };
+
+  if (isStdout && !opts.fs && stdoutIsDevNull()) {
+    // Every write "succeeds", so nothing else would ever say so.
+    notify(opts.onError, 'audit destination stdout is /dev/null (standard output was closed or discarded at launch): every audit record is thrown away by the system; set AUDITRACE_AUDIT_FILE to a file');
+  }
 
   /** For problems that are not a failure episode (fsync, rotation): once a minute per kind. */
   const notice = (kind: string, message: string): void => {

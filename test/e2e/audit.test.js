@@ -139,3 +139,21 @@ describe('audit records from a real instrumented service', function () {
     assert.match(app.stderr, /audit sensitive_read: .*audit\.problems/);
   });
 });
+
+describe('AUDITRACE_AUDIT_FILE=stdout when standard output goes nowhere', () => {
+  it('says once that every record is thrown away (each write "succeeds", so nothing else would)', () => {
+    const { spawnSync } = require('node:child_process');
+    const devNull = fs.openSync('/dev/null', 'w');
+    try {
+      const r = spawnSync(process.execPath, ['--require', path.join(ROOT, 'register.js'), '-e', "require('auditrace').audit.event('invoice_exported', { 'invoice.id': 'i-1' })"], {
+        cwd: ROOT, env: { ...process.env, AUDITRACE_AUDIT_FILE: 'stdout', OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none' },
+        stdio: ['ignore', devNull, 'pipe'], encoding: 'utf8', timeout: 30000,
+      });
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stderr, /audit destination stdout is \/dev\/null .*every audit record is thrown away/);
+      assert.equal(r.stderr.split('stdout is /dev/null').length, 2, 'once');
+    } finally {
+      fs.closeSync(devNull);
+    }
+  });
+});

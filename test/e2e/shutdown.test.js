@@ -264,6 +264,20 @@ describe('shutdown: signals and the natural end flush telemetry, then the proces
       + `must reach the receiver; got: ${JSON.stringify(rx.spans().map((s) => [s.name, s.attributes['url.path']]))}`);
   });
 
+  it('an app that drains on SIGTERM with a collector that never answers still ends within the shutdown timeout', async () => {
+    const hole = await blackHole();
+    cleanups.push(hole.close);
+    const app = start('life-drain.js', { OTEL_EXPORTER_OTLP_ENDPOINT: hole.url, OTEL_METRIC_EXPORT_INTERVAL: '500', AUDITRACE_SHUTDOWN_TIMEOUT_MS: '1500' });
+    await app.waitForOutput(/ready pid=\d+ port=(\d+)/);
+    await new Promise((r) => setTimeout(r, 1200)); // exports are on the wire
+    const t0 = Date.now();
+    app.child.kill('SIGTERM');
+    const { code } = await within(app.exited, 30000, 'exit after draining');
+    const elapsed = Date.now() - t0;
+    assert.equal(code, 0, app.stderr);
+    assert.ok(elapsed < 1500 + MARGIN_MS, `exit took ${elapsed} ms, allowed < ${1500 + MARGIN_MS}`);
+  });
+
   describe('the natural end of a script (beforeExit)', () => {
     it('exports all 10 spans and exits 0', async () => {
       const app = start('life-10-spans.js');
@@ -297,6 +311,23 @@ describe('shutdown: signals and the natural end flush telemetry, then the proces
       assert.match(app.stdout, /app cleanup done/, `the app's beforeExit work was cut short\n${app.stderr}`);
       assert.equal(code, 4, 'the exit code the app set in its beforeExit work');
       assert.equal(appSpans(rx).length, 10);
+    });
+
+    it('exports on the wire to a collector that never answers do not hold the exit past the shutdown timeout', async () => {
+      // Each export would otherwise keep the loop alive for the whole OTLP timeout (10 s, and again
+      // per retry), and beforeExit, where the bounded final flush runs, would come only after it.
+      const hole = await blackHole();
+      cleanups.push(hole.close);
+      const t0 = Date.now();
+      const app = start('life-linger.js', {
+        OTEL_EXPORTER_OTLP_ENDPOINT: hole.url, OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_BSP_SCHEDULE_DELAY: '200',
+        AUDITRACE_SHUTDOWN_TIMEOUT_MS: '1000', LIFE_WORK_MS: '1500',
+      });
+      const { code } = await within(app.exited, 30000, 'natural exit');
+      const elapsed = Date.now() - t0;
+      assert.equal(code, 0, app.stderr);
+      assert.match(app.stdout, /script done/);
+      assert.ok(elapsed < 1500 + 1000 + MARGIN_MS, `exit took ${elapsed} ms, allowed < ${1500 + 1000 + MARGIN_MS}`);
     });
 
     it('does not hold the exit when the collector is down', async () => {
