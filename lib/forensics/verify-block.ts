@@ -42,7 +42,7 @@ export interface ChainMeta {
   tailU?: Uint8Array;
 }
 
-export type ProblemKind = 'not-json' | 'torn' | 'no-chain' | 'bad-chain-field' | 'not-otlp';
+export type ProblemKind = 'not-json' | 'torn' | 'no-chain' | 'bad-chain-field' | 'not-otlp' | 'body' | 'repeated-key';
 
 export interface BlockProblem {
   /** Line offset within the block (0-based). */
@@ -50,6 +50,8 @@ export interface BlockProblem {
   batch: number;
   kind: ProblemKind;
   message: string;
+  /** The chain of a record kept in it despite the problem (its archived copy disagrees with itself). */
+  chain?: string;
 }
 
 export interface BlockResult {
@@ -186,7 +188,8 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   /** Per chain, the index of its last record hashed raw and not yet confirmed; -1: none. */
   const pendingRaw: number[] = [];
 
-  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0, sorted?: KeyValue[]): void => {
+  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0, sorted?: KeyValue[],
+    body?: string): void => {
     records++;
     const chain = rec['audit.chain'];
     const seq = rec['audit.seq'];
@@ -223,15 +226,26 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     }
     const asIs = raw && line !== undefined && isCanonicalShape(rec);
     let canon = '';
+    let repeated: string | undefined;
     if (!asIs) {
       try {
         // An archived record's canonical form is written from its attributes, which arrive in no
         // fixed order: sorted once, they need no plan of their own per record (otlp.ts).
-        canon = sorted ? canonicalOfSorted(sorted, notRecordField) : canonicalize(rec);
+        canon = sorted ? canonicalOfSorted(sorted, notRecordField, (k) => { repeated ??= k; }) : canonicalize(rec);
       } catch (err) {
         problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `cannot be canonicalised (${(err as Error).message})` });
         return;
       }
+    }
+    // The chain is checked on the attributes; the record stays in it (its links decide whether
+    // the attributes were changed), and a second, different record beside it is reported here.
+    if (repeated !== undefined) {
+      problems.push({ line: lineNo, batch, kind: 'repeated-key', chain,
+        message: `attribute ${JSON.stringify(repeated)} appears more than once in the log record (the collector writes each once): modified record (seq ${seq})` });
+    }
+    if (body !== undefined && !sameRecord(body, canon)) {
+      problems.push({ line: lineNo, batch, kind: 'body', chain,
+        message: `the record's body differs from its attributes: modified record (seq ${seq})` });
     }
     if (out.n === out.cap) out.grow();
     const i = out.n++;
@@ -337,7 +351,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
         if (!r.tailed) { otlpCopies++; continue; }
         let sub = sources.get(r.source);
         if (sub === undefined) { sub = Math.min(sources.size, 0xffff); sources.set(r.source, sub); }
-        addRecord(r.record, ln, r.index, sub, undefined, 0, r.sorted);
+        addRecord(r.record, ln, r.index, sub, undefined, 0, r.sorted, r.body);
       }
     } else if (obj.resourceSpans === undefined && obj.resourceMetrics === undefined) {
       problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: 'not an OTLP/JSON export request (skipped)' });
@@ -366,6 +380,20 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     has: out.trimmed(out.has), hashK: key ? out.trimmed(out.hashK, 32) : new Uint8Array(0), hashU: out.trimmed(out.hashU, 32),
     prev: out.trimmed(out.prev, 32), prevState: out.trimmed(out.prevState), specials, problems,
   };
+}
+
+/**
+ * Whether an archived record's body (the line the agent tailed) is the record whose canonical form
+ * is `canon`. auditrace writes its lines in canonical form, so a string comparison decides nearly
+ * every record; a line written otherwise (or by an older version) is parsed and canonicalised.
+ */
+export function sameRecord(body: string, canon: string): boolean {
+  if (body === canon) return true;
+  try {
+    return canonicalize(JSON.parse(body)) === canon;
+  } catch {
+    return false;
+  }
 }
 
 function sameHash(a: Uint8Array, ai: number, b: Uint8Array, bi: number): boolean {

@@ -199,9 +199,14 @@ class Findings {
   private readonly counts = new Map<string, number>();
   omitted = 0;
   errors = 0;
+  /** Errors by chain: some are found while reading, before the chain is judged. */
+  private readonly chainErrors = new Map<string, number>();
 
   add(f: Finding): void {
-    if (f.severity === 'error') this.errors++;
+    if (f.severity === 'error') {
+      this.errors++;
+      if (f.chain !== undefined) this.chainErrors.set(f.chain, (this.chainErrors.get(f.chain) ?? 0) + 1);
+    }
     const k = `${f.chain ?? ''}\0${f.kind}`;
     const n = (this.counts.get(k) ?? 0) + 1;
     this.counts.set(k, n);
@@ -210,6 +215,10 @@ class Findings {
       return;
     }
     this.list.push(f);
+  }
+
+  errorsOf(chain: string): number {
+    return this.chainErrors.get(chain) ?? 0;
   }
 }
 
@@ -340,6 +349,11 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
 
   const problemFinding = (file: number, base: number, p: BlockProblem): void => {
     const w = at(file, base + p.line, p.batch);
+    if (p.chain !== undefined) {
+      // A record that disagrees with itself: a finding of its chain, not a problem of the input.
+      findings.add({ severity: 'error', kind: 'modified', chain: p.chain, message: p.message, where: [w] });
+      return;
+    }
     opts.events.problem(inputs[file]!, `${w}: ${p.message}`);
     findings.add({
       severity: p.kind === 'torn' ? 'notice' : 'error',
@@ -503,7 +517,6 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   }
 
   for (const st of chains.values()) {
-    const before = findings.errors;
     const alg = resolvedAlg.get(st.id);
     const chainLabel = `chain ${st.id}${st.meta.service ? ` (${st.meta.service})` : ''}`;
     const add = (f: Omit<Finding, 'chain'>): void => findings.add({ ...f, chain: st.id });
@@ -738,7 +751,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       ...(st.meta.lastTime ? { lastTime: st.meta.lastTime } : {}),
       ...(start?.s.previous ? { previous: start.s.previous } : {}),
       status,
-      intact: findings.errors === before,
+      intact: findings.errorsOf(st.id) === 0,
       files: [...st.files].map((f) => inputs[f]!.display),
     });
   }

@@ -310,6 +310,56 @@ describe('forensics: verify', function () {
     });
   });
 
+  describe('archived records: the body the agent kept is the record of the attributes', () => {
+    /** An archive of one chain in one export request, whose log records `edit` may change. */
+    function archiveEdited(name, edit, { canonicalBody = false } = {}) {
+      const { lines } = gen.chainLines({ count: 10 });
+      const req = JSON.parse(gen.archiveLines(lines, { batch: lines.length })[0]);
+      const logRecords = req.resourceLogs[0].scopeLogs[0].logRecords;
+      // auditrace writes its lines in canonical form, so that is what the agent keeps as the body.
+      if (canonicalBody) for (const lr of logRecords) lr.body.stringValue = canonicalize(JSON.parse(lr.body.stringValue));
+      edit(logRecords);
+      fs.mkdirSync(path.join(dir, name));
+      gen.writeZstd(path.join(dir, name, 'audit.jsonl.zst'), [JSON.stringify(req)]);
+      return path.join(dir, name);
+    }
+    const editBody = (lr, from, to) => { lr.body.stringValue = lr.body.stringValue.replace(from, to); };
+
+    for (const canonicalBody of [true, false]) {
+      it(`finds a record whose body was edited while its attributes were not (body ${canonicalBody ? 'in canonical form' : 'in another key order'}), and keeps it in the chain`, async () => {
+        const d = archiveEdited(`body-${canonicalBody}`, (lrs) => editBody(lrs[4], '"event.outcome":"success"', '"event.outcome":"failure"'), { canonicalBody });
+        const r = await check({ archives: [d] });
+        assert.deepEqual(kinds(r), ['modified']);
+        assert.match(r.errors[0].message, /the record's body differs from its attributes: modified record \(seq 4\)/);
+        assert.match(r.errors[0].where[0], /audit\.jsonl\.zst:1#4$/);
+        assert.equal(r.report.chains[0].records, r.report.chains[0].lastSeq + 1); // no gap
+        assert.equal(r.report.chains[0].intact, false);
+      });
+    }
+
+    it('passes bodies that are the same record written another way, and records without a body (older archives)', async () => {
+      const d = archiveEdited('ok', (lrs) => {
+        delete lrs[2].body;
+        lrs[3].body = { kvlistValue: { values: [] } }; // not a line: nothing to compare
+        lrs[5].body.stringValue = JSON.stringify(JSON.parse(lrs[5].body.stringValue), null, 1);
+      });
+      const r = await check({ archives: [d] });
+      assert.deepEqual(r.errors, []);
+    });
+
+    it('finds an attribute repeated in one log record (the agent writes each key once)', async () => {
+      const d = archiveEdited('dup', (lrs) => {
+        const lr = lrs[6];
+        const outcome = lr.attributes.find((kv) => kv.key === 'event.outcome');
+        lr.attributes.unshift({ key: 'event.outcome', value: { stringValue: 'failure' } }, { ...outcome });
+      }, { canonicalBody: true });
+      const r = await check({ archives: [d] });
+      assert.deepEqual(kinds(r), ['modified']);
+      assert.match(r.errors[0].message, /attribute "event\.outcome" appears more than once in the log record.*\(seq 6\)/);
+      assert.match(r.errors[0].where[0], /:1#6$/);
+    });
+  });
+
   it('does not call records of two files tailed at once "reordered" (a rotated file\'s tail after its successor\'s head)', async () => {
     const { lines } = gen.chainLines({ count: 20 });
     const rnd = gen.seeded(5);
