@@ -25,7 +25,7 @@ export interface Special {
   /** `audit.checkpoint.records`. */
   records?: number;
   intervalMs?: number;
-  /** MAC of a checkpoint/chain end: verified with the key, not verifiable (no key), or absent. */
+  /** MAC of a chain start/checkpoint/chain end: verified with the key, not verifiable (no key), or absent. */
   mac?: 'ok' | 'bad' | 'missing' | 'unchecked';
 }
 
@@ -296,6 +296,8 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       } else if (event === 'audit_checkpoint' || event === 'audit_chain_end') {
         if (typeof rec['audit.checkpoint.records'] === 'number') s.records = rec['audit.checkpoint.records'];
         if (typeof rec['audit.checkpoint.interval_ms'] === 'number') s.intervalMs = rec['audit.checkpoint.interval_ms'];
+      }
+      if (event === 'audit_chain_start' || event === 'audit_checkpoint' || event === 'audit_chain_end') {
         const mac = rec['audit.checkpoint.mac'];
         if (typeof mac !== 'string') s.mac = 'missing';
         else if (!key) s.mac = 'unchecked';

@@ -104,7 +104,7 @@ interface Candidate {
   batch: number;
 }
 
-interface Located<T> { seq: number; where: string; s: T }
+export interface Located<T> { seq: number; where: string; s: T }
 
 class ChainState {
   meta: ChainMeta;
@@ -126,7 +126,6 @@ class ChainState {
   starts: Located<Special>[] = [];
   ends: Located<Special>[] = [];
   checkpoints: Located<Special>[] = [];
-  lastCheckpoint: Located<Special> | undefined;
   tail: { seq: number; k?: Uint8Array; u?: Uint8Array } = { seq: -1 };
   /** For order within one file (local) or one export request (archive). */
   orderSource = '';
@@ -458,7 +457,6 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
           st.ends.push(loc);
         } else if (sp.event === 'audit_checkpoint') {
           st.checkpoints.push(loc);
-          if (!st.lastCheckpoint || seq > st.lastCheckpoint.seq) st.lastCheckpoint = loc;
         }
         if (seq === 0 && sp.event !== 'audit_chain_start') {
           findings.add({ severity: 'error', kind: 'chain-start', chain: st.id, message: `seq 0 is ${sp.event}, not audit_chain_start (modified record)`, where: [loc.where] });
@@ -542,7 +540,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         links++;
         if (eq32(st.prev, s * 32, H, (s - 1) * 32)) good++;
       }
-      const macs = [...st.checkpoints, ...st.ends].filter((c) => c.s.mac === 'ok' || c.s.mac === 'bad');
+      const macs = [...st.starts, ...st.checkpoints, ...st.ends].filter((c) => c.s.mac === 'ok' || c.s.mac === 'bad');
       if (links > 0 && good === 0 && !macs.some((c) => c.s.mac === 'ok')) {
         wrongKey = true;
         add({ severity: 'error', kind: 'wrong-key',
@@ -701,6 +699,13 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         if (c.s.mac === 'missing') add({ severity: 'error', kind: 'mac', message: `${c.s.event} at seq ${c.seq} has no audit.checkpoint.mac in a keyed chain (modified record)`, where: [c.where] });
       }
     }
+    // A chain start without a MAC was written before starts were signed: not an error, but not
+    // authenticated either (`--live` does not trust its time).
+    if (alg === 'hmac-sha256' && key && !wrongKey) {
+      for (const s of st.starts) {
+        if (s.s.mac === 'bad') add({ severity: 'error', kind: 'mac', message: `forged or modified audit_chain_start: the MAC of seq ${s.seq} does not verify with the key`, where: [s.where] });
+      }
+    }
 
     // End.
     let status: ChainReport['status'] = 'closed';
@@ -714,24 +719,20 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
     } else if (st.maxSeq >= 0) {
       status = 'open';
       const lastWhere = st.present[st.maxSeq] ? whereSeq(st, st.maxSeq) : '';
-      const cp = st.lastCheckpoint;
-      const interval = cp?.s.intervalMs && cp.s.intervalMs > 0 ? cp.s.intervalMs : DEFAULT_INTERVAL_MS;
-      const lastAlive = Date.parse(cp?.s.time || st.meta.firstTime || '');
-      const now = opts.now ?? Date.now();
       const newest = newestOfInstance.get(st.meta.instance ?? '') === st;
-      if (opts.live && newest && Number.isFinite(lastAlive) && now - lastAlive <= 2 * interval) {
+      // With a key, only a time whose MAC verified: anyone who can write the file can write a time.
+      const authenticated = alg === 'hmac-sha256' && key !== undefined;
+      const mark = aliveMark(st.checkpoints, st.starts.find((s) => s.seq === 0), st.meta.firstTime, authenticated && !wrongKey);
+      const live = opts.live && newest ? judgeLive(mark, opts.now ?? Date.now()) : undefined;
+      if (live?.live) {
         status = 'live';
-        add({ severity: 'notice', kind: 'live',
-          message: `${chainLabel} is open (live): last ${cp ? 'checkpoint' : 'record'} ${Math.round((now - lastAlive) / 1000)} s ago, within 2 x ${interval} ms`,
-          where: [lastWhere].filter(Boolean) });
+        add({ severity: 'notice', kind: 'live', message: `${chainLabel} is open (live): ${live.why}`, where: [lastWhere].filter(Boolean) });
       } else {
         const succ = successorOf.get(st.id);
         const confirmed = succ && succ.start.s.previousSeq === st.maxSeq
           ? ` (chain ${succ.chain.id}, started next, names seq ${st.maxSeq} as its last record)`
           : '';
-        const liveNote = opts.live && newest && Number.isFinite(lastAlive)
-          ? `; its last ${cp ? 'checkpoint' : 'record'} is ${Math.round((now - lastAlive) / 1000)} s old, more than 2 x ${interval} ms`
-          : '';
+        const liveNote = live ? `; not live: ${live.why}` : '';
         add({ severity: 'error', kind: 'chain-end',
           message: `${chainLabel} ends at seq ${st.maxSeq} without audit_chain_end: the process crashed or its tail was deleted${confirmed}${liveNote}`,
           where: [lastWhere].filter(Boolean) });
@@ -786,6 +787,46 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       workers,
     },
   };
+}
+
+/** The record an open chain's liveness is judged by (`--live`), and the interval it promises. */
+export interface AliveMark {
+  time: string;
+  what: 'checkpoint' | 'chain start' | 'record';
+  intervalMs: number;
+}
+
+/**
+ * The newest checkpoint, else the chain start (else, without a key, the chain's first time). With
+ * a key (`authenticated`), only a record whose MAC verified counts: a chain start written before
+ * starts were signed, or a checkpoint whose MAC fails, proves nothing.
+ */
+export function aliveMark(checkpoints: readonly Located<Special>[], start: Located<Special> | undefined, firstTime: string | undefined,
+  authenticated: boolean): AliveMark | undefined {
+  let cp: Located<Special> | undefined;
+  for (const c of checkpoints) {
+    if (authenticated && c.s.mac !== 'ok') continue;
+    if (!cp || c.seq > cp.seq) cp = c;
+  }
+  if (cp) return { time: cp.s.time, what: 'checkpoint', intervalMs: cp.s.intervalMs && cp.s.intervalMs > 0 ? cp.s.intervalMs : DEFAULT_INTERVAL_MS };
+  if (authenticated) return start?.s.mac === 'ok' ? { time: start.s.time, what: 'chain start', intervalMs: DEFAULT_INTERVAL_MS } : undefined;
+  return firstTime !== undefined ? { time: firstTime, what: 'record', intervalMs: DEFAULT_INTERVAL_MS } : undefined;
+}
+
+/**
+ * Live: the mark is less than 2 x its interval old. A mark as far in the future is not live either
+ * (a negative age would otherwise pass): a clock set wrong, or a time written to look alive.
+ */
+export function judgeLive(mark: AliveMark | undefined, now: number): { live: boolean; why: string } {
+  if (!mark) return { live: false, why: 'no checkpoint or chain start whose MAC verifies with the key' };
+  const t = Date.parse(mark.time);
+  if (!Number.isFinite(t)) return { live: false, why: `its last ${mark.what} has no readable time` };
+  const age = now - t;
+  const limit = 2 * mark.intervalMs;
+  const s = Math.round(Math.abs(age) / 1000);
+  if (age < -limit) return { live: false, why: `its last ${mark.what} is ${s} s in the future, more than 2 x ${mark.intervalMs} ms ahead of now (a clock set wrong, or a forged time)` };
+  if (age > limit) return { live: false, why: `its last ${mark.what} is ${s} s old, more than 2 x ${mark.intervalMs} ms` };
+  return { live: true, why: `last ${mark.what} ${age < 0 ? `${s} s in the future` : `${s} s ago`}, within 2 x ${mark.intervalMs} ms` };
 }
 
 function firstPresent(st: ChainState): number {

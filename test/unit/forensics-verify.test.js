@@ -214,6 +214,17 @@ describe('forensics: verify', function () {
       assert.ok(r.errors.some((f) => f.kind === 'mac' && /forged or modified audit_checkpoint/.test(f.message)), JSON.stringify(r.errors));
     });
 
+    it('finds a forged chain start (its MAC does not verify), and accepts one without a MAC (written before starts were signed)', async () => {
+      const { lines } = gen.chainLines({ count: 5, key: KEY });
+      const recs = parse(lines);
+      recs[0]['process.pid'] = 1;
+      const forged = await check({ files: [write('start.jsonl', recs.map((x) => JSON.stringify(x)))], key: KEY });
+      assert.ok(forged.errors.some((f) => f.kind === 'mac' && /forged or modified audit_chain_start: the MAC of seq 0/.test(f.message)), JSON.stringify(forged.errors));
+      const old = gen.chainLines({ count: 5, key: KEY, startMac: false });
+      assert.equal(JSON.parse(old.lines[0])['audit.checkpoint.mac'], undefined);
+      assert.deepEqual((await check({ files: [write('old.jsonl', old.lines)], key: KEY })).errors, []);
+    });
+
     it('flags an unkeyed chain when a key is given (a downgrade would otherwise pass)', async () => {
       const { lines } = gen.chainLines({ count: 5 });
       const r = await check({ files: [write('plain.jsonl', lines)], key: KEY });
@@ -229,6 +240,36 @@ describe('forensics: verify', function () {
       const r = await check({ files: [write('live.jsonl', lines)], live: true });
       assert.deepEqual(r.errors, []);
       assert.equal(r.report.chains[0].status, 'live');
+    });
+
+    it('--live with a key trusts only a time whose MAC verifies: a chain start, not a forged one-record chain', async () => {
+      const now = Date.now();
+      const signed = gen.chainLines({ count: 0, key: KEY, end: false, startMicros: now * 1000 - 5_000_000 });
+      const ok = await check({ files: [write('signed.jsonl', signed.lines)], key: KEY, live: true, now });
+      assert.deepEqual(ok.errors, []);
+      assert.match(ok.report.findings.find((f) => f.kind === 'live').message, /open \(live\): last chain start 5 s ago/);
+      // A chain start without a MAC (as anyone can write one) is not authenticated: no liveness.
+      const forged = gen.chainLines({ count: 0, key: KEY, end: false, startMac: false, startMicros: now * 1000 - 5_000_000 });
+      const r = await check({ files: [write('forged.jsonl', forged.lines)], key: KEY, live: true, now });
+      assert.deepEqual(kinds(r), ['chain-end']);
+      assert.match(r.errors[0].message, /not live: no checkpoint or chain start whose MAC verifies with the key/);
+    });
+
+    it('--live with a key ignores a checkpoint whose MAC fails and judges by the last one that verifies', async () => {
+      const now = Date.now();
+      const { lines } = gen.chainLines({ count: 20, key: KEY, checkpointEvery: 10, intervalMs: 1000, end: false, startMicros: now * 1000 - 100_000_000 });
+      const recs = parse(lines);
+      const last = recs.findLastIndex((x) => x['event.name'] === 'audit_checkpoint');
+      recs[last].time = new Date(now).toISOString(); // made to look alive; its MAC no longer verifies
+      const r = await check({ files: [write('cp.jsonl', recs.map((x) => JSON.stringify(x)))], key: KEY, live: true, now });
+      assert.ok(r.errors.some((f) => f.kind === 'chain-end' && /not live: its last checkpoint is 100 s old/.test(f.message)), JSON.stringify(r.errors));
+    });
+
+    it('--live: a last checkpoint more than 2 x its interval in the future is not live', async () => {
+      const { lines } = gen.chainLines({ count: 20, checkpointEvery: 10, intervalMs: 1000, end: false, startMicros: Date.now() * 1000 + 3_600_000_000 });
+      const r = await check({ files: [write('future.jsonl', lines)], live: true });
+      assert.deepEqual(kinds(r), ['chain-end']);
+      assert.match(r.errors[0].message, /not live: its last checkpoint is \d+ s in the future, more than 2 x 1000 ms ahead of now/);
     });
 
     it('without --live, or with a stale checkpoint, an open chain is an error', async () => {
@@ -468,6 +509,8 @@ describe('forensics: verify', function () {
         this.skip();
       }
       const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+      // The chain start is signed like checkpoints and the chain end: --live trusts its time.
+      assert.match(JSON.parse(lines[0])['audit.checkpoint.mac'], /^[0-9a-f]{64}$/);
       assert.deepEqual((await check({ files: [file], key: KEY })).errors, []);
       const recs = parse(lines);
       lines.splice(9, 0, JSON.stringify({ ...recs[9], 'audit.id': gen.uuidv7(Date.now()), 'audit.prev': sha(recs[8]) }));
