@@ -1,7 +1,7 @@
 import type { Input } from './inputs';
 import { recordsOfLogsRequest, spansOfTracesRequest, stringAttr } from './otlp';
 import type { Json, SpanInfo } from './otlp';
-import { readBlocks, where } from './read';
+import { longLineMessage, readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
 import { buildTrail, isoMicros, parseTimeMicros } from './tree';
 import type { Trail, TrailRecord } from './tree';
@@ -166,6 +166,11 @@ interface LineHit { line: number; text: string }
  */
 function scanBlock(block: Block, firstLine: number, needles: Buffer[] | undefined, events: ReadEvents,
   onLine: (hit: LineHit) => void): number {
+  if (block.long) {
+    // A line skipped unread (read.ts): its block is an empty line in its place.
+    events.problem(block.input, `${where(block.input.display, firstLine)}: ${longLineMessage(block.long)}`);
+    return 1;
+  }
   const buf = block.buf;
   const starts: number[] = [];
   if (needles) {

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as workerThreads from 'node:worker_threads';
 import { Worker } from 'node:worker_threads';
 import type { Input } from './inputs';
-import { readBlocks, where } from './read';
+import { longLineMessage, readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
 import { HAS_K, HAS_U, Hasher, processBlock } from './verify-block';
 import type { BlockProblem, BlockResult, ChainMeta, Special } from './verify-block';
@@ -320,7 +320,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   const chains = new Map<string, ChainState>();
   const inputReports: InputReport[] = inputs.map((i) => ({ path: i.display, kind: i.kind, bytes: i.size, decompressedBytes: 0, lines: 0, records: 0 }));
   const lineBase = inputs.map(() => 0);
-  const blockMeta = new Map<number, { input: number; torn: boolean }>();
+  const blockMeta = new Map<number, { input: number; long: Block['long'] }>();
   let records = 0;
   let chainRecords = 0;
   let otlpCopies = 0;
@@ -374,6 +374,8 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
     records += r.records;
     chainRecords += r.n;
     otlpCopies += r.otlpCopies;
+    // A line skipped unread (read.ts): its block is an empty line in its place.
+    if (meta.long) problemFinding(file, base, { line: 0, batch: -1, kind: 'not-json', message: longLineMessage(meta.long) });
     for (const p of r.problems) problemFinding(file, base, p);
     const states = r.chains.map((m) => {
       const st = chainOf(m.chain);
@@ -484,7 +486,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
     for (let f = 0; f < inputs.length; f++) {
       for await (const block of readBlocks(inputs[f]!, f, readEvents)) {
         const id = blockId++;
-        blockMeta.set(id, { input: f, torn: block.torn });
+        blockMeta.set(id, { input: f, long: block.long });
         decompressed += block.buf.length;
         inputReports[f]!.decompressedBytes += block.buf.length;
         if (pool) await pool.submit(id, block);

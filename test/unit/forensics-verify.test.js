@@ -292,6 +292,19 @@ describe('forensics: verify', function () {
       assert.deepEqual(r.problems, [`${file}:5: not JSON (skipped)`]);
     });
 
+    it('skips a line longer than 8 MiB as damage, with file and line, and verifies the rest (one thread or workers)', async () => {
+      const { lines } = gen.chainLines({ count: 10 });
+      lines.splice(4, 0, JSON.stringify({ pad: 'x'.repeat(9 * 1024 * 1024) }));
+      const file = write('long.jsonl', lines);
+      for (const workers of [0, 2]) {
+        const r = await check({ files: [file], workers });
+        assert.deepEqual(kinds(r), ['corrupt-line']);
+        assert.match(r.errors[0].message, /^line longer than 8388608 bytes \(9437194 bytes\) \(skipped\)$/);
+        assert.deepEqual(r.errors[0].where, [`${file}:5`]);
+        assert.equal(r.report.chains[0].records, 12);
+      }
+    });
+
     it('reads an archive with export requests of the wrong shape, reports what it lost, verifies the rest', async () => {
       const { lines } = gen.chainLines({ count: 30 });
       const batches = gen.archiveLines(lines, { batch: 10 });
