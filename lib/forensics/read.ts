@@ -157,6 +157,16 @@ export function longLineMessage(long: { bytes: number; limit: number }): string 
   return `line longer than ${long.limit} bytes (${long.bytes} bytes) (skipped)`;
 }
 
+/**
+ * An error that ends the run, named by the input being read when it happened: the CLI prints the
+ * message alone, never a stack, so the message must say where.
+ */
+export function inInput(e: unknown, input: Input): Error {
+  const err = e instanceof Error ? e : new Error(String(e));
+  if (!err.message.startsWith(`${input.display}: `)) err.message = `${input.display}: ${err.message}`;
+  return err;
+}
+
 /** `file:line` or, inside an archive batch, `file:line#index`. */
 export function where(display: string, line: number, batchIndex?: number): string {
   return batchIndex === undefined || batchIndex < 0 ? `${display}:${line}` : `${display}:${line}#${batchIndex}`;

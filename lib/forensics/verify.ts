@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as workerThreads from 'node:worker_threads';
 import { Worker } from 'node:worker_threads';
 import type { Input } from './inputs';
-import { longLineMessage, readBlocks, where } from './read';
+import { inInput, longLineMessage, readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
 import { HAS_K, HAS_U, Hasher, processBlock } from './verify-block';
 import type { BlockProblem, BlockResult, ChainMeta, Special } from './verify-block';
@@ -90,7 +90,18 @@ export interface VerifyReport {
   };
 }
 
-const OUTLIER = 10_000_000;
+/**
+ * A chain's records are kept in arrays indexed by seq, so memory follows the largest seq, which a
+ * record can claim at will. The arrays of all chains together hold at most DENSE_FACTOR x the
+ * chain records read + DENSE_SLACK entries: a record whose seq would grow them past that is set
+ * aside (`ChainState.aside`) and judged once every record is read, kept if its chain's records
+ * make the seq plausible and the bound allows, else reported. Memory thus follows the records
+ * present (≈ 80 bytes x DENSE_FACTOR each), never a seq alone, however many chains claim one. The
+ * slack admits a chain whose first records are not in the inputs (rotated away) or arrive last.
+ */
+const DENSE_FACTOR = 8;
+const DENSE_SLACK = 1_000_000;
+const plausibleSeq = (records: number): number => DENSE_FACTOR * records + DENSE_SLACK;
 const DEFAULT_INTERVAL_MS = 60_000;
 const MAX_PER_KIND = 20;
 
@@ -105,6 +116,9 @@ interface Candidate {
 }
 
 export interface Located<T> { seq: number; where: string; s: T }
+
+/** A record set aside for its seq (see DENSE_FACTOR). */
+interface Aside extends Candidate { has: number }
 
 class ChainState {
   meta: ChainMeta;
@@ -123,6 +137,8 @@ class ChainState {
   count = 0;
   duplicates = 0;
   alternates = new Map<number, Candidate[]>();
+  /** Records whose seq was too far ahead of the records read so far to be placed yet. */
+  aside = new Map<number, Aside[]>();
   starts: Located<Special>[] = [];
   ends: Located<Special>[] = [];
   checkpoints: Located<Special>[] = [];
@@ -152,9 +168,14 @@ class ChainState {
     this.hashU = new Uint8Array(this.cap * 32);
   }
 
+  /** Entries the arrays would grow by to hold `seq`. */
+  growthFor(seq: number): number {
+    return seq < this.cap ? 0 : Math.max(seq + 1, Math.ceil(this.cap * 1.5), 1024) - this.cap;
+  }
+
   ensure(seq: number): void {
     if (seq < this.cap) return;
-    const cap = Math.max(seq + 1, Math.ceil(this.cap * 1.5), 1024);
+    const cap = this.cap + this.growthFor(seq);
     const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array>(a: T, per = 1): T => {
       const b = new (a.constructor as new (n: number) => T)(cap * per);
       b.set(a);
@@ -328,7 +349,11 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   const localAlg = new Map<string, string>();
 
   const at = (file: number, line: number, batch: number): string => where(inputs[file]!.display, line, batch);
-  const whereSeq = (st: ChainState, seq: number): string => at(st.file[seq]!, st.line[seq]!, st.batch[seq]!);
+  const whereSeq = (st: ChainState, seq: number): string => {
+    if (seq < st.cap) return at(st.file[seq]!, st.line[seq]!, st.batch[seq]!);
+    const a = st.aside.get(seq)?.[0];
+    return a ? at(a.file, a.line, a.batch) : `seq ${seq}`;
+  };
 
   const chainOf = (id: string): ChainState => {
     let st = chains.get(id);
@@ -397,12 +422,19 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       const seq = r.seq[i]!;
       const line = base + r.line[i]!;
       const batch = r.batch[i]!;
-      if (seq > st.maxSeq + OUTLIER) {
-        findings.add({ severity: 'error', kind: 'inserted', chain: st.id, message: `record with implausible seq ${seq} (the chain is at seq ${st.maxSeq}): inserted or modified`, where: [at(file, line, batch)] });
+      const has = r.has[i]!;
+      if (seq >= st.cap && !mayGrow(st, seq)) {
+        const list = st.aside.get(seq);
+        const c: Aside = { ...candidateOf(r, i, file, line, batch), has };
+        if (list?.some((a) => sameCandidate(a, c))) { st.duplicates++; continue; }
+        if (list) list.push(c);
+        else st.aside.set(seq, [c]);
+        if (list) continue;
+        const sp = special.get(i);
+        if (sp) noteSpecial(st, { seq, where: at(file, line, batch), s: sp });
         continue;
       }
-      st.ensure(seq);
-      const has = r.has[i]!;
+      grow(st, seq);
       if (st.present[seq]) {
         const o = seq * 32;
         let same: boolean;
@@ -412,12 +444,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         if (same) {
           st.duplicates++;
         } else {
-          const c: Candidate = {
-            prevState: r.prevState[i]!, file, line, batch,
-            ...(has & HAS_K ? { k: Buffer.from(r.hashK.subarray(i * 32, i * 32 + 32)) } : {}),
-            ...(has & HAS_U ? { u: Buffer.from(r.hashU.subarray(i * 32, i * 32 + 32)) } : {}),
-            ...(r.prevState[i] === 1 ? { prev: Buffer.from(r.prev.subarray(i * 32, i * 32 + 32)) } : {}),
-          };
+          const c = candidateOf(r, i, file, line, batch);
           const list = st.alternates.get(seq);
           if (list) list.push(c);
           else st.alternates.set(seq, [c]);
@@ -450,21 +477,62 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         st.orderLast = seq;
       }
       const sp = special.get(i);
-      if (sp) {
-        const loc: Located<Special> = { seq, where: at(file, line, batch), s: sp };
-        if (sp.event === 'audit_chain_start') {
-          st.starts.push(loc);
-          if (sp.alg) learnAlg(st, sp.alg);
-        } else if (sp.event === 'audit_chain_end') {
-          st.ends.push(loc);
-        } else if (sp.event === 'audit_checkpoint') {
-          st.checkpoints.push(loc);
-        }
-        if (seq === 0 && sp.event !== 'audit_chain_start') {
-          findings.add({ severity: 'error', kind: 'chain-start', chain: st.id, message: `seq 0 is ${sp.event}, not audit_chain_start (modified record)`, where: [loc.where] });
-        }
-      }
+      if (sp) noteSpecial(st, { seq, where: at(file, line, batch), s: sp });
     }
+  };
+
+  /** Entries of all chains' arrays (see DENSE_FACTOR). */
+  let dense = 0;
+  const mayGrow = (st: ChainState, seq: number): boolean => dense + st.growthFor(seq) <= plausibleSeq(chainRecords);
+  const grow = (st: ChainState, seq: number): void => {
+    dense += st.growthFor(seq);
+    st.ensure(seq);
+  };
+
+  const noteSpecial = (st: ChainState, loc: Located<Special>): void => {
+    const sp = loc.s;
+    if (sp.event === 'audit_chain_start') {
+      st.starts.push(loc);
+      if (sp.alg) learnAlg(st, sp.alg);
+    } else if (sp.event === 'audit_chain_end') {
+      st.ends.push(loc);
+    } else if (sp.event === 'audit_checkpoint') {
+      st.checkpoints.push(loc);
+    }
+    if (loc.seq === 0 && sp.event !== 'audit_chain_start') {
+      findings.add({ severity: 'error', kind: 'chain-start', chain: st.id, message: `seq 0 is ${sp.event}, not audit_chain_start (modified record)`, where: [loc.where] });
+    }
+  };
+
+  /**
+   * Records set aside for their seq, once all are read: placed, in seq order, while the chain's
+   * records make the seq plausible; the rest are reported and left out of the chain.
+   */
+  const placeAside = (st: ChainState): void => {
+    if (st.aside.size === 0) return;
+    let records = st.count;
+    for (const list of st.aside.values()) records += list.length;
+    const limit = plausibleSeq(records);
+    const seqs = [...st.aside.keys()].sort((a, b) => a - b);
+    for (const seq of seqs) {
+      const list = st.aside.get(seq)!;
+      if (seq > limit || !mayGrow(st, seq)) {
+        for (const c of list) {
+          findings.add({ severity: 'error', kind: 'inserted', chain: st.id,
+            message: `record with implausible seq ${seq}: the chain has ${records} record(s) in the inputs (inserted or modified)`,
+            where: [at(c.file, c.line, c.batch)] });
+        }
+        continue;
+      }
+      grow(st, seq);
+      for (const c of list) placeCandidate(st, seq, c);
+    }
+    // Chain records of a seq left out do not take part in the chain's start, end or checkpoints.
+    const kept = (l: Located<Special>): boolean => l.seq <= st.maxSeq;
+    st.starts = st.starts.filter(kept);
+    st.ends = st.ends.filter(kept);
+    st.checkpoints = st.checkpoints.filter(kept);
+    st.aside.clear();
   };
 
   // ---- read ----------------------------------------------------------------------------------
@@ -483,22 +551,28 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   let blockId = 0;
   let decompressed = 0;
   try {
-    for (let f = 0; f < inputs.length; f++) {
-      for await (const block of readBlocks(inputs[f]!, f, readEvents)) {
-        const id = blockId++;
-        blockMeta.set(id, { input: f, long: block.long });
-        decompressed += block.buf.length;
-        inputReports[f]!.decompressedBytes += block.buf.length;
-        if (pool) await pool.submit(id, block);
-        else onResult(processBlock(id, block.buf, block.input.kind, block.torn, hasher, localAlg));
+    let f = 0;
+    try {
+      for (; f < inputs.length; f++) {
+        for await (const block of readBlocks(inputs[f]!, f, readEvents)) {
+          const id = blockId++;
+          blockMeta.set(id, { input: f, long: block.long });
+          decompressed += block.buf.length;
+          inputReports[f]!.decompressedBytes += block.buf.length;
+          if (pool) await pool.submit(id, block);
+          else onResult(processBlock(id, block.buf, block.input.kind, block.torn, hasher, localAlg));
+        }
       }
+      await pool?.drain();
+    } catch (e) {
+      throw inInput(e, inputs[Math.min(f, inputs.length - 1)]!);
     }
-    await pool?.drain();
   } finally {
     await pool?.close();
   }
 
   // ---- decide --------------------------------------------------------------------------------
+  for (const st of chains.values()) placeAside(st);
   const reports: ChainReport[] = [];
   const resolvedAlg = new Map<string, string | undefined>();
   for (const st of chains.values()) resolvedAlg.set(st.id, decideAlg(st, key));
@@ -829,6 +903,51 @@ export function judgeLive(mark: AliveMark | undefined, now: number): { live: boo
   if (age < -limit) return { live: false, why: `its last ${mark.what} is ${s} s in the future, more than 2 x ${mark.intervalMs} ms ahead of now (a clock set wrong, or a forged time)` };
   if (age > limit) return { live: false, why: `its last ${mark.what} is ${s} s old, more than 2 x ${mark.intervalMs} ms` };
   return { live: true, why: `last ${mark.what} ${age < 0 ? `${s} s in the future` : `${s} s ago`}, within 2 x ${mark.intervalMs} ms` };
+}
+
+function candidateOf(r: BlockResult, i: number, file: number, line: number, batch: number): Candidate {
+  const has = r.has[i]!;
+  return {
+    prevState: r.prevState[i]!, file, line, batch,
+    ...(has & HAS_K ? { k: Buffer.from(r.hashK.subarray(i * 32, i * 32 + 32)) } : {}),
+    ...(has & HAS_U ? { u: Buffer.from(r.hashU.subarray(i * 32, i * 32 + 32)) } : {}),
+    ...(r.prevState[i] === 1 ? { prev: Buffer.from(r.prev.subarray(i * 32, i * 32 + 32)) } : {}),
+  };
+}
+
+/** The same record: the same hash by a way both were hashed. */
+function sameCandidate(a: Aside, b: Aside): boolean {
+  if (a.k && b.k) return a.k.equals(b.k);
+  if (a.u && b.u) return a.u.equals(b.u);
+  return false;
+}
+
+/** A record set aside, placed at its seq as the reading loop places one (duplicate, alternate, or new). */
+function placeCandidate(st: ChainState, seq: number, c: Aside): void {
+  if (st.present[seq]) {
+    const o = seq * 32;
+    let same = false;
+    if (c.k && st.has[seq]! & HAS_K) same = eq32(st.hashK, o, c.k, 0);
+    else if (c.u && st.has[seq]! & HAS_U) same = eq32(st.hashU, o, c.u, 0);
+    if (same) st.duplicates++;
+    else {
+      const list = st.alternates.get(seq);
+      if (list) list.push(c);
+      else st.alternates.set(seq, [c]);
+    }
+    return;
+  }
+  st.present[seq] = 1;
+  st.has[seq] = c.has;
+  if (c.k) { st.needK(); st.hashK.set(c.k, seq * 32); }
+  if (c.u) { st.needU(); st.hashU.set(c.u, seq * 32); }
+  st.prevState[seq] = c.prevState;
+  if (c.prev) st.prev.set(c.prev, seq * 32);
+  st.file[seq] = c.file;
+  st.line[seq] = c.line;
+  st.batch[seq] = c.batch;
+  if (seq > st.maxSeq) st.maxSeq = seq;
+  st.count++;
 }
 
 function firstPresent(st: ChainState): number {

@@ -9,7 +9,7 @@ const path = require('node:path');
 const zlib = require('node:zlib');
 const fc = require('fast-check');
 const { zstdFile } = require('../../dist/lib/forensics/zstd.js');
-const { readBlocks } = require('../../dist/lib/forensics/read.js');
+const { readBlocks, inInput } = require('../../dist/lib/forensics/read.js');
 const { resolveInputs, UsageError } = require('../../dist/lib/forensics/inputs.js');
 const { recordsOfLogsRequest, anyValue, timeFromNanos } = require('../../dist/lib/forensics/otlp.js');
 const { canonicalize } = require('../../dist/lib/audit/chain.js');
@@ -160,6 +160,12 @@ describe('forensics: reading inputs', function () {
       // Line numbers stay right: the skipped line is an empty one in the stream of blocks.
       assert.equal(Buffer.concat(blocks.map((b) => b.buf)).toString(), `${ls.join('\n')}\n\n${ls.join('\n')}\n\n`);
       assert.ok(blocks.every((b) => b.buf.length <= 100_000 + 1024));
+    });
+
+    it('names the input in an error that ends the run (the command prints no stack)', () => {
+      const input = { display: 'logs/app.jsonl' };
+      assert.equal(inInput(new RangeError('Array buffer allocation failed'), input).message, 'logs/app.jsonl: Array buffer allocation failed');
+      assert.equal(inInput(new Error('logs/app.jsonl: x'), input).message, 'logs/app.jsonl: x');
     });
 
     it('reads a plain (uncompressed) archive file as lines', async () => {

@@ -305,6 +305,22 @@ describe('forensics: verify', function () {
       }
     });
 
+    it('bounds memory by the records present, not by a seq: records claiming seqs far beyond them are reported, not allocated for', async () => {
+      // 30 chains of one record each, every one at a seq that alone would be plausible.
+      const lines = Array.from({ length: 30 }, (_, c) => {
+        const rec = JSON.parse(gen.chainLines({ count: 1, end: false }).lines[1]);
+        rec['audit.seq'] = 999_999;
+        rec['audit.chain'] = `chain-${c}`;
+        return JSON.stringify(rec);
+      });
+      const r = await check({ files: [write('bomb.jsonl', lines)] });
+      // The arrays of all chains hold at most 8 x the records + 1M entries: one chain's worth here.
+      assert.ok(r.report.chains.filter((c) => c.records > 0).length <= 1, JSON.stringify(r.report.chains));
+      const inserted = r.errors.filter((f) => f.kind === 'inserted');
+      assert.ok(inserted.length >= 29);
+      assert.match(inserted[0].message, /record with implausible seq 999999: the chain has 1 record\(s\) in the inputs \(inserted or modified\)/);
+    });
+
     it('reads an archive with export requests of the wrong shape, reports what it lost, verifies the rest', async () => {
       const { lines } = gen.chainLines({ count: 30 });
       const batches = gen.archiveLines(lines, { batch: 10 });
@@ -559,6 +575,15 @@ describe('forensics: verify', function () {
       assert.ok(!short.stderr.includes('tiny-k3y'));
       assert.equal(cli(['frobnicate']).status, 2);
       assert.equal(cli(['--help']).status, 0);
+    });
+
+    it('verifies a small file of seqs climbing by millions in bounded memory (it once reserved ≈ 10 GB)', () => {
+      const { lines } = gen.chainLines({ count: 40 });
+      const recs = parse(lines).map((x, i) => ({ ...x, 'audit.seq': i * 9_999_999 }));
+      const file = write('climb.jsonl', recs.map((x) => JSON.stringify(x)));
+      const res = spawnSync('bash', ['-c', `ulimit -v 16000000; exec "${process.execPath}" "${BIN}" verify --file "${file}"`], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+      assert.equal(res.status, 1, res.stdout + res.stderr);
+      assert.match(res.stdout, /record with implausible seq 9999999: the chain has 42 record\(s\) in the inputs/);
     });
 
     it('prints no stack trace on a corrupt input', () => {
