@@ -176,6 +176,8 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   const problems: BlockProblem[] = [];
   let records = 0;
   let otlpCopies = 0;
+  /** The last line of a local file that was not JSON: a torn write if a new chain starts right after it. */
+  let notJson: { problem: number; line: number; bytes: number } | undefined;
 
   // Raw-line hashing (local files, no key): a line whose record has its keys in canonical order and
   // only plain values is hashed as it is, and that hash stands only once the chain's next record
@@ -221,6 +223,12 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       if (meta.lastTime === undefined || time > meta.lastTime) meta.lastTime = time;
     }
     const event = rec['event.name'];
+    if (event === 'audit_chain_start' && seq === 0 && notJson?.line === lineNo - 1) {
+      // A process that crashed mid-write left a fragment; the next one ended it with a newline
+      // before its chain start (the crash itself shows as the previous chain's missing end).
+      problems[notJson.problem] = { line: notJson.line, batch: -1, kind: 'torn',
+        message: `torn line (${notJson.bytes} bytes without its end: a crash mid-write, ended by the next process, whose audit_chain_start follows) (skipped)` };
+    }
     if (event === 'audit_chain_start' && typeof rec['audit.chain.alg'] === 'string' && !knownAlg.has(chain)) {
       knownAlg.set(chain, rec['audit.chain.alg']);
     }
@@ -323,6 +331,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     try {
       parsed = JSON.parse(line);
     } catch {
+      if (kind === 'local' && !torn) notJson = { problem: problems.length, line: ln, bytes: Buffer.byteLength(line) };
       problems.push(torn
         ? { line: ln, batch: -1, kind: 'torn', message: kind === 'local'
           ? `torn last line (${Buffer.byteLength(line)} bytes without newline: a crash mid-write?) (skipped)`

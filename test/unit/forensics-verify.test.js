@@ -349,6 +349,23 @@ describe('forensics: verify', function () {
       assert.match(r.problems[0], /torn\.jsonl:12: torn last line/);
     });
 
+    it('reports a torn line that the next process ended (crash mid-write, then restart) as a notice; elsewhere a line that is not JSON stays an error', async () => {
+      const a = gen.chainLines({ count: 10, end: false });
+      const last = JSON.parse(a.lines.at(-1));
+      const b = gen.chainLines({ count: 5, startMicros: a.nextMicros + 1000, previous: { chain: a.chain, seq: last['audit.seq'], hash: recordHash(last, undefined) } });
+      const fragment = a.lines[3].slice(0, 100);
+      const file = write('restart.jsonl', [...a.lines, fragment, ...b.lines]);
+      const r = await check({ files: [file] });
+      assert.deepEqual(kinds(r), ['chain-end']); // the crash: chain a has no end
+      const torn = r.report.findings.find((f) => f.kind === 'torn-line');
+      assert.equal(torn.severity, 'notice');
+      assert.match(torn.message, /^torn line \(100 bytes without its end: a crash mid-write, ended by the next process, whose audit_chain_start follows\) \(skipped\)$/);
+      assert.deepEqual(torn.where, [`${file}:${a.lines.length + 1}`]);
+      // The same fragment before any other record is damage, not a restart.
+      const elsewhere = await check({ files: [write('fragment.jsonl', [...a.lines.slice(0, 5), fragment, ...a.lines.slice(5)])] });
+      assert.deepEqual(kinds(elsewhere), ['chain-end', 'corrupt-line']);
+    });
+
     it('reports a corrupt zstd stream with file and offset and verifies the frames around it', async () => {
       const { lines } = gen.chainLines({ count: 40 });
       const batches = gen.archiveLines(lines, { batch: 10 });
