@@ -233,6 +233,7 @@ export const catalogue = {
       'audit.chain.previous': { type: 'string', description: 'Chain id of the last record already in the file.' },
       'audit.chain.previous_seq': { type: 'integer', description: 'Its sequence number; `audit.prev` of this record is its hash.' },
       'process.pid': { type: 'integer', description: 'The process that writes this chain.' },
+      'audit.checkpoint.mac': { type: 'string', description: 'HMAC-SHA256 of this record without this field (with a key; absent in files written before chain starts were signed).' },
     },
   },
   audit_checkpoint: {

@@ -27,8 +27,9 @@ options:
   --json          machine-readable output on stdout
   --key-env VAR   verify: the environment variable holding the HMAC key
                   (default AUDITRACE_AUDIT_HMAC_KEY; the key is never printed)
-  --live          verify: the newest chain of each instance may be open if its last checkpoint is
-                  within 2 x its interval of now
+  --live          verify: the newest chain of each instance may be open if its last checkpoint
+                  (else its start) is within 2 x its interval of now, not ahead of it; with a key,
+                  only a checkpoint or start whose MAC verifies counts
   --workers N     verify: worker threads (default: by input size and CPUs; 0: none)
   -h, --help      this text
 

@@ -68,6 +68,7 @@ export interface OtlpLogRecord {
   traceId?: string;
   spanId?: string;
   eventName?: string;
+  body?: AnyValue;
 }
 
 export interface ArchivedRecord {
@@ -88,6 +89,12 @@ export interface ArchivedRecord {
    * has fields from outside its attributes as well.
    */
   sorted: KeyValue[];
+  /**
+   * The log record's body when it is a string: the agent keeps the line it tailed there (the
+   * json_parser parses it into the attributes), and investigators read it, so `verify` checks that
+   * it is the same record as the attributes.
+   */
+  body: string | undefined;
 }
 
 /** RFC 3339 with microseconds, as auditrace writes `time`, from Unix nanoseconds. */
@@ -187,9 +194,11 @@ function member(key: string): string {
 /**
  * `canonicalize(kvlist(attrs, skip))` written straight from attributes already in key order
  * (`inKeyOrder`), without the object: what `verify` hashes of an archived record. A repeated key
- * keeps its last value, as `kvlist` does. Throws where `canonicalize` throws (a non-finite number).
+ * keeps its last value, as `kvlist` does, and is told to `repeated` (the agent's json_parser fills
+ * a map, so a tailed record never has one: someone added it). Throws where `canonicalize` throws
+ * (a non-finite number).
  */
-export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boolean): string {
+export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boolean, repeated?: (key: string) => void): string {
   if (!Array.isArray(sorted)) return '{}';
   let out = '{';
   let written = 0;
@@ -203,6 +212,7 @@ export function canonicalOfSorted(sorted: KeyValue[], skip: (key: string) => boo
       if (typeof sorted[j]?.key === 'string') {
         // Overwritten, as in kvlist, which still reads the value: the same input fails the same way.
         anyValue(kv.value);
+        repeated?.(key);
         continue outer;
       }
     }
@@ -269,7 +279,8 @@ export function recordsOfLogsRequest(req: unknown, lean = false): ArchivedRecord
           if (kv?.key === 'log.file.path' && typeof kv.value?.stringValue === 'string') { source = kv.value.stringValue; break; }
           if (kv?.key === 'log.file.name' && typeof kv.value?.stringValue === 'string') source = kv.value.stringValue;
         }
-        out.push({ record: rec, index, tailed, source, sorted });
+        const body = lr?.body?.stringValue;
+        out.push({ record: rec, index, tailed, source, sorted, body: typeof body === 'string' ? body : undefined });
         index++;
       }
     }

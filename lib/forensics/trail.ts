@@ -1,7 +1,7 @@
 import type { Input } from './inputs';
 import { recordsOfLogsRequest, spansOfTracesRequest, stringAttr } from './otlp';
 import type { Json, SpanInfo } from './otlp';
-import { readBlocks, where } from './read';
+import { inInput, longLineMessage, readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
 import { buildTrail, isoMicros, parseTimeMicros } from './tree';
 import type { Trail, TrailRecord } from './tree';
@@ -161,11 +161,30 @@ function indexBlock(block: Block, nearest: Nearest): void {
 interface LineHit { line: number; text: string }
 
 /**
+ * auditrace writes flat records (a field may hold a list or a small object): a value nested deeper
+ * than this was made by someone else, and printing it (tree.ts, --json) would exhaust the stack.
+ */
+const MAX_DEPTH = 64;
+const TOO_DEEP = `unreadable record: nested deeper than ${MAX_DEPTH} levels`;
+
+function nestedDeeper(v: unknown, max: number): boolean {
+  if (v === null || typeof v !== 'object') return false;
+  if (max === 0) return true;
+  for (const x of Object.values(v)) if (nestedDeeper(x, max - 1)) return true;
+  return false;
+}
+
+/**
  * Lines of a block that contain one of `needles` (all lines when `needles` is undefined), with their
  * line numbers; every line that cannot be a JSON object is reported. Returns the block's line count.
  */
 function scanBlock(block: Block, firstLine: number, needles: Buffer[] | undefined, events: ReadEvents,
   onLine: (hit: LineHit) => void): number {
+  if (block.long) {
+    // A line skipped unread (read.ts): its block is an empty line in its place.
+    events.problem(block.input, `${where(block.input.display, firstLine)}: ${longLineMessage(block.long)}`);
+    return 1;
+  }
   const buf = block.buf;
   const starts: number[] = [];
   if (needles) {
@@ -232,15 +251,21 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
   const kept = new Map<string, TrailRecord>();
   const matchedAs = new Set<string>();
 
-  const keep = (rec: Record<string, Json>, at: string, source: 'local' | 'archive', w: Wanted): void => {
+  const keep = (rec: Record<string, Json>, at: string, source: 'local' | 'archive', w: Wanted, input: Input, report: boolean): void => {
     const rid = rec['request.id'];
     const tid = rec.trace_id;
     const aid = rec['audit.id'];
-    let m = false;
-    if (typeof rid === 'string' && w.requestIds.has(rid)) { m = true; if (rid === id) matchedAs.add('request.id'); }
-    if (typeof tid === 'string' && w.traceIds.has(tid)) { m = true; if (tid === id) matchedAs.add('trace_id'); }
-    if (typeof aid === 'string' && w.auditIds.has(aid)) { m = true; if (aid === id) matchedAs.add('audit.id'); }
-    if (!m) return;
+    const byRid = typeof rid === 'string' && w.requestIds.has(rid);
+    const byTid = typeof tid === 'string' && w.traceIds.has(tid);
+    const byAid = typeof aid === 'string' && w.auditIds.has(aid);
+    if (!byRid && !byTid && !byAid) return;
+    if (nestedDeeper(rec, MAX_DEPTH)) {
+      if (report) events.problem(input, `${at}: ${TOO_DEEP} (skipped)`);
+      return;
+    }
+    if (byRid && rid === id) matchedAs.add('request.id');
+    if (byTid && tid === id) matchedAs.add('trace_id');
+    if (byAid && aid === id) matchedAs.add('audit.id');
     const k = typeof aid === 'string' ? aid : at;
     if (kept.has(k)) return;
     kept.set(k, { record: rec, where: at, source, time: parseTimeMicros(typeof rec.time === 'string' ? rec.time : '') });
@@ -251,30 +276,34 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
     for (let f = 0; f < recordInputs.length; f++) {
       const input = recordInputs[f]!;
       let line = 1;
-      for await (const block of readBlocks(input, f, withIndex ? events : { ...events, problem: () => {} })) {
-        if (withIndex) indexBlock(block, nearest);
-        line += scanBlock(block, line, needles, withIndex ? events : { ...events, problem: () => {} }, (hit) => {
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(hit.text);
-          } catch {
-            if (withIndex) events.problem(input, `${where(input.display, hit.line)}: not JSON (skipped)`);
-            return;
-          }
-          if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return;
-          if (input.kind === 'local') {
-            keep(parsed as Record<string, Json>, where(input.display, hit.line), 'local', w);
-          } else if ((parsed as { resourceLogs?: unknown }).resourceLogs !== undefined) {
-            let archived: ReturnType<typeof recordsOfLogsRequest>;
+      try {
+        for await (const block of readBlocks(input, f, withIndex ? events : { ...events, problem: () => {} })) {
+          if (withIndex) indexBlock(block, nearest);
+          line += scanBlock(block, line, needles, withIndex ? events : { ...events, problem: () => {} }, (hit) => {
+            let parsed: unknown;
             try {
-              archived = recordsOfLogsRequest(parsed);
-            } catch (err) {
-              if (withIndex) events.problem(input, `${where(input.display, hit.line)}: not a readable OTLP/JSON export request (${(err as Error).message}) (skipped)`);
+              parsed = JSON.parse(hit.text);
+            } catch {
+              if (withIndex) events.problem(input, `${where(input.display, hit.line)}: not JSON (skipped)`);
               return;
             }
-            for (const r of archived) keep(r.record, where(input.display, hit.line, r.index), 'archive', w);
-          }
-        });
+            if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return;
+            if (input.kind === 'local') {
+              keep(parsed as Record<string, Json>, where(input.display, hit.line), 'local', w, input, withIndex);
+            } else if ((parsed as { resourceLogs?: unknown }).resourceLogs !== undefined) {
+              let archived: ReturnType<typeof recordsOfLogsRequest>;
+              try {
+                archived = recordsOfLogsRequest(parsed);
+              } catch (err) {
+                if (withIndex) events.problem(input, `${where(input.display, hit.line)}: not a readable OTLP/JSON export request (${(err as Error).message}) (skipped)`);
+                return;
+              }
+              for (const r of archived) keep(r.record, where(input.display, hit.line, r.index), 'archive', w, input, withIndex);
+            }
+          });
+        }
+      } catch (e) {
+        throw inInput(e, input);
       }
     }
   };
@@ -313,33 +342,41 @@ export async function trail(opts: TrailOptions): Promise<TrailResult> {
     const input = traceInputs[f]!;
     let line = 1;
     const quiet = input.signal === 'any' ? { ...events, problem: () => {} } : events;
-    for await (const block of readBlocks(input, f, quiet)) {
-      line += scanBlock(block, line, spanNeedles, quiet, (hit) => {
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(hit.text);
-        } catch {
-          events.problem(input, `${where(input.display, hit.line)}: not JSON (skipped)`);
-          return;
-        }
-        let found: SpanInfo[];
-        try {
-          found = spansOfTracesRequest(parsed, where(input.display, hit.line), (traceId, attrs) => {
-            if (traceIds.has(traceId)) return true;
-            const rid = stringAttr(attrs, 'request.id');
-            return rid !== undefined && requestIds.has(rid);
-          });
-        } catch (err) {
-          events.problem(input, `${where(input.display, hit.line)}: not a readable OTLP/JSON export request (${(err as Error).message}) (skipped)`);
-          return;
-        }
-        for (const s of found) {
-          const k = `${s.traceId}/${s.spanId}`;
-          if (!spans.has(k)) spans.set(k, s);
-          if (s.traceId === id) matchedAs.add('trace_id');
-          else if (s.attributes['request.id'] === id) matchedAs.add('request.id');
-        }
-      });
+    try {
+      for await (const block of readBlocks(input, f, quiet)) {
+        line += scanBlock(block, line, spanNeedles, quiet, (hit) => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(hit.text);
+          } catch {
+            events.problem(input, `${where(input.display, hit.line)}: not JSON (skipped)`);
+            return;
+          }
+          let found: SpanInfo[];
+          try {
+            found = spansOfTracesRequest(parsed, where(input.display, hit.line), (traceId, attrs) => {
+              if (traceIds.has(traceId)) return true;
+              const rid = stringAttr(attrs, 'request.id');
+              return rid !== undefined && requestIds.has(rid);
+            });
+          } catch (err) {
+            events.problem(input, `${where(input.display, hit.line)}: not a readable OTLP/JSON export request (${(err as Error).message}) (skipped)`);
+            return;
+          }
+          for (const s of found) {
+            if (nestedDeeper(s.attributes, MAX_DEPTH)) {
+              events.problem(input, `${s.where}: ${TOO_DEEP} (skipped)`);
+              continue;
+            }
+            const k = `${s.traceId}/${s.spanId}`;
+            if (!spans.has(k)) spans.set(k, s);
+            if (s.traceId === id) matchedAs.add('trace_id');
+            else if (s.attributes['request.id'] === id) matchedAs.add('request.id');
+          }
+        });
+      }
+    } catch (e) {
+      throw inInput(e, input);
     }
   }
 

@@ -25,7 +25,7 @@ export interface Special {
   /** `audit.checkpoint.records`. */
   records?: number;
   intervalMs?: number;
-  /** MAC of a checkpoint/chain end: verified with the key, not verifiable (no key), or absent. */
+  /** MAC of a chain start/checkpoint/chain end: verified with the key, not verifiable (no key), or absent. */
   mac?: 'ok' | 'bad' | 'missing' | 'unchecked';
 }
 
@@ -42,7 +42,7 @@ export interface ChainMeta {
   tailU?: Uint8Array;
 }
 
-export type ProblemKind = 'not-json' | 'torn' | 'no-chain' | 'bad-chain-field' | 'not-otlp';
+export type ProblemKind = 'not-json' | 'torn' | 'no-chain' | 'bad-chain-field' | 'not-otlp' | 'body' | 'repeated-key';
 
 export interface BlockProblem {
   /** Line offset within the block (0-based). */
@@ -50,6 +50,8 @@ export interface BlockProblem {
   batch: number;
   kind: ProblemKind;
   message: string;
+  /** The chain of a record kept in it despite the problem (its archived copy disagrees with itself). */
+  chain?: string;
 }
 
 export interface BlockResult {
@@ -174,6 +176,8 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   const problems: BlockProblem[] = [];
   let records = 0;
   let otlpCopies = 0;
+  /** The last line of a local file that was not JSON: a torn write if a new chain starts right after it. */
+  let notJson: { problem: number; line: number; bytes: number } | undefined;
 
   // Raw-line hashing (local files, no key): a line whose record has its keys in canonical order and
   // only plain values is hashed as it is, and that hash stands only once the chain's next record
@@ -186,7 +190,8 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
   /** Per chain, the index of its last record hashed raw and not yet confirmed; -1: none. */
   const pendingRaw: number[] = [];
 
-  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0, sorted?: KeyValue[]): void => {
+  const addRecord = (rec: Record<string, unknown>, lineNo: number, batch: number, sub = 0, line?: string, start = 0, sorted?: KeyValue[],
+    body?: string): void => {
     records++;
     const chain = rec['audit.chain'];
     const seq = rec['audit.seq'];
@@ -218,20 +223,37 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       if (meta.lastTime === undefined || time > meta.lastTime) meta.lastTime = time;
     }
     const event = rec['event.name'];
+    if (event === 'audit_chain_start' && seq === 0 && notJson?.line === lineNo - 1) {
+      // A process that crashed mid-write left a fragment; the next one ended it with a newline
+      // before its chain start (the crash itself shows as the previous chain's missing end).
+      problems[notJson.problem] = { line: notJson.line, batch: -1, kind: 'torn',
+        message: `torn line (${notJson.bytes} bytes without its end: a crash mid-write, ended by the next process, whose audit_chain_start follows) (skipped)` };
+    }
     if (event === 'audit_chain_start' && typeof rec['audit.chain.alg'] === 'string' && !knownAlg.has(chain)) {
       knownAlg.set(chain, rec['audit.chain.alg']);
     }
     const asIs = raw && line !== undefined && isCanonicalShape(rec);
     let canon = '';
+    let repeated: string | undefined;
     if (!asIs) {
       try {
         // An archived record's canonical form is written from its attributes, which arrive in no
         // fixed order: sorted once, they need no plan of their own per record (otlp.ts).
-        canon = sorted ? canonicalOfSorted(sorted, notRecordField) : canonicalize(rec);
+        canon = sorted ? canonicalOfSorted(sorted, notRecordField, (k) => { repeated ??= k; }) : canonicalize(rec);
       } catch (err) {
         problems.push({ line: lineNo, batch, kind: 'bad-chain-field', message: `cannot be canonicalised (${(err as Error).message})` });
         return;
       }
+    }
+    // The chain is checked on the attributes; the record stays in it (its links decide whether
+    // the attributes were changed), and a second, different record beside it is reported here.
+    if (repeated !== undefined) {
+      problems.push({ line: lineNo, batch, kind: 'repeated-key', chain,
+        message: `attribute ${JSON.stringify(repeated)} appears more than once in the log record (the collector writes each once): modified record (seq ${seq})` });
+    }
+    if (body !== undefined && !sameRecord(body, canon)) {
+      problems.push({ line: lineNo, batch, kind: 'body', chain,
+        message: `the record's body differs from its attributes: modified record (seq ${seq})` });
     }
     if (out.n === out.cap) out.grow();
     const i = out.n++;
@@ -282,6 +304,8 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
       } else if (event === 'audit_checkpoint' || event === 'audit_chain_end') {
         if (typeof rec['audit.checkpoint.records'] === 'number') s.records = rec['audit.checkpoint.records'];
         if (typeof rec['audit.checkpoint.interval_ms'] === 'number') s.intervalMs = rec['audit.checkpoint.interval_ms'];
+      }
+      if (event === 'audit_chain_start' || event === 'audit_checkpoint' || event === 'audit_chain_end') {
         const mac = rec['audit.checkpoint.mac'];
         if (typeof mac !== 'string') s.mac = 'missing';
         else if (!key) s.mac = 'unchecked';
@@ -307,6 +331,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     try {
       parsed = JSON.parse(line);
     } catch {
+      if (kind === 'local' && !torn) notJson = { problem: problems.length, line: ln, bytes: Buffer.byteLength(line) };
       problems.push(torn
         ? { line: ln, batch: -1, kind: 'torn', message: kind === 'local'
           ? `torn last line (${Buffer.byteLength(line)} bytes without newline: a crash mid-write?) (skipped)`
@@ -337,7 +362,7 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
         if (!r.tailed) { otlpCopies++; continue; }
         let sub = sources.get(r.source);
         if (sub === undefined) { sub = Math.min(sources.size, 0xffff); sources.set(r.source, sub); }
-        addRecord(r.record, ln, r.index, sub, undefined, 0, r.sorted);
+        addRecord(r.record, ln, r.index, sub, undefined, 0, r.sorted, r.body);
       }
     } else if (obj.resourceSpans === undefined && obj.resourceMetrics === undefined) {
       problems.push({ line: ln, batch: -1, kind: 'not-otlp', message: 'not an OTLP/JSON export request (skipped)' });
@@ -366,6 +391,20 @@ export function processBlock(id: number, buf: Uint8Array, kind: BlockKind, torn:
     has: out.trimmed(out.has), hashK: key ? out.trimmed(out.hashK, 32) : new Uint8Array(0), hashU: out.trimmed(out.hashU, 32),
     prev: out.trimmed(out.prev, 32), prevState: out.trimmed(out.prevState), specials, problems,
   };
+}
+
+/**
+ * Whether an archived record's body (the line the agent tailed) is the record whose canonical form
+ * is `canon`. auditrace writes its lines in canonical form, so a string comparison decides nearly
+ * every record; a line written otherwise (or by an older version) is parsed and canonicalised.
+ */
+export function sameRecord(body: string, canon: string): boolean {
+  if (body === canon) return true;
+  try {
+    return canonicalize(JSON.parse(body)) === canon;
+  } catch {
+    return false;
+  }
 }
 
 function sameHash(a: Uint8Array, ai: number, b: Uint8Array, bi: number): boolean {

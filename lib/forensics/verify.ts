@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import * as workerThreads from 'node:worker_threads';
 import { Worker } from 'node:worker_threads';
 import type { Input } from './inputs';
-import { readBlocks, where } from './read';
+import { inInput, longLineMessage, readBlocks, where } from './read';
 import type { Block, ReadEvents } from './read';
 import { HAS_K, HAS_U, Hasher, processBlock } from './verify-block';
 import type { BlockProblem, BlockResult, ChainMeta, Special } from './verify-block';
@@ -90,7 +90,18 @@ export interface VerifyReport {
   };
 }
 
-const OUTLIER = 10_000_000;
+/**
+ * A chain's records are kept in arrays indexed by seq, so memory follows the largest seq, which a
+ * record can claim at will. The arrays of all chains together hold at most DENSE_FACTOR x the
+ * chain records read + DENSE_SLACK entries: a record whose seq would grow them past that is set
+ * aside (`ChainState.aside`) and judged once every record is read, kept if its chain's records
+ * make the seq plausible and the bound allows, else reported. Memory thus follows the records
+ * present (≈ 80 bytes x DENSE_FACTOR each), never a seq alone, however many chains claim one. The
+ * slack admits a chain whose first records are not in the inputs (rotated away) or arrive last.
+ */
+const DENSE_FACTOR = 8;
+const DENSE_SLACK = 1_000_000;
+const plausibleSeq = (records: number): number => DENSE_FACTOR * records + DENSE_SLACK;
 const DEFAULT_INTERVAL_MS = 60_000;
 const MAX_PER_KIND = 20;
 
@@ -104,7 +115,10 @@ interface Candidate {
   batch: number;
 }
 
-interface Located<T> { seq: number; where: string; s: T }
+export interface Located<T> { seq: number; where: string; s: T }
+
+/** A record set aside for its seq (see DENSE_FACTOR). */
+interface Aside extends Candidate { has: number }
 
 class ChainState {
   meta: ChainMeta;
@@ -123,10 +137,11 @@ class ChainState {
   count = 0;
   duplicates = 0;
   alternates = new Map<number, Candidate[]>();
+  /** Records whose seq was too far ahead of the records read so far to be placed yet. */
+  aside = new Map<number, Aside[]>();
   starts: Located<Special>[] = [];
   ends: Located<Special>[] = [];
   checkpoints: Located<Special>[] = [];
-  lastCheckpoint: Located<Special> | undefined;
   tail: { seq: number; k?: Uint8Array; u?: Uint8Array } = { seq: -1 };
   /** For order within one file (local) or one export request (archive). */
   orderSource = '';
@@ -153,9 +168,14 @@ class ChainState {
     this.hashU = new Uint8Array(this.cap * 32);
   }
 
+  /** Entries the arrays would grow by to hold `seq`. */
+  growthFor(seq: number): number {
+    return seq < this.cap ? 0 : Math.max(seq + 1, Math.ceil(this.cap * 1.5), 1024) - this.cap;
+  }
+
   ensure(seq: number): void {
     if (seq < this.cap) return;
-    const cap = Math.max(seq + 1, Math.ceil(this.cap * 1.5), 1024);
+    const cap = this.cap + this.growthFor(seq);
     const grow = <T extends Uint8Array | Uint16Array | Uint32Array | Int32Array>(a: T, per = 1): T => {
       const b = new (a.constructor as new (n: number) => T)(cap * per);
       b.set(a);
@@ -199,9 +219,14 @@ class Findings {
   private readonly counts = new Map<string, number>();
   omitted = 0;
   errors = 0;
+  /** Errors by chain: some are found while reading, before the chain is judged. */
+  private readonly chainErrors = new Map<string, number>();
 
   add(f: Finding): void {
-    if (f.severity === 'error') this.errors++;
+    if (f.severity === 'error') {
+      this.errors++;
+      if (f.chain !== undefined) this.chainErrors.set(f.chain, (this.chainErrors.get(f.chain) ?? 0) + 1);
+    }
     const k = `${f.chain ?? ''}\0${f.kind}`;
     const n = (this.counts.get(k) ?? 0) + 1;
     this.counts.set(k, n);
@@ -210,6 +235,10 @@ class Findings {
       return;
     }
     this.list.push(f);
+  }
+
+  errorsOf(chain: string): number {
+    return this.chainErrors.get(chain) ?? 0;
   }
 }
 
@@ -312,7 +341,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   const chains = new Map<string, ChainState>();
   const inputReports: InputReport[] = inputs.map((i) => ({ path: i.display, kind: i.kind, bytes: i.size, decompressedBytes: 0, lines: 0, records: 0 }));
   const lineBase = inputs.map(() => 0);
-  const blockMeta = new Map<number, { input: number; torn: boolean }>();
+  const blockMeta = new Map<number, { input: number; long: Block['long'] }>();
   let records = 0;
   let chainRecords = 0;
   let otlpCopies = 0;
@@ -320,7 +349,11 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   const localAlg = new Map<string, string>();
 
   const at = (file: number, line: number, batch: number): string => where(inputs[file]!.display, line, batch);
-  const whereSeq = (st: ChainState, seq: number): string => at(st.file[seq]!, st.line[seq]!, st.batch[seq]!);
+  const whereSeq = (st: ChainState, seq: number): string => {
+    if (seq < st.cap) return at(st.file[seq]!, st.line[seq]!, st.batch[seq]!);
+    const a = st.aside.get(seq)?.[0];
+    return a ? at(a.file, a.line, a.batch) : `seq ${seq}`;
+  };
 
   const chainOf = (id: string): ChainState => {
     let st = chains.get(id);
@@ -340,6 +373,11 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
 
   const problemFinding = (file: number, base: number, p: BlockProblem): void => {
     const w = at(file, base + p.line, p.batch);
+    if (p.chain !== undefined) {
+      // A record that disagrees with itself: a finding of its chain, not a problem of the input.
+      findings.add({ severity: 'error', kind: 'modified', chain: p.chain, message: p.message, where: [w] });
+      return;
+    }
     opts.events.problem(inputs[file]!, `${w}: ${p.message}`);
     findings.add({
       severity: p.kind === 'torn' ? 'notice' : 'error',
@@ -361,6 +399,8 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
     records += r.records;
     chainRecords += r.n;
     otlpCopies += r.otlpCopies;
+    // A line skipped unread (read.ts): its block is an empty line in its place.
+    if (meta.long) problemFinding(file, base, { line: 0, batch: -1, kind: 'not-json', message: longLineMessage(meta.long) });
     for (const p of r.problems) problemFinding(file, base, p);
     const states = r.chains.map((m) => {
       const st = chainOf(m.chain);
@@ -382,12 +422,19 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       const seq = r.seq[i]!;
       const line = base + r.line[i]!;
       const batch = r.batch[i]!;
-      if (seq > st.maxSeq + OUTLIER) {
-        findings.add({ severity: 'error', kind: 'inserted', chain: st.id, message: `record with implausible seq ${seq} (the chain is at seq ${st.maxSeq}): inserted or modified`, where: [at(file, line, batch)] });
+      const has = r.has[i]!;
+      if (seq >= st.cap && !mayGrow(st, seq)) {
+        const list = st.aside.get(seq);
+        const c: Aside = { ...candidateOf(r, i, file, line, batch), has };
+        if (list?.some((a) => sameCandidate(a, c))) { st.duplicates++; continue; }
+        if (list) list.push(c);
+        else st.aside.set(seq, [c]);
+        if (list) continue;
+        const sp = special.get(i);
+        if (sp) noteSpecial(st, { seq, where: at(file, line, batch), s: sp });
         continue;
       }
-      st.ensure(seq);
-      const has = r.has[i]!;
+      grow(st, seq);
       if (st.present[seq]) {
         const o = seq * 32;
         let same: boolean;
@@ -397,12 +444,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         if (same) {
           st.duplicates++;
         } else {
-          const c: Candidate = {
-            prevState: r.prevState[i]!, file, line, batch,
-            ...(has & HAS_K ? { k: Buffer.from(r.hashK.subarray(i * 32, i * 32 + 32)) } : {}),
-            ...(has & HAS_U ? { u: Buffer.from(r.hashU.subarray(i * 32, i * 32 + 32)) } : {}),
-            ...(r.prevState[i] === 1 ? { prev: Buffer.from(r.prev.subarray(i * 32, i * 32 + 32)) } : {}),
-          };
+          const c = candidateOf(r, i, file, line, batch);
           const list = st.alternates.get(seq);
           if (list) list.push(c);
           else st.alternates.set(seq, [c]);
@@ -435,22 +477,62 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         st.orderLast = seq;
       }
       const sp = special.get(i);
-      if (sp) {
-        const loc: Located<Special> = { seq, where: at(file, line, batch), s: sp };
-        if (sp.event === 'audit_chain_start') {
-          st.starts.push(loc);
-          if (sp.alg) learnAlg(st, sp.alg);
-        } else if (sp.event === 'audit_chain_end') {
-          st.ends.push(loc);
-        } else if (sp.event === 'audit_checkpoint') {
-          st.checkpoints.push(loc);
-          if (!st.lastCheckpoint || seq > st.lastCheckpoint.seq) st.lastCheckpoint = loc;
-        }
-        if (seq === 0 && sp.event !== 'audit_chain_start') {
-          findings.add({ severity: 'error', kind: 'chain-start', chain: st.id, message: `seq 0 is ${sp.event}, not audit_chain_start (modified record)`, where: [loc.where] });
-        }
-      }
+      if (sp) noteSpecial(st, { seq, where: at(file, line, batch), s: sp });
     }
+  };
+
+  /** Entries of all chains' arrays (see DENSE_FACTOR). */
+  let dense = 0;
+  const mayGrow = (st: ChainState, seq: number): boolean => dense + st.growthFor(seq) <= plausibleSeq(chainRecords);
+  const grow = (st: ChainState, seq: number): void => {
+    dense += st.growthFor(seq);
+    st.ensure(seq);
+  };
+
+  const noteSpecial = (st: ChainState, loc: Located<Special>): void => {
+    const sp = loc.s;
+    if (sp.event === 'audit_chain_start') {
+      st.starts.push(loc);
+      if (sp.alg) learnAlg(st, sp.alg);
+    } else if (sp.event === 'audit_chain_end') {
+      st.ends.push(loc);
+    } else if (sp.event === 'audit_checkpoint') {
+      st.checkpoints.push(loc);
+    }
+    if (loc.seq === 0 && sp.event !== 'audit_chain_start') {
+      findings.add({ severity: 'error', kind: 'chain-start', chain: st.id, message: `seq 0 is ${sp.event}, not audit_chain_start (modified record)`, where: [loc.where] });
+    }
+  };
+
+  /**
+   * Records set aside for their seq, once all are read: placed, in seq order, while the chain's
+   * records make the seq plausible; the rest are reported and left out of the chain.
+   */
+  const placeAside = (st: ChainState): void => {
+    if (st.aside.size === 0) return;
+    let records = st.count;
+    for (const list of st.aside.values()) records += list.length;
+    const limit = plausibleSeq(records);
+    const seqs = [...st.aside.keys()].sort((a, b) => a - b);
+    for (const seq of seqs) {
+      const list = st.aside.get(seq)!;
+      if (seq > limit || !mayGrow(st, seq)) {
+        for (const c of list) {
+          findings.add({ severity: 'error', kind: 'inserted', chain: st.id,
+            message: `record with implausible seq ${seq}: the chain has ${records} record(s) in the inputs (inserted or modified)`,
+            where: [at(c.file, c.line, c.batch)] });
+        }
+        continue;
+      }
+      grow(st, seq);
+      for (const c of list) placeCandidate(st, seq, c);
+    }
+    // Chain records of a seq left out do not take part in the chain's start, end or checkpoints.
+    const kept = (l: Located<Special>): boolean => l.seq <= st.maxSeq;
+    st.starts = st.starts.filter(kept);
+    st.ends = st.ends.filter(kept);
+    st.checkpoints = st.checkpoints.filter(kept);
+    st.aside.clear();
   };
 
   // ---- read ----------------------------------------------------------------------------------
@@ -469,22 +551,28 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   let blockId = 0;
   let decompressed = 0;
   try {
-    for (let f = 0; f < inputs.length; f++) {
-      for await (const block of readBlocks(inputs[f]!, f, readEvents)) {
-        const id = blockId++;
-        blockMeta.set(id, { input: f, torn: block.torn });
-        decompressed += block.buf.length;
-        inputReports[f]!.decompressedBytes += block.buf.length;
-        if (pool) await pool.submit(id, block);
-        else onResult(processBlock(id, block.buf, block.input.kind, block.torn, hasher, localAlg));
+    let f = 0;
+    try {
+      for (; f < inputs.length; f++) {
+        for await (const block of readBlocks(inputs[f]!, f, readEvents)) {
+          const id = blockId++;
+          blockMeta.set(id, { input: f, long: block.long });
+          decompressed += block.buf.length;
+          inputReports[f]!.decompressedBytes += block.buf.length;
+          if (pool) await pool.submit(id, block);
+          else onResult(processBlock(id, block.buf, block.input.kind, block.torn, hasher, localAlg));
+        }
       }
+      await pool?.drain();
+    } catch (e) {
+      throw inInput(e, inputs[Math.min(f, inputs.length - 1)]!);
     }
-    await pool?.drain();
   } finally {
     await pool?.close();
   }
 
   // ---- decide --------------------------------------------------------------------------------
+  for (const st of chains.values()) placeAside(st);
   const reports: ChainReport[] = [];
   const resolvedAlg = new Map<string, string | undefined>();
   for (const st of chains.values()) resolvedAlg.set(st.id, decideAlg(st, key));
@@ -503,7 +591,6 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
   }
 
   for (const st of chains.values()) {
-    const before = findings.errors;
     const alg = resolvedAlg.get(st.id);
     const chainLabel = `chain ${st.id}${st.meta.service ? ` (${st.meta.service})` : ''}`;
     const add = (f: Omit<Finding, 'chain'>): void => findings.add({ ...f, chain: st.id });
@@ -529,7 +616,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         links++;
         if (eq32(st.prev, s * 32, H, (s - 1) * 32)) good++;
       }
-      const macs = [...st.checkpoints, ...st.ends].filter((c) => c.s.mac === 'ok' || c.s.mac === 'bad');
+      const macs = [...st.starts, ...st.checkpoints, ...st.ends].filter((c) => c.s.mac === 'ok' || c.s.mac === 'bad');
       if (links > 0 && good === 0 && !macs.some((c) => c.s.mac === 'ok')) {
         wrongKey = true;
         add({ severity: 'error', kind: 'wrong-key',
@@ -688,6 +775,13 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
         if (c.s.mac === 'missing') add({ severity: 'error', kind: 'mac', message: `${c.s.event} at seq ${c.seq} has no audit.checkpoint.mac in a keyed chain (modified record)`, where: [c.where] });
       }
     }
+    // A chain start without a MAC was written before starts were signed: not an error, but not
+    // authenticated either (`--live` does not trust its time).
+    if (alg === 'hmac-sha256' && key && !wrongKey) {
+      for (const s of st.starts) {
+        if (s.s.mac === 'bad') add({ severity: 'error', kind: 'mac', message: `forged or modified audit_chain_start: the MAC of seq ${s.seq} does not verify with the key`, where: [s.where] });
+      }
+    }
 
     // End.
     let status: ChainReport['status'] = 'closed';
@@ -701,24 +795,20 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
     } else if (st.maxSeq >= 0) {
       status = 'open';
       const lastWhere = st.present[st.maxSeq] ? whereSeq(st, st.maxSeq) : '';
-      const cp = st.lastCheckpoint;
-      const interval = cp?.s.intervalMs && cp.s.intervalMs > 0 ? cp.s.intervalMs : DEFAULT_INTERVAL_MS;
-      const lastAlive = Date.parse(cp?.s.time || st.meta.firstTime || '');
-      const now = opts.now ?? Date.now();
       const newest = newestOfInstance.get(st.meta.instance ?? '') === st;
-      if (opts.live && newest && Number.isFinite(lastAlive) && now - lastAlive <= 2 * interval) {
+      // With a key, only a time whose MAC verified: anyone who can write the file can write a time.
+      const authenticated = alg === 'hmac-sha256' && key !== undefined;
+      const mark = aliveMark(st.checkpoints, st.starts.find((s) => s.seq === 0), st.meta.firstTime, authenticated && !wrongKey);
+      const live = opts.live && newest ? judgeLive(mark, opts.now ?? Date.now()) : undefined;
+      if (live?.live) {
         status = 'live';
-        add({ severity: 'notice', kind: 'live',
-          message: `${chainLabel} is open (live): last ${cp ? 'checkpoint' : 'record'} ${Math.round((now - lastAlive) / 1000)} s ago, within 2 x ${interval} ms`,
-          where: [lastWhere].filter(Boolean) });
+        add({ severity: 'notice', kind: 'live', message: `${chainLabel} is open (live): ${live.why}`, where: [lastWhere].filter(Boolean) });
       } else {
         const succ = successorOf.get(st.id);
         const confirmed = succ && succ.start.s.previousSeq === st.maxSeq
           ? ` (chain ${succ.chain.id}, started next, names seq ${st.maxSeq} as its last record)`
           : '';
-        const liveNote = opts.live && newest && Number.isFinite(lastAlive)
-          ? `; its last ${cp ? 'checkpoint' : 'record'} is ${Math.round((now - lastAlive) / 1000)} s old, more than 2 x ${interval} ms`
-          : '';
+        const liveNote = live ? `; not live: ${live.why}` : '';
         add({ severity: 'error', kind: 'chain-end',
           message: `${chainLabel} ends at seq ${st.maxSeq} without audit_chain_end: the process crashed or its tail was deleted${confirmed}${liveNote}`,
           where: [lastWhere].filter(Boolean) });
@@ -738,7 +828,7 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       ...(st.meta.lastTime ? { lastTime: st.meta.lastTime } : {}),
       ...(start?.s.previous ? { previous: start.s.previous } : {}),
       status,
-      intact: findings.errors === before,
+      intact: findings.errorsOf(st.id) === 0,
       files: [...st.files].map((f) => inputs[f]!.display),
     });
   }
@@ -773,6 +863,91 @@ export async function verify(opts: VerifyOptions): Promise<VerifyReport> {
       workers,
     },
   };
+}
+
+/** The record an open chain's liveness is judged by (`--live`), and the interval it promises. */
+export interface AliveMark {
+  time: string;
+  what: 'checkpoint' | 'chain start' | 'record';
+  intervalMs: number;
+}
+
+/**
+ * The newest checkpoint, else the chain start (else, without a key, the chain's first time). With
+ * a key (`authenticated`), only a record whose MAC verified counts: a chain start written before
+ * starts were signed, or a checkpoint whose MAC fails, proves nothing.
+ */
+export function aliveMark(checkpoints: readonly Located<Special>[], start: Located<Special> | undefined, firstTime: string | undefined,
+  authenticated: boolean): AliveMark | undefined {
+  let cp: Located<Special> | undefined;
+  for (const c of checkpoints) {
+    if (authenticated && c.s.mac !== 'ok') continue;
+    if (!cp || c.seq > cp.seq) cp = c;
+  }
+  if (cp) return { time: cp.s.time, what: 'checkpoint', intervalMs: cp.s.intervalMs && cp.s.intervalMs > 0 ? cp.s.intervalMs : DEFAULT_INTERVAL_MS };
+  if (authenticated) return start?.s.mac === 'ok' ? { time: start.s.time, what: 'chain start', intervalMs: DEFAULT_INTERVAL_MS } : undefined;
+  return firstTime !== undefined ? { time: firstTime, what: 'record', intervalMs: DEFAULT_INTERVAL_MS } : undefined;
+}
+
+/**
+ * Live: the mark is less than 2 x its interval old. A mark as far in the future is not live either
+ * (a negative age would otherwise pass): a clock set wrong, or a time written to look alive.
+ */
+export function judgeLive(mark: AliveMark | undefined, now: number): { live: boolean; why: string } {
+  if (!mark) return { live: false, why: 'no checkpoint or chain start whose MAC verifies with the key' };
+  const t = Date.parse(mark.time);
+  if (!Number.isFinite(t)) return { live: false, why: `its last ${mark.what} has no readable time` };
+  const age = now - t;
+  const limit = 2 * mark.intervalMs;
+  const s = Math.round(Math.abs(age) / 1000);
+  if (age < -limit) return { live: false, why: `its last ${mark.what} is ${s} s in the future, more than 2 x ${mark.intervalMs} ms ahead of now (a clock set wrong, or a forged time)` };
+  if (age > limit) return { live: false, why: `its last ${mark.what} is ${s} s old, more than 2 x ${mark.intervalMs} ms` };
+  return { live: true, why: `last ${mark.what} ${age < 0 ? `${s} s in the future` : `${s} s ago`}, within 2 x ${mark.intervalMs} ms` };
+}
+
+function candidateOf(r: BlockResult, i: number, file: number, line: number, batch: number): Candidate {
+  const has = r.has[i]!;
+  return {
+    prevState: r.prevState[i]!, file, line, batch,
+    ...(has & HAS_K ? { k: Buffer.from(r.hashK.subarray(i * 32, i * 32 + 32)) } : {}),
+    ...(has & HAS_U ? { u: Buffer.from(r.hashU.subarray(i * 32, i * 32 + 32)) } : {}),
+    ...(r.prevState[i] === 1 ? { prev: Buffer.from(r.prev.subarray(i * 32, i * 32 + 32)) } : {}),
+  };
+}
+
+/** The same record: the same hash by a way both were hashed. */
+function sameCandidate(a: Aside, b: Aside): boolean {
+  if (a.k && b.k) return a.k.equals(b.k);
+  if (a.u && b.u) return a.u.equals(b.u);
+  return false;
+}
+
+/** A record set aside, placed at its seq as the reading loop places one (duplicate, alternate, or new). */
+function placeCandidate(st: ChainState, seq: number, c: Aside): void {
+  if (st.present[seq]) {
+    const o = seq * 32;
+    let same = false;
+    if (c.k && st.has[seq]! & HAS_K) same = eq32(st.hashK, o, c.k, 0);
+    else if (c.u && st.has[seq]! & HAS_U) same = eq32(st.hashU, o, c.u, 0);
+    if (same) st.duplicates++;
+    else {
+      const list = st.alternates.get(seq);
+      if (list) list.push(c);
+      else st.alternates.set(seq, [c]);
+    }
+    return;
+  }
+  st.present[seq] = 1;
+  st.has[seq] = c.has;
+  if (c.k) { st.needK(); st.hashK.set(c.k, seq * 32); }
+  if (c.u) { st.needU(); st.hashU.set(c.u, seq * 32); }
+  st.prevState[seq] = c.prevState;
+  if (c.prev) st.prev.set(c.prev, seq * 32);
+  st.file[seq] = c.file;
+  st.line[seq] = c.line;
+  st.batch[seq] = c.batch;
+  if (seq > st.maxSeq) st.maxSeq = seq;
+  st.count++;
 }
 
 function firstPresent(st: ChainState): number {

@@ -9,7 +9,7 @@ const path = require('node:path');
 const zlib = require('node:zlib');
 const fc = require('fast-check');
 const { zstdFile } = require('../../dist/lib/forensics/zstd.js');
-const { readBlocks } = require('../../dist/lib/forensics/read.js');
+const { readBlocks, inInput } = require('../../dist/lib/forensics/read.js');
 const { resolveInputs, UsageError } = require('../../dist/lib/forensics/inputs.js');
 const { recordsOfLogsRequest, anyValue, timeFromNanos } = require('../../dist/lib/forensics/otlp.js');
 const { canonicalize } = require('../../dist/lib/audit/chain.js');
@@ -27,12 +27,25 @@ async function decompress(file) {
   return { text: Buffer.concat(parts).toString(), problems };
 }
 
-async function blocksOf(file, kind = 'local') {
+async function blocksOf(file, kind = 'local', maxLine = undefined) {
   const problems = [];
   const input = { path: file, display: path.basename(file), kind, signal: 'logs', size: fs.statSync(file).size };
   const out = [];
-  for await (const b of readBlocks(input, 0, { problem: (_i, m) => problems.push(m), progress() {} }, 1024)) out.push(b);
+  for await (const b of readBlocks(input, 0, { problem: (_i, m) => problems.push(m), progress() {} }, 1024, maxLine)) out.push(b);
   return { blocks: out, problems };
+}
+
+/** Bytes copied by Buffer.concat while `fn` runs. */
+async function concatBytes(fn) {
+  const concat = Buffer.concat;
+  let copied = 0;
+  Buffer.concat = (list, n) => { const b = concat(list, n); copied += b.length; return b; };
+  try {
+    await fn();
+  } finally {
+    Buffer.concat = concat;
+  }
+  return copied;
 }
 
 const lines = (n, width = 60) => Array.from({ length: n }, (_, i) => JSON.stringify({ i, pad: 'x'.repeat(width) }));
@@ -121,6 +134,38 @@ describe('forensics: reading inputs', function () {
       for (const b of whole) assert.equal(b.buf[b.buf.length - 1], 10);
       assert.equal(Buffer.concat(whole.map((b) => b.buf)).toString(), `${ls.join('\n')}\n`);
       assert.deepEqual(blocks.filter((b) => b.torn).map((b) => b.buf.toString()), ['{"torn":']);
+    });
+
+    it('gathers a line of many blocks whole, copying it once, not once per chunk read', async () => {
+      const f = path.join(dir, 'long.jsonl');
+      const ls = lines(30);
+      const long = JSON.stringify({ pad: 'y'.repeat(16 * 1024 * 1024) }); // 16 chunks of the file stream
+      fs.writeFileSync(f, `${ls.join('\n')}\n${long}\n${ls.join('\n')}\n`);
+      let blocks;
+      const copied = await concatBytes(async () => { ({ blocks } = await blocksOf(f, 'local', 64 * 1024 * 1024)); });
+      assert.ok(blocks.some((b) => b.buf.toString().split('\n').includes(long)));
+      assert.equal(Buffer.concat(blocks.map((b) => b.buf)).toString(), fs.readFileSync(f, 'utf8'));
+      // Re-joining everything gathered so far at each chunk copied ≈ 8.5 x the line.
+      assert.ok(copied < 2 * fs.statSync(f).size, `${copied} bytes copied`);
+    });
+
+    it('skips a line longer than the limit as it streams by, in its place an empty line flagged with its length', async () => {
+      const f = path.join(dir, 'over.jsonl');
+      const ls = lines(30);
+      const long = 'z'.repeat(3 * 1024 * 1024);
+      fs.writeFileSync(f, `${ls.join('\n')}\n${long}\n${ls.join('\n')}\n${long}`);
+      const { blocks } = await blocksOf(f, 'local', 100_000);
+      const longs = blocks.filter((b) => b.long);
+      assert.deepEqual(longs.map((b) => [b.buf.toString(), b.long]), [['\n', { bytes: long.length, limit: 100_000 }], ['\n', { bytes: long.length, limit: 100_000 }]]);
+      // Line numbers stay right: the skipped line is an empty one in the stream of blocks.
+      assert.equal(Buffer.concat(blocks.map((b) => b.buf)).toString(), `${ls.join('\n')}\n\n${ls.join('\n')}\n\n`);
+      assert.ok(blocks.every((b) => b.buf.length <= 100_000 + 1024));
+    });
+
+    it('names the input in an error that ends the run (the command prints no stack)', () => {
+      const input = { display: 'logs/app.jsonl' };
+      assert.equal(inInput(new RangeError('Array buffer allocation failed'), input).message, 'logs/app.jsonl: Array buffer allocation failed');
+      assert.equal(inInput(new Error('logs/app.jsonl: x'), input).message, 'logs/app.jsonl: x');
     });
 
     it('reads a plain (uncompressed) archive file as lines', async () => {

@@ -208,6 +208,30 @@ describe('forensics: trail', function () {
     assert.deepEqual(problems, [`${f}:4: not JSON (skipped)`]);
   });
 
+  it('skips a line longer than 8 MiB, reports it with file and line, and still finds the request', async () => {
+    const f = path.join(sc.local, 'orders.jsonl');
+    const ls = fs.readFileSync(f, 'utf8').split('\n');
+    ls.splice(3, 0, JSON.stringify({ 'request.id': ids(1).rid, pad: 'x'.repeat(9 * 1024 * 1024) }));
+    fs.writeFileSync(f, ls.join('\n'));
+    const { r, problems } = await find(ids(1).rid, { files: [sc.local] });
+    assert.equal(r.found, true);
+    assert.equal(problems.length, 1);
+    assert.match(problems[0], new RegExp(`^${f.replace(/[.]/g, '\\.')}:4: line longer than 8388608 bytes \\(\\d+ bytes\\) \\(skipped\\)$`));
+  });
+
+  it('reports a record nested too deep to print as unreadable and goes on (it once ended the run: stack overflow)', async () => {
+    const f = path.join(dir, 'deep.jsonl');
+    let deep = '0';
+    for (let i = 0; i < 20000; i++) deep = `[${deep}]`;
+    const rec = (aid, v) => `{"time":"2026-11-22T05:00:00.000001Z","audit.id":"${aid}","event.name":"x","request.id":"deep-1","service.name":"s","v":${v}}`;
+    fs.writeFileSync(f, `${rec('a1', deep)}\n${rec('a2', '1')}\n`);
+    const { r, problems } = await find('deep-1', { files: [f] });
+    assert.equal(r.found, true);
+    assert.deepEqual(problems, [`${f}:1: unreadable record: nested deeper than 64 levels (skipped)`]);
+    assert.doesNotThrow(() => formatTrail(r));
+    assert.doesNotThrow(() => JSON.stringify(r));
+  });
+
   it('finds an id with characters JSON may escape (no raw pre-filter)', async () => {
     const f = path.join(dir, 'odd.jsonl');
     gen.writeLines(f, [JSON.stringify({ time: '2026-11-22T05:00:00.000001Z', 'audit.id': 'a1', 'event.name': 'x', 'request.id': 'odd <id> "1"', 'service.name': 's' })]);

@@ -214,6 +214,17 @@ describe('forensics: verify', function () {
       assert.ok(r.errors.some((f) => f.kind === 'mac' && /forged or modified audit_checkpoint/.test(f.message)), JSON.stringify(r.errors));
     });
 
+    it('finds a forged chain start (its MAC does not verify), and accepts one without a MAC (written before starts were signed)', async () => {
+      const { lines } = gen.chainLines({ count: 5, key: KEY });
+      const recs = parse(lines);
+      recs[0]['process.pid'] = 1;
+      const forged = await check({ files: [write('start.jsonl', recs.map((x) => JSON.stringify(x)))], key: KEY });
+      assert.ok(forged.errors.some((f) => f.kind === 'mac' && /forged or modified audit_chain_start: the MAC of seq 0/.test(f.message)), JSON.stringify(forged.errors));
+      const old = gen.chainLines({ count: 5, key: KEY, startMac: false });
+      assert.equal(JSON.parse(old.lines[0])['audit.checkpoint.mac'], undefined);
+      assert.deepEqual((await check({ files: [write('old.jsonl', old.lines)], key: KEY })).errors, []);
+    });
+
     it('flags an unkeyed chain when a key is given (a downgrade would otherwise pass)', async () => {
       const { lines } = gen.chainLines({ count: 5 });
       const r = await check({ files: [write('plain.jsonl', lines)], key: KEY });
@@ -229,6 +240,36 @@ describe('forensics: verify', function () {
       const r = await check({ files: [write('live.jsonl', lines)], live: true });
       assert.deepEqual(r.errors, []);
       assert.equal(r.report.chains[0].status, 'live');
+    });
+
+    it('--live with a key trusts only a time whose MAC verifies: a chain start, not a forged one-record chain', async () => {
+      const now = Date.now();
+      const signed = gen.chainLines({ count: 0, key: KEY, end: false, startMicros: now * 1000 - 5_000_000 });
+      const ok = await check({ files: [write('signed.jsonl', signed.lines)], key: KEY, live: true, now });
+      assert.deepEqual(ok.errors, []);
+      assert.match(ok.report.findings.find((f) => f.kind === 'live').message, /open \(live\): last chain start 5 s ago/);
+      // A chain start without a MAC (as anyone can write one) is not authenticated: no liveness.
+      const forged = gen.chainLines({ count: 0, key: KEY, end: false, startMac: false, startMicros: now * 1000 - 5_000_000 });
+      const r = await check({ files: [write('forged.jsonl', forged.lines)], key: KEY, live: true, now });
+      assert.deepEqual(kinds(r), ['chain-end']);
+      assert.match(r.errors[0].message, /not live: no checkpoint or chain start whose MAC verifies with the key/);
+    });
+
+    it('--live with a key ignores a checkpoint whose MAC fails and judges by the last one that verifies', async () => {
+      const now = Date.now();
+      const { lines } = gen.chainLines({ count: 20, key: KEY, checkpointEvery: 10, intervalMs: 1000, end: false, startMicros: now * 1000 - 100_000_000 });
+      const recs = parse(lines);
+      const last = recs.findLastIndex((x) => x['event.name'] === 'audit_checkpoint');
+      recs[last].time = new Date(now).toISOString(); // made to look alive; its MAC no longer verifies
+      const r = await check({ files: [write('cp.jsonl', recs.map((x) => JSON.stringify(x)))], key: KEY, live: true, now });
+      assert.ok(r.errors.some((f) => f.kind === 'chain-end' && /not live: its last checkpoint is 100 s old/.test(f.message)), JSON.stringify(r.errors));
+    });
+
+    it('--live: a last checkpoint more than 2 x its interval in the future is not live', async () => {
+      const { lines } = gen.chainLines({ count: 20, checkpointEvery: 10, intervalMs: 1000, end: false, startMicros: Date.now() * 1000 + 3_600_000_000 });
+      const r = await check({ files: [write('future.jsonl', lines)], live: true });
+      assert.deepEqual(kinds(r), ['chain-end']);
+      assert.match(r.errors[0].message, /not live: its last checkpoint is \d+ s in the future, more than 2 x 1000 ms ahead of now/);
     });
 
     it('without --live, or with a stale checkpoint, an open chain is an error', async () => {
@@ -249,6 +290,35 @@ describe('forensics: verify', function () {
       const r = await check({ files: [file] });
       assert.deepEqual(kinds(r), ['corrupt-line']);
       assert.deepEqual(r.problems, [`${file}:5: not JSON (skipped)`]);
+    });
+
+    it('skips a line longer than 8 MiB as damage, with file and line, and verifies the rest (one thread or workers)', async () => {
+      const { lines } = gen.chainLines({ count: 10 });
+      lines.splice(4, 0, JSON.stringify({ pad: 'x'.repeat(9 * 1024 * 1024) }));
+      const file = write('long.jsonl', lines);
+      for (const workers of [0, 2]) {
+        const r = await check({ files: [file], workers });
+        assert.deepEqual(kinds(r), ['corrupt-line']);
+        assert.match(r.errors[0].message, /^line longer than 8388608 bytes \(9437194 bytes\) \(skipped\)$/);
+        assert.deepEqual(r.errors[0].where, [`${file}:5`]);
+        assert.equal(r.report.chains[0].records, 12);
+      }
+    });
+
+    it('bounds memory by the records present, not by a seq: records claiming seqs far beyond them are reported, not allocated for', async () => {
+      // 30 chains of one record each, every one at a seq that alone would be plausible.
+      const lines = Array.from({ length: 30 }, (_, c) => {
+        const rec = JSON.parse(gen.chainLines({ count: 1, end: false }).lines[1]);
+        rec['audit.seq'] = 999_999;
+        rec['audit.chain'] = `chain-${c}`;
+        return JSON.stringify(rec);
+      });
+      const r = await check({ files: [write('bomb.jsonl', lines)] });
+      // The arrays of all chains hold at most 8 x the records + 1M entries: one chain's worth here.
+      assert.ok(r.report.chains.filter((c) => c.records > 0).length <= 1, JSON.stringify(r.report.chains));
+      const inserted = r.errors.filter((f) => f.kind === 'inserted');
+      assert.ok(inserted.length >= 29);
+      assert.match(inserted[0].message, /record with implausible seq 999999: the chain has 1 record\(s\) in the inputs \(inserted or modified\)/);
     });
 
     it('reads an archive with export requests of the wrong shape, reports what it lost, verifies the rest', async () => {
@@ -279,6 +349,23 @@ describe('forensics: verify', function () {
       assert.match(r.problems[0], /torn\.jsonl:12: torn last line/);
     });
 
+    it('reports a torn line that the next process ended (crash mid-write, then restart) as a notice; elsewhere a line that is not JSON stays an error', async () => {
+      const a = gen.chainLines({ count: 10, end: false });
+      const last = JSON.parse(a.lines.at(-1));
+      const b = gen.chainLines({ count: 5, startMicros: a.nextMicros + 1000, previous: { chain: a.chain, seq: last['audit.seq'], hash: recordHash(last, undefined) } });
+      const fragment = a.lines[3].slice(0, 100);
+      const file = write('restart.jsonl', [...a.lines, fragment, ...b.lines]);
+      const r = await check({ files: [file] });
+      assert.deepEqual(kinds(r), ['chain-end']); // the crash: chain a has no end
+      const torn = r.report.findings.find((f) => f.kind === 'torn-line');
+      assert.equal(torn.severity, 'notice');
+      assert.match(torn.message, /^torn line \(100 bytes without its end: a crash mid-write, ended by the next process, whose audit_chain_start follows\) \(skipped\)$/);
+      assert.deepEqual(torn.where, [`${file}:${a.lines.length + 1}`]);
+      // The same fragment before any other record is damage, not a restart.
+      const elsewhere = await check({ files: [write('fragment.jsonl', [...a.lines.slice(0, 5), fragment, ...a.lines.slice(5)])] });
+      assert.deepEqual(kinds(elsewhere), ['chain-end', 'corrupt-line']);
+    });
+
     it('reports a corrupt zstd stream with file and offset and verifies the frames around it', async () => {
       const { lines } = gen.chainLines({ count: 40 });
       const batches = gen.archiveLines(lines, { batch: 10 });
@@ -307,6 +394,56 @@ describe('forensics: verify', function () {
       const r = await check({ archives: [path.join(dir, 'g')] });
       assert.deepEqual(r.problems, [`${f}: byte offset ${sizes[0]}: not a zstd frame (bad magic number); 8 byte(s) skipped up to the next frame at offset ${sizes[0] + 8}`]);
       assert.deepEqual(kinds(r), ['corrupt-zstd']);
+    });
+  });
+
+  describe('archived records: the body the agent kept is the record of the attributes', () => {
+    /** An archive of one chain in one export request, whose log records `edit` may change. */
+    function archiveEdited(name, edit, { canonicalBody = false } = {}) {
+      const { lines } = gen.chainLines({ count: 10 });
+      const req = JSON.parse(gen.archiveLines(lines, { batch: lines.length })[0]);
+      const logRecords = req.resourceLogs[0].scopeLogs[0].logRecords;
+      // auditrace writes its lines in canonical form, so that is what the agent keeps as the body.
+      if (canonicalBody) for (const lr of logRecords) lr.body.stringValue = canonicalize(JSON.parse(lr.body.stringValue));
+      edit(logRecords);
+      fs.mkdirSync(path.join(dir, name));
+      gen.writeZstd(path.join(dir, name, 'audit.jsonl.zst'), [JSON.stringify(req)]);
+      return path.join(dir, name);
+    }
+    const editBody = (lr, from, to) => { lr.body.stringValue = lr.body.stringValue.replace(from, to); };
+
+    for (const canonicalBody of [true, false]) {
+      it(`finds a record whose body was edited while its attributes were not (body ${canonicalBody ? 'in canonical form' : 'in another key order'}), and keeps it in the chain`, async () => {
+        const d = archiveEdited(`body-${canonicalBody}`, (lrs) => editBody(lrs[4], '"event.outcome":"success"', '"event.outcome":"failure"'), { canonicalBody });
+        const r = await check({ archives: [d] });
+        assert.deepEqual(kinds(r), ['modified']);
+        assert.match(r.errors[0].message, /the record's body differs from its attributes: modified record \(seq 4\)/);
+        assert.match(r.errors[0].where[0], /audit\.jsonl\.zst:1#4$/);
+        assert.equal(r.report.chains[0].records, r.report.chains[0].lastSeq + 1); // no gap
+        assert.equal(r.report.chains[0].intact, false);
+      });
+    }
+
+    it('passes bodies that are the same record written another way, and records without a body (older archives)', async () => {
+      const d = archiveEdited('ok', (lrs) => {
+        delete lrs[2].body;
+        lrs[3].body = { kvlistValue: { values: [] } }; // not a line: nothing to compare
+        lrs[5].body.stringValue = JSON.stringify(JSON.parse(lrs[5].body.stringValue), null, 1);
+      });
+      const r = await check({ archives: [d] });
+      assert.deepEqual(r.errors, []);
+    });
+
+    it('finds an attribute repeated in one log record (the agent writes each key once)', async () => {
+      const d = archiveEdited('dup', (lrs) => {
+        const lr = lrs[6];
+        const outcome = lr.attributes.find((kv) => kv.key === 'event.outcome');
+        lr.attributes.unshift({ key: 'event.outcome', value: { stringValue: 'failure' } }, { ...outcome });
+      }, { canonicalBody: true });
+      const r = await check({ archives: [d] });
+      assert.deepEqual(kinds(r), ['modified']);
+      assert.match(r.errors[0].message, /attribute "event\.outcome" appears more than once in the log record.*\(seq 6\)/);
+      assert.match(r.errors[0].where[0], /:1#6$/);
     });
   });
 
@@ -418,6 +555,8 @@ describe('forensics: verify', function () {
         this.skip();
       }
       const lines = fs.readFileSync(file, 'utf8').trimEnd().split('\n');
+      // The chain start is signed like checkpoints and the chain end: --live trusts its time.
+      assert.match(JSON.parse(lines[0])['audit.checkpoint.mac'], /^[0-9a-f]{64}$/);
       assert.deepEqual((await check({ files: [file], key: KEY })).errors, []);
       const recs = parse(lines);
       lines.splice(9, 0, JSON.stringify({ ...recs[9], 'audit.id': gen.uuidv7(Date.now()), 'audit.prev': sha(recs[8]) }));
@@ -453,6 +592,15 @@ describe('forensics: verify', function () {
       assert.ok(!short.stderr.includes('tiny-k3y'));
       assert.equal(cli(['frobnicate']).status, 2);
       assert.equal(cli(['--help']).status, 0);
+    });
+
+    it('verifies a small file of seqs climbing by millions in bounded memory (it once reserved ≈ 10 GB)', () => {
+      const { lines } = gen.chainLines({ count: 40 });
+      const recs = parse(lines).map((x, i) => ({ ...x, 'audit.seq': i * 9_999_999 }));
+      const file = write('climb.jsonl', recs.map((x) => JSON.stringify(x)));
+      const res = spawnSync('bash', ['-c', `ulimit -v 16000000; exec "${process.execPath}" "${BIN}" verify --file "${file}"`], { encoding: 'utf8', env: { PATH: process.env.PATH } });
+      assert.equal(res.status, 1, res.stdout + res.stderr);
+      assert.match(res.stdout, /record with implausible seq 9999999: the chain has 42 record\(s\) in the inputs/);
     });
 
     it('prints no stack trace on a corrupt input', () => {
