@@ -195,6 +195,9 @@ export function quote(value: string): string {
 }
 
 /** Reads variables from one env object, recording every name read and every invalid value. */
+/** The longest timer Node keeps (a signed 32-bit count of milliseconds). */
+const TIMER_MAX_MS = 2_147_483_647;
+
 class Reader {
   readonly read = new Set<string>();
   readonly errors: ConfigError[] = [];
@@ -235,17 +238,27 @@ class Reader {
     return dflt;
   }
 
-  int(name: string, opts: { min: number }, fallback?: number): number | undefined {
+  int(name: string, opts: { min: number; max?: number }, fallback?: number): number | undefined {
     const v = this.raw(name);
     const dflt = fallback ?? (this.doc(name).default as number | undefined);
     if (v === undefined) return dflt;
+    const max = opts.max ?? Number.MAX_SAFE_INTEGER;
     if (/^[+-]?\d+$/.test(v)) {
       const n = Number(v);
-      if (Number.isSafeInteger(n) && n >= opts.min) return n;
+      if (Number.isSafeInteger(n) && n >= opts.min && n <= max) return n;
     }
-    this.fail(name, v, opts.min > 0 ? `an integer of at least ${opts.min}` : 'a non-negative integer',
-      dflt === undefined ? 'unset' : String(dflt));
+    const range = opts.max !== undefined ? `an integer from ${opts.min} to ${opts.max}`
+      : opts.min > 0 ? `an integer of at least ${opts.min}` : 'a non-negative integer';
+    this.fail(name, v, range, dflt === undefined ? 'unset' : String(dflt));
     return dflt;
+  }
+
+  /**
+   * Milliseconds for a timer: Node sets a longer duration to 1 ms (with a TimeoutOverflowWarning),
+   * so 3000000000 would export every millisecond or give up a flush at once.
+   */
+  ms(name: string, opts: { min: number }, fallback?: number): number | undefined {
+    return this.int(name, { min: opts.min, max: TIMER_MAX_MS }, fallback);
   }
 
   oneOf<T extends string>(name: string, accepted: readonly T[], fallback?: T): T | undefined {
@@ -264,6 +277,11 @@ class Reader {
     if (v === undefined) return undefined;
     const items = v.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
     const bad = items.filter((i) => !accepted.includes(i as T));
+    if (items.length === 0) {
+      // `,,,` is not "none": read as an empty list it would turn everything off.
+      this.fail(name, v, `${what} (it names none)`);
+      return undefined;
+    }
     if (bad.length > 0) {
       this.fail(name, v, `${what} from: ${accepted.join(', ')} (unknown: ${bad.map(quote).join(', ')})`);
       return undefined;
@@ -338,7 +356,7 @@ function exportConfig(r: Reader, signal: Signal, base: {
   }
   const endpoint = r.url(`OTEL_EXPORTER_OTLP_${S}_ENDPOINT`) ?? signalUrl(base.endpoint, signal);
   const headers = { ...base.headers, ...(r.keyValues(`OTEL_EXPORTER_OTLP_${S}_HEADERS`) ?? {}) };
-  const timeoutMs = r.int(`OTEL_EXPORTER_OTLP_${S}_TIMEOUT`, { min: 1 }, base.timeoutMs)!;
+  const timeoutMs = r.ms(`OTEL_EXPORTER_OTLP_${S}_TIMEOUT`, { min: 1 }, base.timeoutMs)!;
   const protocol = r.oneOf(`OTEL_EXPORTER_OTLP_${S}_PROTOCOL`, ['http/protobuf', 'http/json'] as const, base.protocol)!;
   const compression = r.oneOf(`OTEL_EXPORTER_OTLP_${S}_COMPRESSION`, ['gzip', 'none'] as const, base.compression)!;
   return { exporters, endpoint, headers, timeoutMs, protocol, compression };
@@ -346,8 +364,8 @@ function exportConfig(r: Reader, signal: Signal, base: {
 
 function batchConfig(r: Reader, prefix: 'OTEL_BSP' | 'OTEL_BLRP'): BatchConfig {
   const cfg = {
-    scheduleDelayMs: r.int(`${prefix}_SCHEDULE_DELAY`, { min: 0 })!,
-    exportTimeoutMs: r.int(`${prefix}_EXPORT_TIMEOUT`, { min: 1 })!,
+    scheduleDelayMs: r.ms(`${prefix}_SCHEDULE_DELAY`, { min: 0 })!,
+    exportTimeoutMs: r.ms(`${prefix}_EXPORT_TIMEOUT`, { min: 1 })!,
     maxQueueSize: r.int(`${prefix}_MAX_QUEUE_SIZE`, { min: 1 })!,
     maxExportBatchSize: r.int(`${prefix}_MAX_EXPORT_BATCH_SIZE`, { min: 1 })!,
   };
@@ -401,7 +419,7 @@ function auditConfig(r: Reader): AuditConfig {
   return {
     destination: file.toLowerCase() === 'stdout' ? 'stdout' : resolvePath(file),
     fsync: r.oneOf('AUDITRACE_AUDIT_FSYNC', ['always', 'interval', 'never'] as const)!,
-    fsyncIntervalMs: r.int('AUDITRACE_AUDIT_FSYNC_INTERVAL_MS', { min: 1 })!,
+    fsyncIntervalMs: r.ms('AUDITRACE_AUDIT_FSYNC_INTERVAL_MS', { min: 1 })!,
     maxFileBytes: r.int('AUDITRACE_AUDIT_MAX_FILE_BYTES', { min: 0 })!,
     maxFiles: r.int('AUDITRACE_AUDIT_MAX_FILES', { min: 0 })!,
     bufferRecords: r.int('AUDITRACE_AUDIT_BUFFER_RECORDS', { min: 0 })!,
@@ -410,7 +428,7 @@ function auditConfig(r: Reader): AuditConfig {
     redactKeys: redact ? redact.split(',').map((k) => k.trim()).filter(Boolean) : [],
     otlp: r.bool('AUDITRACE_AUDIT_OTLP'),
     hmacKey: hmacKey(r),
-    checkpointIntervalMs: r.int('AUDITRACE_AUDIT_CHECKPOINT_INTERVAL_MS', { min: 0 })!,
+    checkpointIntervalMs: r.ms('AUDITRACE_AUDIT_CHECKPOINT_INTERVAL_MS', { min: 0 })!,
   };
 }
 
@@ -466,13 +484,13 @@ export function parseConfig(env: Record<string, string | undefined>): ParsedConf
   const base = {
     endpoint: r.url('OTEL_EXPORTER_OTLP_ENDPOINT') ?? DEFAULT_ENDPOINT,
     headers: baseHeaders,
-    timeoutMs: r.int('OTEL_EXPORTER_OTLP_TIMEOUT', { min: 1 })!,
+    timeoutMs: r.ms('OTEL_EXPORTER_OTLP_TIMEOUT', { min: 1 })!,
     protocol: r.oneOf('OTEL_EXPORTER_OTLP_PROTOCOL', ['http/protobuf', 'http/json'] as const)!,
     compression: r.oneOf('OTEL_EXPORTER_OTLP_COMPRESSION', ['gzip', 'none'] as const)!,
   };
 
-  const metricsInterval = r.int('OTEL_METRIC_EXPORT_INTERVAL', { min: 1 })!;
-  let metricsTimeout = r.int('OTEL_METRIC_EXPORT_TIMEOUT', { min: 1 })!;
+  const metricsInterval = r.ms('OTEL_METRIC_EXPORT_INTERVAL', { min: 1 })!;
+  let metricsTimeout = r.ms('OTEL_METRIC_EXPORT_TIMEOUT', { min: 1 })!;
   // The spec's default timeout (30 s) exceeds a short interval; clamp quietly unless both were set.
   if (metricsTimeout > metricsInterval) metricsTimeout = metricsInterval;
 
@@ -484,7 +502,7 @@ export function parseConfig(env: Record<string, string | undefined>): ParsedConf
     strict: r.bool('AUDITRACE_STRICT'),
     quiet: r.bool('AUDITRACE_QUIET'),
     logLevel: r.oneOf('OTEL_LOG_LEVEL', ['none', 'error', 'warn', 'info', 'debug', 'verbose', 'all'] as const),
-    shutdownTimeoutMs: r.int('AUDITRACE_SHUTDOWN_TIMEOUT_MS', { min: 1 })!,
+    shutdownTimeoutMs: r.ms('AUDITRACE_SHUTDOWN_TIMEOUT_MS', { min: 1 })!,
     serviceName: r.raw('OTEL_SERVICE_NAME'),
     resourceAttributes: r.keyValues('OTEL_RESOURCE_ATTRIBUTES') ?? {},
     cloudDetectors: detectorList.includes('none') ? [] : cloudDetectors,

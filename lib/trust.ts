@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import proxyAddr from 'proxy-addr';
 
 /** Names accepted in AUDITRACE_TRUSTED_PROXIES besides CIDRs and addresses. */
@@ -25,8 +26,20 @@ export function compileTrust(entries: readonly string[]): Trust {
   };
 }
 
-/** Validates one entry the way compileTrust will read it. */
+/**
+ * Validates one entry the way compileTrust will read it, and in the form a person means it: an
+ * address is a whole IPv4 dotted quad or an IPv6 address, a prefix a decimal length or a netmask. proxy-addr
+ * (through ipaddr.js) also takes the old shorthands, so `10/8` would mean `0.0.0.10/8` and
+ * `0x10` the address 0.0.0.16: a typo that silently trusts the wrong peers.
+ */
 export function isValidTrustEntry(entry: string): boolean {
+  if (!Object.hasOwn(NAMED, entry.toLowerCase())) {
+    const slash = entry.indexOf('/');
+    const address = slash >= 0 ? entry.slice(0, slash) : entry;
+    if (isIP(address) === 0) return false;
+    const prefix = slash >= 0 ? entry.slice(slash + 1) : undefined;
+    if (prefix !== undefined && !/^\d{1,3}$/.test(prefix) && isIP(prefix) !== 4) return false; // a length, or a netmask
+  }
   try {
     compileTrust([entry]);
     return true;

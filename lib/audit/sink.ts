@@ -180,6 +180,33 @@ function syncUnsupported(code: string | undefined): boolean {
   return code === 'EINVAL' || code === 'ENOTSUP' || code === 'EROFS';
 }
 
+/**
+ * `mkdir -p`, one directory at a time from the deepest one that exists: Node's recursive mkdir
+ * loops for ever where a directory can neither be made nor found (under /proc it spun the event
+ * loop at full CPU, deaf to SIGTERM). Here each level is tried once and the first failure throws,
+ * which the sink handles like any unwritable destination.
+ */
+export function makeParents(fs: Pick<SinkFs, 'mkdirSync' | 'statSync'>, dir: string): void {
+  const missing: string[] = [];
+  for (let d = dir; ; d = nodePath.dirname(d)) {
+    try {
+      if (fs.statSync(d).isDirectory()) break;
+      throw Object.assign(new Error(`ENOTDIR: not a directory, '${d}'`), { code: 'ENOTDIR' });
+    } catch (err) {
+      if (errorCode(err) !== 'ENOENT') throw err;
+    }
+    missing.push(d);
+    if (nodePath.dirname(d) === d || missing.length > 256) break;
+  }
+  for (let i = missing.length - 1; i >= 0; i--) {
+    try {
+      fs.mkdirSync(missing[i]!, { mode: 0o700 });
+    } catch (err) {
+      if (errorCode(err) !== 'EEXIST') throw err;
+    }
+  }
+}
+
 /** fd 1 is the null device (Node reopens a closed standard output as /dev/null). */
 function stdoutIsDevNull(): boolean {
   try {
@@ -459,7 +486,7 @@ export function openSink(opts: SinkOptions): AuditSink {
     } catch (err) {
       if (errorCode(err) !== 'ENOENT') throw err;
       // Missing parent directories (first start, or removed since): create them, private.
-      fs.mkdirSync(nodePath.dirname(path), { recursive: true, mode: 0o700 });
+      makeParents(fs, nodePath.dirname(path));
       newFd = fs.openSync(path, 'a', 0o600);
     }
     let st: nodeFs.Stats;

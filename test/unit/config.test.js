@@ -150,8 +150,13 @@ describe('configuration', () => {
       ['OTEL_EXPORTER_OTLP_ENDPOINT', '::nope', /absolute http/, (c) => c.traces.endpoint === 'http://localhost:4318/v1/traces'],
       ['OTEL_EXPORTER_OTLP_ENDPOINT', 'ftp://x', /absolute http/, (c) => c.traces.endpoint === 'http://localhost:4318/v1/traces'],
       ['OTEL_NODE_ENABLED_INSTRUMENTATIONS', 'http,nosuch', /instrumentation names.*"nosuch"/, (c) => c.instrumentations.enabled === undefined],
-      ['OTEL_EXPORTER_OTLP_TIMEOUT', '-5', /integer of at least 1/, (c) => c.traces.timeoutMs === 10000],
-      ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', '10s', /integer of at least 1/, (c) => c.traces.timeoutMs === 10000],
+      ['OTEL_EXPORTER_OTLP_TIMEOUT', '-5', /integer from 1 to 2147483647/, (c) => c.traces.timeoutMs === 10000],
+      ['OTEL_EXPORTER_OTLP_TRACES_TIMEOUT', '10s', /integer from 1 to 2147483647/, (c) => c.traces.timeoutMs === 10000],
+      // Longer than Node's longest timer: Node would run it after 1 ms.
+      ['OTEL_EXPORTER_OTLP_TIMEOUT', '3000000000', /integer from 1 to 2147483647/, (c) => c.traces.timeoutMs === 10000],
+      ['OTEL_METRIC_EXPORT_INTERVAL', '3000000000', /integer from 1 to 2147483647/, (c) => c.metrics.intervalMs === 60000],
+      ['AUDITRACE_SHUTDOWN_TIMEOUT_MS', '2147483648', /integer from 1 to 2147483647/, (c) => c.shutdownTimeoutMs === 5000],
+      ['OTEL_BSP_SCHEDULE_DELAY', '9999999999', /integer from 0 to 2147483647/, (c) => c.traces.batch.scheduleDelayMs === 5000],
       ['OTEL_SDK_DISABLED', 'maybe', /`true` or `false`/, (c) => c.sdkDisabled === false],
       ['OTEL_EXPORTER_OTLP_PROTOCOL', 'grpc', /`http\/protobuf`, `http\/json`/, (c) => c.traces.protocol === 'http/protobuf'],
       ['OTEL_TRACES_SAMPLER', 'sometimes', /one of/, (c) => c.sampler.name === 'parentbased_always_on'],
@@ -161,6 +166,8 @@ describe('configuration', () => {
       ['OTEL_PROPAGATORS', 'w3c', /propagators/, (c) => c.propagators.length === 2],
       ['AUDITRACE_SHUTDOWN_TIMEOUT_MS', '-1', /integer/, (c) => c.shutdownTimeoutMs === 5000],
       ['AUDITRACE_LAYER_SPANS', 'yes', /`true` or `false`/, (c) => c.instrumentations.layerSpans === false],
+      // Not an empty list (that would turn every instrumentation off): it names none.
+      ['OTEL_NODE_ENABLED_INSTRUMENTATIONS', ',,,', /names none/, (c) => c.instrumentations.enabled === undefined],
     ];
     for (const [name, value, expected, fellBack] of cases) {
       it(`${name}=${JSON.stringify(value)}`, () => {

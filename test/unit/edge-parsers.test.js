@@ -580,7 +580,17 @@ describe('edge parsers', () => {
         assert.throws(() => compileTrust(['loopback', e]), TypeError, 'one bad entry spoils the list');
         assert.equal(isValidTrustEntry(e), false, JSON.stringify(e));
       }
-      for (const e of ['loopback', '10.0.0.0/8', '::1', '2001:db8::/32']) assert.equal(isValidTrustEntry(e), true, e);
+      for (const e of ['loopback', '10.0.0.0/8', '::1', '2001:db8::/32', '10.0.0.0/255.0.0.0', 'Private', '::ffff:10.0.0.1']) assert.equal(isValidTrustEntry(e), true, e);
+    });
+
+    it('legacy IPv4 shorthands proxy-addr would read as other addresses are refused (10/8 is not 10.0.0.0/8)', () => {
+      assert.equal(compileTrust(['10/8'])('0.0.0.10'), true, 'what proxy-addr makes of it');
+      for (const e of ['10/8', '10', '0', '0x10', '10.1', '012.0.0.1/8', '10.0.0.0/0x8']) assert.equal(isValidTrustEntry(e), false, e);
+      const { parseConfig } = require('../../dist/lib/config.js');
+      const { config, errors } = parseConfig({ AUDITRACE_TRUSTED_PROXIES: 'loopback,10/8' });
+      assert.equal(errors.length, 1);
+      assert.match(errors[0].expected, /invalid: "10\/8"/);
+      assert.deepEqual([...config.edge.trustedProxies], []);
     });
 
     it('a /0 ("trust everyone") is refused by proxy-addr', () => {

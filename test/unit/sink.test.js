@@ -152,6 +152,18 @@ describe('audit sink', function () {
       for (const d of ['a', 'a/b', 'a/b/c']) assert.equal(fs.statSync(path.join(dir, d)).mode & 0o777, 0o700, d);
     });
 
+    it('a directory that can be neither made nor found (under /proc) is an unwritable destination, not a hang', function () {
+      // Node's recursive mkdir loops for ever there, at full CPU and deaf to signals.
+      if (!fs.existsSync('/proc/self')) this.skip();
+      const { errors, opts } = options('/proc/auditrace-nope/x/audit.jsonl', { bufferRecords: 10 });
+      const sink = open(opts);
+      sink.write(record(0));
+      assert.equal(sink.stats().writeFailures, 1);
+      assert.equal(sink.stats().buffered, 1);
+      assert.match(errors[0], /^audit destination \/proc\/auditrace-nope\/x\/audit\.jsonl unwritable \(E[A-Z]+\)/);
+      sink.close();
+    });
+
     it('a relative destination is resolved once: a later chdir does not move the file', () => {
       const cwd = process.cwd();
       const other = path.join(dir, 'elsewhere');
