@@ -109,18 +109,28 @@ export function agentsReadRawHeaders(exporter: unknown, holdProcess = true): boo
  * built by a function of ours; Node's agent then reads what it read before.
  */
 export function keepAliveFromRawHeaders<T>(agent: T): T {
-  const a = agent as { keepSocketAlive?: unknown } | null | undefined;
-  const keep = a?.keepSocketAlive;
-  if (typeof keep !== 'function') return agent;
-  a!.keepSocketAlive = function keepSocketAlive(this: unknown, socket: unknown) {
+  return before(agent, 'keepSocketAlive', (socket) => {
+    const res = (socket as { _httpMessage?: { res?: { rawHeaders?: unknown; headers?: unknown } | null } } | null)?._httpMessage?.res;
+    if (res != null && typeof res === 'object' && Array.isArray(res.rawHeaders)) res.headers = headersFrom(res.rawHeaders);
+  });
+}
+
+/**
+ * `step` runs with the first argument before the agent's own `method`, which then runs as it
+ * would have; a step that throws changes nothing (Node does what it did before).
+ */
+function before<T>(agent: T, method: 'keepSocketAlive' | 'addRequest', step: (first: unknown) => void): T {
+  const a = agent as Record<string, unknown> | null | undefined;
+  const original = a?.[method];
+  if (typeof original !== 'function') return agent;
+  a![method] = function (this: unknown, first: unknown) {
     try {
-      const res = (socket as { _httpMessage?: { res?: { rawHeaders?: unknown; headers?: unknown } | null } } | null)?._httpMessage?.res;
-      if (res != null && typeof res === 'object' && Array.isArray(res.rawHeaders)) res.headers = headersFrom(res.rawHeaders);
+      step(first);
     } catch {
-      // Node builds them itself, as before
+      // left to Node
     }
     // eslint-disable-next-line prefer-rest-params
-    return Reflect.apply(keep, this, arguments) as unknown;
+    return Reflect.apply(original, this, arguments) as unknown;
   };
   return agent;
 }
@@ -134,21 +144,11 @@ export function keepAliveFromRawHeaders<T>(agent: T): T {
  * keeps the process alive by its own timer, for at most the shutdown timeout.
  */
 export function exportsDoNotHoldTheProcess<T>(agent: T): T {
-  const a = agent as { addRequest?: unknown } | null | undefined;
-  const add = a?.addRequest;
-  if (typeof add !== 'function') return agent;
-  a!.addRequest = function addRequest(this: unknown, req: unknown) {
-    try {
-      (req as { once?: (e: string, f: (s: unknown) => void) => void }).once?.('socket', (socket) => {
-        (socket as { unref?: () => void } | null)?.unref?.();
-      });
-    } catch {
-      // the request keeps its socket as Node made it
-    }
-    // eslint-disable-next-line prefer-rest-params
-    return Reflect.apply(add, this, arguments) as unknown;
-  };
-  return agent;
+  return before(agent, 'addRequest', (req) => {
+    (req as { once?: (e: string, f: (s: unknown) => void) => void } | null)?.once?.('socket', (socket) => {
+      (socket as { unref?: () => void } | null)?.unref?.();
+    });
+  });
 }
 
 /**
